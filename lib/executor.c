@@ -1,0 +1,94 @@
+/* executor.c: the public executor calls: options and their defaults, construction through a
+ * backend (process_executor.c, thread_executor.c), and freeing. An executor freezes the
+ * function registry while it exists, because its workers hold a copy of it. */
+#include <unistd.h>
+
+#include "fpp_internal.h"
+
+
+#define GIB ((size_t)1 << 30)
+
+int fpp__opts_resolve(fpp_executor_opts *o, const fpp_executor_opts *in)
+{
+    static const fpp_executor_opts zero;
+    *o = in ? *in : zero;
+    if (o->workers < 0 || o->workers > FPP__MAX_WORKERS) {
+        fpp__log(FPP_LOG_ERROR, "executor: workers = %d is out of range (0..%d)", o->workers, FPP__MAX_WORKERS);
+        return FPP_EINVAL;
+    }
+    if (o->workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        o->workers = n < 1 ? 1 : n > FPP__MAX_WORKERS ? FPP__MAX_WORKERS : (int)n;
+    }
+    if (o->queue_capacity > ((size_t)1 << 20)) {
+        fpp__log(FPP_LOG_ERROR, "executor: queue_capacity = %zu is over 1048576", o->queue_capacity);
+        return FPP_EINVAL;
+    }
+    size_t q = o->queue_capacity ? o->queue_capacity : FPP__MAX((size_t)128, (size_t)64 * (size_t)o->workers);
+    size_t p2 = 2;
+    while (p2 < q)
+        p2 <<= 1;
+    o->queue_capacity = p2;
+    if (o->max_arg_size > GIB || o->max_result_size > GIB) {
+        fpp__log(FPP_LOG_ERROR, "executor: max_arg_size (%zu) and max_result_size (%zu) must be at most 1 GiB",
+                 o->max_arg_size, o->max_result_size);
+        return FPP_EINVAL;
+    }
+    if (!o->max_arg_size)
+        o->max_arg_size = 64 * 1024;
+    if (!o->max_result_size)
+        o->max_result_size = 1024 * 1024;
+    return 0;
+}
+
+static int create(fpp_executor **out, const fpp_executor_opts *opts, int (*start)(fpp_executor *))
+{
+    if (!out) {
+        fpp__log(FPP_LOG_ERROR, "executor: NULL out pointer");
+        return FPP_EINVAL;
+    }
+    *out = NULL;
+    fpp_executor *ex = fpp__calloc(1, sizeof *ex);
+    if (!ex)
+        return FPP_ENOMEM;
+    int rc = fpp__opts_resolve(&ex->opts, opts);
+    if (rc) {
+        fpp__free(ex);
+        return rc;
+    }
+    fpp__registry_freeze(+1);
+    rc = start(ex);
+    if (rc) {
+        fpp__registry_freeze(-1);
+        fpp__free(ex);
+        return rc;
+    }
+    *out = ex;
+    return 0;
+}
+
+int fpp_process_executor(fpp_executor **out, const fpp_executor_opts *opts)
+{
+    return create(out, opts, fpp__process_start);
+}
+
+int fpp_thread_executor(fpp_executor **out, const fpp_executor_opts *opts)
+{
+    return create(out, opts, fpp__thread_start);
+}
+
+void fpp_executor_free(fpp_executor *ex)
+{
+    if (!ex)
+        return;
+    if (ex->tm)
+        fpp_tm_free(ex->tm);
+    ex->ops->destroy(ex);
+    fpp__registry_freeze(-1);
+    fpp__free(ex);
+}
+
+int fpp_executor_workers(const fpp_executor *ex)
+{
+    return ex ? ex->opts.workers : FPP_EINVAL;
+}

@@ -1,0 +1,548 @@
+/* pool.c: the parent's side of a ring-and-arena pool: the layout of the segment, publishing
+ * tasks, harvesting completion records, recovering from a dead worker, cancelling. Both the
+ * process and the thread executor are built on it; only the thread calling into the task
+ * manager runs this code.
+ *
+ * Trust: nothing a worker wrote is used before it is checked, and each shared field is read
+ * once into a local (no double fetch). A ticket must name a live entry of the in-flight table
+ * with the same generation; a length must fit its limit; an arena offset must lie in the free
+ * part of that worker's arena, past what the parent already took. A record that fails a check
+ * is dropped (its task, if it names one, fails with a clear message). The parent keeps its own
+ * copy of every index (fpp__wpriv) and only writes the shared ones for the workers' benefit.
+ *
+ * Invariants: an in-flight entry is FREE, QUEUED (its task is in the ring or running) or
+ * ABANDONED (its task was finished by the parent but a worker may still run it: the entry and
+ * its argument block are kept until the worker reports or dies). Every task dispatched
+ * leaves the pool exactly once through fpp__tm_finished. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sched.h>
+
+#include "fpp_internal.h"
+
+#define NIL UINT32_MAX
+#define ARGS_PREFAULT_MAX ((size_t)64 << 20)
+
+static size_t pow2_at_least(size_t n)
+{
+    size_t p = 1;
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+int fpp__layout_compute(fpp__layout *l, const fpp_executor_opts *o)
+{
+    memset(l, 0, sizeof *l);
+    l->ncells = (uint32_t)o->queue_capacity;
+    l->nworkers = (uint32_t)o->workers;
+    l->max_arg = o->max_arg_size;
+    l->max_result = o->max_result_size;
+    l->cells_off = FPP__PAGE;
+    l->wblock_size = FPP__ALIGN_UP(sizeof(fpp__wblock), FPP__PAGE);
+    size_t blocks_off = l->cells_off + FPP__ALIGN_UP((size_t)l->ncells * sizeof(fpp__cell), FPP__PAGE);
+    /* Worker blocks come right after the ring so that everything the parent writes (header,
+     * ring, blocks, argument arena) is one prefix of the segment that can be backed at once. */
+    l->worker_off = blocks_off;
+    l->worker_stride = l->wblock_size;
+    l->args_off = blocks_off + (size_t)l->nworkers * l->wblock_size;
+    l->args_size = FPP__MAX(pow2_at_least(2 * l->max_arg), (size_t)1 << 20);
+    l->warena_size = FPP__ALIGN_UP(2 * l->max_result + 2 * FPP__ARENA_ALIGN, FPP__PAGE);
+    l->arenas_off = l->args_off + l->args_size;
+    l->total = l->arenas_off + (size_t)l->nworkers * l->warena_size;
+    return 0;
+}
+
+static unsigned char *arena(fpp__pool *p, uint32_t w)
+{
+    return fpp__warena_of(p->base, &p->lay, w);
+}
+
+int fpp__pool_create(fpp__pool *p, const fpp_executor_opts *o, bool shared)
+{
+    memset(p, 0, sizeof *p);
+    fpp__layout_compute(&p->lay, o);
+    p->shared = shared;
+    int rc;
+    if (shared)
+        rc = fpp__shm_create(p->lay.total, p->lay.args_off + FPP__MIN(p->lay.args_size, ARGS_PREFAULT_MAX), &p->base);
+    else
+        rc = fpp__mem_create(p->lay.total, &p->base);
+    if (rc)
+        return rc;
+    p->hdr = fpp__hdr_of(p->base);
+    p->cells = fpp__cells_of(p->base, &p->lay);
+    p->hdr->magic = FPP__MAGIC;
+    p->hdr->version = 1;
+    p->hdr->ncells = p->lay.ncells;
+    p->hdr->nworkers = p->lay.nworkers;
+    atomic_init(&p->hdr->head, 0);
+    atomic_init(&p->hdr->parent_sleeping, 0);
+    if (sem_init(&p->hdr->parent_wake, shared, 0) != 0) {
+        rc = fpp__sys_error("sem_init", "parent_wake");
+        goto fail;
+    }
+    fpp__ring_init(p->cells, p->lay.ncells);
+    for (uint32_t w = 0; w < p->lay.nworkers; w++) {
+        fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
+        if (sem_init(&b->wake, shared, 0) != 0) {
+            rc = fpp__sys_error("sem_init", "worker wake");
+            goto fail;
+        }
+    }
+    rc = fpp__buddy_init(&p->args, p->lay.args_size);
+    if (rc)
+        goto fail;
+    p->nfl = p->lay.ncells + 2 * p->lay.nworkers + 16;
+    p->fl = fpp__calloc(p->nfl, sizeof *p->fl);
+    p->wp = fpp__calloc(p->lay.nworkers, sizeof *p->wp);
+    if (!p->fl || !p->wp) {
+        rc = FPP_ENOMEM;
+        goto fail;
+    }
+    for (uint32_t i = 0; i < p->nfl; i++) {
+        p->fl[i].next_free = i + 1 < p->nfl ? i + 1 : NIL;
+        p->fl[i].arg_off = UINT64_MAX;
+    }
+    p->free_fl = 0;
+    return 0;
+fail:
+    fpp__pool_destroy(p);
+    return rc;
+}
+
+void fpp__pool_destroy(fpp__pool *p)
+{
+    fpp__buddy_fini(&p->args);
+    fpp__free(p->fl);
+    fpp__free(p->wp);
+    if (p->base) {
+        if (p->shared)
+            munmap(p->base, p->lay.total);
+        else
+            fpp__mem_destroy(p->base, p->lay.total);
+    }
+    memset(p, 0, sizeof *p);
+}
+
+/* ------------------------------------------------------------ in-flight table */
+
+static void entry_free(fpp__pool *p, uint32_t tag)
+{
+    fpp__flight *e = &p->fl[tag];
+    if (e->arg_off != UINT64_MAX)
+        fpp__buddy_free(&p->args, e->arg_off, e->arg_len);
+    e->arg_off = UINT64_MAX;
+    e->task = NULL;
+    e->state = FPP__FL_FREE;
+    e->gen++; /* a record naming the old generation is refused from now on */
+    e->next_free = p->free_fl;
+    p->free_fl = tag;
+    p->used_fl--;
+}
+
+static void finish(fpp__pool *p, fpp_task *t)
+{
+    t->tag = NIL;
+    fpp__tm_finished(p->ex->tm, t);
+}
+
+size_t fpp__pool_in_flight(const fpp__pool *p) { return p->used_fl; }
+
+/* ---------------------------------------------------------------- publishing */
+
+static int publish(fpp__pool *p, fpp_task *t)
+{
+    if (p->free_fl == NIL)
+        return 1;
+    fpp__cell *c = &p->cells[p->tail & (p->lay.ncells - 1)];
+    uint64_t s = atomic_load_explicit(&c->state, memory_order_acquire);
+    if (s != FPP__ST(p->tail, FPP__ST_FREE)) {
+        if (FPP__ST_POS(s) == ((p->tail - p->lay.ncells) & FPP__POS_MASK) && FPP__ST_TAG(s) != FPP__ST_FREE)
+            return 1; /* full */
+        fpp__log(FPP_LOG_ERROR, "task ring cell %llu corrupted (state %#llx, tail %llu): repairing it",
+                 (unsigned long long)(p->tail & (p->lay.ncells - 1)), (unsigned long long)s, (unsigned long long)p->tail);
+        atomic_store(&c->state, FPP__ST(p->tail, FPP__ST_FREE));
+    }
+    fpp__cell d;
+    d.arg_len = (uint32_t)t->arg_len;
+    d.fn = (uint32_t)t->fn;
+    d.arg_off = 0;
+    uint64_t off = UINT64_MAX;
+    if (t->arg_len <= FPP__INLINE_ARG) {
+        memset(d.arg, 0, sizeof d.arg);
+        if (t->arg_len)
+            memcpy(d.arg, t->arg, t->arg_len);
+    } else {
+        int64_t o = fpp__buddy_alloc(&p->args, t->arg_len);
+        if (o < 0)
+            return 1; /* the argument arena is full until tasks finish */
+        off = (uint64_t)o;
+        unsigned char *dst = p->base + p->lay.args_off + off;
+#ifdef MADV_POPULATE_WRITE
+        if (p->shared && off + t->arg_len > ARGS_PREFAULT_MAX &&
+            madvise((void *)((uintptr_t)dst & ~(uintptr_t)(FPP__PAGE - 1)),
+                    FPP__ALIGN_UP(t->arg_len + ((uintptr_t)dst & (FPP__PAGE - 1)), FPP__PAGE),
+                    MADV_POPULATE_WRITE) != 0) {
+            fpp__buddy_free(&p->args, off, t->arg_len);
+            return fpp__sys_error("madvise", "MADV_POPULATE_WRITE of an argument");
+        }
+#endif
+        memcpy(dst, t->arg, t->arg_len);
+        d.arg_off = off;
+    }
+    uint32_t tag = p->free_fl;
+    fpp__flight *e = &p->fl[tag];
+    if (++e->gen == 0)
+        e->gen = 1;
+    d.ticket = ((uint64_t)e->gen << 32) | tag;
+    int rc = fpp__ring_push_parent(p->cells, p->lay.ncells, p->tail, &d);
+    if (rc != 0) {
+        if (off != UINT64_MAX)
+            fpp__buddy_free(&p->args, off, t->arg_len);
+        return rc == 1 ? 1 : rc;
+    }
+    p->free_fl = e->next_free;
+    p->used_fl++;
+    e->task = t;
+    e->pos = p->tail;
+    e->arg_off = off;
+    e->arg_len = (uint32_t)t->arg_len;
+    e->state = FPP__FL_QUEUED;
+    t->tag = tag;
+    p->tail = (p->tail + 1) & FPP__POS_MASK;
+    return 0;
+}
+
+int fpp__pool_dispatch(fpp__pool *p, fpp_task *t)
+{
+    /* Tasks whose worker died before starting them go first, in their order. */
+    while (p->retry.head) {
+        int rc = publish(p, p->retry.head);
+        if (rc)
+            return rc < 0 ? rc : 1;
+        fpp__tq_pop(&p->retry);
+    }
+    if (!t)
+        return 0;
+    return publish(p, t);
+}
+
+void fpp__pool_flush(fpp__pool *p)
+{
+    /* Dekker pair with the worker's store of `sleeping` then claim (worker.c, claim). */
+    atomic_thread_fence(memory_order_seq_cst);
+    for (uint32_t w = 0; w < p->lay.nworkers; w++) {
+        fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
+        if (atomic_load_explicit(&b->sleeping, memory_order_relaxed)) {
+            uint32_t one = 1;
+            if (atomic_compare_exchange_strong(&b->sleeping, &one, 0))
+                sem_post(&b->wake);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- harvesting */
+
+static void copy_message(char *dst, size_t cap, const unsigned char *src, size_t len)
+{
+    if (len >= cap)
+        len = cap - 1;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = src[i];
+        dst[i] = (ch >= 0x20 && ch < 0x7f) || ch == '\t' ? (char)ch : '?';
+    }
+    dst[len] = 0;
+}
+
+static int handle(fpp__pool *p, uint32_t w, const fpp__crec *r)
+{
+    fpp__wpriv *wp = &p->wp[w];
+    uint64_t A = p->lay.warena_size;
+    const unsigned char *data = r->data;
+    const char *bad = NULL;
+    size_t limit = r->status == FPP__R_DONE ? p->lay.max_result : FPP__ERR_MAX;
+    if (r->status != FPP__R_DONE && r->status != FPP__R_FAILED)
+        bad = "unknown status";
+    else if (r->len > limit)
+        bad = "length over its limit";
+    else if (r->len > FPP__INLINE_RES) {
+        uint64_t skip = r->off - wp->apos;
+        if (skip >= A || (r->off % A) + r->len > A)
+            bad = "arena offset out of range";
+        else {
+            data = arena(p, w) + (r->off % A);
+            wp->apos = FPP__ALIGN_UP(r->off + r->len, FPP__ARENA_ALIGN);
+        }
+    }
+
+    uint32_t tag = (uint32_t)r->ticket, gen = (uint32_t)(r->ticket >> 32);
+    if (tag >= p->nfl || p->fl[tag].gen != gen || p->fl[tag].state == FPP__FL_FREE) {
+        p->bogus++;
+        fpp__log(FPP_LOG_WARN, "worker slot %u returned a record for no task in flight (ticket %#llx): dropped",
+                 w, (unsigned long long)r->ticket);
+        return 0;
+    }
+    fpp__flight *e = &p->fl[tag];
+    fpp_task *t = e->task;
+    bool abandoned = e->state == FPP__FL_ABANDONED;
+    entry_free(p, tag);
+    if (abandoned || !t)
+        return 0;
+    if (bad) {
+        p->bogus++;
+        fpp__task_fail(t, FPP_FAILED, 0, "worker returned a corrupted completion record (%s)", bad);
+    } else if (r->status == FPP__R_DONE) {
+        if (fpp__task_set_result(t, data, r->len) != 0)
+            fpp__task_fail(t, FPP_FAILED, 0, "out of memory for a result of %u bytes", r->len);
+    } else {
+        char msg[FPP__ERR_MAX];
+        copy_message(msg, sizeof msg, data, r->len);
+        fpp__task_fail(t, FPP_FAILED, 0, "%s", msg);
+    }
+    finish(p, t);
+    return 1;
+}
+
+int fpp__pool_collect_worker(fpp__pool *p, uint32_t w)
+{
+    fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
+    fpp__wpriv *wp = &p->wp[w];
+    /* A3: acquire; pairs with R3 in the worker's publish. */
+    uint64_t tail = atomic_load_explicit(&b->ctail, memory_order_acquire);
+    uint64_t avail = tail - wp->chead;
+    if (avail == 0)
+        return 0;
+    if (avail > FPP__CRING) {
+        p->bogus++;
+        fpp__log(FPP_LOG_WARN, "worker slot %u: completion index corrupted (%llu records): ignored",
+                 w, (unsigned long long)avail);
+        return 0;
+    }
+    int n = 0;
+    for (uint64_t i = 0; i < avail; i++) {
+        fpp__crec r;
+        memcpy(&r, &b->ring[wp->chead & (FPP__CRING - 1)], sizeof r);
+        wp->chead++;
+        n += handle(p, w, &r);
+    }
+    atomic_store_explicit(&b->chead, wp->chead, memory_order_release);
+    atomic_store_explicit(&b->atail, wp->apos, memory_order_release);
+    if (atomic_load_explicit(&b->need, memory_order_relaxed))
+        sem_post(&b->wake);
+    return n;
+}
+
+int fpp__pool_collect(fpp__pool *p)
+{
+    int n = 0;
+    for (uint32_t w = 0; w < p->lay.nworkers; w++)
+        n += fpp__pool_collect_worker(p, w);
+    return n;
+}
+
+static bool anything_ready(fpp__pool *p)
+{
+    for (uint32_t w = 0; w < p->lay.nworkers; w++) {
+        fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
+        if (atomic_load_explicit(&b->ctail, memory_order_relaxed) != p->wp[w].chead ||
+            atomic_load_explicit(&b->need, memory_order_relaxed))
+            return true;
+    }
+    return false;
+}
+
+void fpp__pool_wait(fpp__pool *p, int64_t deadline_ns)
+{
+    if (deadline_ns <= 0)
+        return;
+    /* Spin a few microseconds, then yield: a noop task comes back in well under that, and a
+     * bounded spin leaves the core to the workers when it does not. */
+    int64_t t0 = fpp__now_ns();
+    for (int i = 0;; i++) {
+        if (anything_ready(p))
+            return;
+        if ((i & 7) == 7) {
+            int64_t now = fpp__now_ns();
+            if (now >= deadline_ns)
+                return;
+            if (now - t0 > 30000)
+                break;
+            if (now - t0 > 5000)
+                sched_yield();
+        }
+        fpp__cpu_relax();
+    }
+    atomic_store_explicit(&p->hdr->parent_sleeping, 1, memory_order_relaxed);
+    /* Dekker pair with notify_parent in worker.c. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!anything_ready(p)) {
+        struct timespec ts;
+        int64_t d = deadline_ns == INT64_MAX ? fpp__now_ns() + (int64_t)3600 * 1000000000 : deadline_ns;
+        ts.tv_sec = d / 1000000000;
+        ts.tv_nsec = d % 1000000000;
+        sem_clockwait(&p->hdr->parent_wake, CLOCK_MONOTONIC, &ts);
+    }
+    atomic_store_explicit(&p->hdr->parent_sleeping, 0, memory_order_relaxed);
+}
+
+/* ---------------------------------------------------------------- recovery */
+
+int fpp__pool_recover(fpp__pool *p, uint32_t w, fpp_status st, int signo, const char *why)
+{
+    int n = fpp__pool_collect_worker(p, w);
+    fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
+    fpp__wpriv *wp = &p->wp[w];
+
+    /* Claimed but never started: publish again, in their order. */
+    fpp__tq again = {0};
+    for (uint32_t i = 0; i < p->nfl; i++) {
+        fpp__flight *e = &p->fl[i];
+        if (e->state == FPP__FL_FREE || !fpp__ring_reclaim_parent(p->cells, p->lay.ncells, e->pos, w))
+            continue;
+        fpp_task *t = e->task;
+        bool queued = e->state == FPP__FL_QUEUED;
+        entry_free(p, i);
+        if (queued && t)
+            fpp__tq_push(&again, t);
+    }
+    while (again.head) {
+        fpp_task *t = fpp__tq_pop(&again);
+        fpp__tq_push(&p->retry, t);
+    }
+
+    /* The task it was running, if it had not reported it. The phase is not trusted: any live
+     * entry the block names whose cell is no longer READY was taken by this worker. */
+    uint64_t ticket = atomic_load(&b->ticket);
+    uint32_t tag = (uint32_t)ticket, gen = (uint32_t)(ticket >> 32);
+    if (tag < p->nfl && p->fl[tag].gen == gen && p->fl[tag].state != FPP__FL_FREE &&
+        atomic_load(&p->cells[p->fl[tag].pos & (p->lay.ncells - 1)].state) !=
+            FPP__ST(p->fl[tag].pos, FPP__ST_READY)) {
+        fpp_task *t = p->fl[tag].task;
+        bool queued = p->fl[tag].state == FPP__FL_QUEUED;
+        entry_free(p, tag);
+        if (queued && t) {
+            if (st == FPP_TIMEOUT && wp->timeout_ticket == ticket)
+                fpp__task_fail(t, FPP_TIMEOUT, 0, "task %lld exceeded its timeout of %lld ms; %s",
+                               (long long)t->id, (long long)wp->timeout_ms, why);
+            else
+                fpp__task_fail(t, st == FPP_TIMEOUT ? FPP_CRASHED : st, signo,
+                               "%s while running task %lld", why, (long long)t->id);
+            finish(p, t);
+            n++;
+        }
+    }
+
+    /* Ready the block for the next worker in this slot. */
+    atomic_store(&b->phase, FPP__PH_IDLE);
+    atomic_store(&b->ticket, 0);
+    atomic_store(&b->sleeping, 0);
+    atomic_store(&b->need, 0);
+    atomic_store(&b->drain, 0);
+    atomic_store(&b->ctail, wp->chead);
+    atomic_store(&b->chead, wp->chead);
+    atomic_store(&b->apos, wp->apos);
+    atomic_store(&b->atail, wp->apos);
+    sem_destroy(&b->wake);
+    sem_init(&b->wake, p->shared, 0);
+    wp->seen_ticket = 0;
+    wp->timeout_ticket = 0;
+    return n;
+}
+
+/* ---------------------------------------------------------------- cancelling */
+
+static int worker_of(fpp__pool *p, const fpp__flight *e, uint32_t tag)
+{
+    fpp__cell *c = &p->cells[e->pos & (p->lay.ncells - 1)];
+    uint64_t s = atomic_load_explicit(&c->state, memory_order_acquire);
+    if (FPP__ST_POS(s) == e->pos && FPP__ST_TAG(s) >= FPP__ST_TAKEN &&
+        FPP__ST_TAG(s) - FPP__ST_TAKEN < p->lay.nworkers)
+        return (int)(FPP__ST_TAG(s) - FPP__ST_TAKEN);
+    uint64_t ticket = ((uint64_t)e->gen << 32) | tag;
+    for (uint32_t w = 0; w < p->lay.nworkers; w++) {
+        fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
+        if (atomic_load_explicit(&b->phase, memory_order_acquire) == FPP__PH_RUNNING &&
+            atomic_load_explicit(&b->ticket, memory_order_relaxed) == ticket)
+            return (int)w;
+    }
+    return -1;
+}
+
+int fpp__pool_cancel(fpp__pool *p, bool *kill)
+{
+    int busy = 0;
+    for (uint32_t i = 0; i < p->nfl; i++) {
+        fpp__flight *e = &p->fl[i];
+        if (e->state != FPP__FL_QUEUED)
+            continue;
+        fpp_task *t = e->task;
+        if (fpp__ring_revoke_parent(p->cells, p->lay.ncells, e->pos)) {
+            entry_free(p, i);
+        } else {
+            int w = worker_of(p, e, i);
+            if (w >= 0 && kill && !kill[w]) {
+                kill[w] = true;
+                busy++;
+            }
+            e->state = FPP__FL_ABANDONED;
+            e->task = NULL;
+        }
+        fpp__task_fail(t, FPP_CANCELLED, 0, "cancelled");
+        finish(p, t);
+    }
+    while (p->retry.head) {
+        fpp_task *t = fpp__tq_pop(&p->retry);
+        fpp__task_fail(t, FPP_CANCELLED, 0, "cancelled");
+        finish(p, t);
+    }
+    return busy;
+}
+
+void fpp__pool_abandon(fpp__pool *p, uint64_t ticket, fpp_status st, const char *why)
+{
+    uint32_t tag = (uint32_t)ticket, gen = (uint32_t)(ticket >> 32);
+    if (tag >= p->nfl || p->fl[tag].gen != gen || p->fl[tag].state != FPP__FL_QUEUED)
+        return;
+    fpp_task *t = p->fl[tag].task;
+    p->fl[tag].state = FPP__FL_ABANDONED;
+    p->fl[tag].task = NULL;
+    fpp__task_fail(t, st, 0, "%s", why);
+    finish(p, t);
+}
+
+int64_t fpp__pool_timeouts(fpp__pool *p, unsigned timeout_ms,
+                           void (*over)(fpp__pool *p, uint32_t w, uint64_t ticket))
+{
+    if (!timeout_ms)
+        return INT64_MAX;
+    int64_t now = fpp__now_ns(), limit = (int64_t)timeout_ms * 1000000, earliest = INT64_MAX;
+    for (uint32_t w = 0; w < p->lay.nworkers; w++) {
+        fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
+        fpp__wpriv *wp = &p->wp[w];
+        if (!wp->alive || atomic_load_explicit(&b->phase, memory_order_acquire) != FPP__PH_RUNNING)
+            continue;
+        uint64_t ticket = atomic_load_explicit(&b->ticket, memory_order_relaxed);
+        if (ticket != wp->seen_ticket) {
+            int64_t started = atomic_load_explicit(&b->started_ns, memory_order_relaxed);
+            /* A worker's own clock reading is believed only if it is plausible. */
+            if (started > now || started < now - limit - 1000000000)
+                started = now;
+            wp->seen_ticket = ticket;
+            wp->seen_ns = started;
+        }
+        if (wp->timeout_ticket == ticket)
+            continue; /* already dealt with */
+        int64_t deadline = wp->seen_ns + limit;
+        if (now >= deadline) {
+            wp->timeout_ticket = ticket;
+            wp->timeout_ms = timeout_ms;
+            over(p, w, ticket);
+        } else if (deadline < earliest) {
+            earliest = deadline;
+        }
+    }
+    return earliest;
+}

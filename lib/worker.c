@@ -1,0 +1,317 @@
+/* worker.c: the worker loop, the same for a forked worker process and a worker thread, and the
+ * fpp_out calls a task's function uses to hand back its result.
+ *
+ * A worker owns its block (fpp__wblock) and its result arena in the pool; it claims tasks
+ * from the shared ring, marks itself RUNNING with the task's ticket *before* releasing the
+ * ring cell (the order the parent's recovery relies on, see ring.c), runs the function,
+ * writes the result (inline in the completion record, or in its arena), publishes the
+ * record, and only then goes back to IDLE. It never logs, never allocates on the hot path,
+ * and never waits without a timeout. It trusts what the parent wrote before it started
+ * (fpp__wctx) and checks every offset it reads from the ring before using it.
+ *
+ * Arena protocol: results are written at free-running position apos in a circular arena of A
+ * bytes (A >= 2 * max_result_size, so any allowed result fits once the parent has caught up);
+ * a result never wraps: it starts a new lap instead. The parent copies each result out when
+ * it harvests the record and publishes atail, the end of what it has taken. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fpp_internal.h"
+
+struct fpp_out {
+    fpp__wctx *w;
+    fpp__wblock *b;
+    unsigned char *arena;
+    size_t asize;
+    uint64_t apos;   /* where the next result starts (before lap alignment) */
+    /* The current task's result. */
+    bool set, failed, toobig;
+    size_t len;
+    uint64_t off;    /* arena position when len > FPP__INLINE_RES */
+    unsigned char inl[FPP__INLINE_RES];
+    size_t msglen;
+    char msg[FPP__ERR_MAX];
+};
+
+/* Tells a sleeping parent that something was published. */
+static void notify_parent(fpp__hdr *h)
+{
+    /* Dekker pair with the parent's store of parent_sleeping then check of our ctail: one of
+     * the two sides sees the other's write. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&h->parent_sleeping, memory_order_relaxed)) {
+        uint32_t one = 1;
+        if (atomic_compare_exchange_strong(&h->parent_sleeping, &one, 0))
+            sem_post(&h->parent_wake);
+    }
+}
+
+/* One round of waiting for the parent: spin, then yield, then sleep on our semaphore with a
+ * short timeout (so a lost post or a scribbled semaphore costs time, never a hang). */
+static void wait_parent(fpp_out *o, int round, uint64_t need)
+{
+    if (round < 64) {
+        fpp__cpu_relax();
+        return;
+    }
+    if (round < 128) {
+        sched_yield();
+        return;
+    }
+    atomic_store_explicit(&o->b->need, need, memory_order_relaxed);
+    notify_parent(fpp__hdr_of(o->w->base));
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 2000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    sem_timedwait(&o->b->wake, &ts);
+    atomic_store_explicit(&o->b->need, 0, memory_order_relaxed);
+}
+
+/* Space for len result bytes in the arena, waiting for the parent to take older results. */
+static unsigned char *reserve(fpp_out *o, size_t len)
+{
+    uint64_t A = o->asize;
+    uint64_t pos = o->apos;
+    if ((pos % A) + len > A)
+        pos += A - (pos % A);
+    for (int round = 0;; round++) {
+        uint64_t tail = atomic_load_explicit(&o->b->atail, memory_order_acquire);
+        if (pos + len - tail <= A)
+            break;
+        if (o->w->stop && atomic_load(o->w->stop))
+            return NULL;
+        wait_parent(o, round, len);
+    }
+    o->off = pos;
+    return o->arena + (pos % A);
+}
+
+static bool too_big(fpp_out *o, size_t len)
+{
+    if (len <= o->w->lay.max_result)
+        return false;
+    o->toobig = true;
+    o->failed = true;
+    o->set = false;
+    int n = snprintf(o->msg, sizeof o->msg, "result of %zu bytes exceeds max_result_size (%zu bytes)",
+                     len, o->w->lay.max_result);
+    o->msglen = n < 0 ? 0 : FPP__MIN((size_t)n, sizeof o->msg - 1);
+    return true;
+}
+
+void *fpp_out_alloc(fpp_out *o, size_t len)
+{
+    if (!o || !o->w)
+        return NULL;
+    if (o->toobig || too_big(o, len))
+        return NULL;
+    o->set = true;
+    o->len = len;
+    if (len <= FPP__INLINE_RES)
+        return o->inl;
+    return reserve(o, len);
+}
+
+int fpp_out_set(fpp_out *o, const void *data, size_t len)
+{
+    if (!o || !o->w || (!data && len))
+        return FPP_EINVAL;
+    unsigned char *dst = fpp_out_alloc(o, len);
+    if (!dst)
+        return len ? FPP_ETOOBIG : 0;
+    if (len)
+        memcpy(dst, data, len);
+    return 0;
+}
+
+int fpp_out_fail(fpp_out *o, const char *fmt, ...)
+{
+    if (!o || !o->w || !fmt)
+        return FPP_EINVAL;
+    if (o->toobig)
+        return 0; /* the size error stays the task's error */
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(o->msg, sizeof o->msg, fmt, ap);
+    va_end(ap);
+    o->msglen = n < 0 ? 0 : FPP__MIN((size_t)n, sizeof o->msg - 1);
+    o->failed = true;
+    return 0;
+}
+
+/* Publishes one completion record, waiting while the parent has not consumed the ring. */
+static void publish(fpp_out *o, uint64_t *ctail, const fpp__crec *r)
+{
+    fpp__wblock *b = o->b;
+    for (int round = 0;; round++) {
+        uint64_t head = atomic_load_explicit(&b->chead, memory_order_acquire);
+        if (*ctail - head < FPP__CRING)
+            break;
+        if (o->w->stop && atomic_load(o->w->stop))
+            return;
+        wait_parent(o, round, 1);
+    }
+    b->ring[*ctail & (FPP__CRING - 1)] = *r;
+    (*ctail)++;
+    /* R3: release; pairs with A3 in the parent's harvest, publishes the record and the arena
+     * bytes it points to. */
+    atomic_store_explicit(&b->ctail, *ctail, memory_order_release);
+    notify_parent(fpp__hdr_of(o->w->base));
+}
+
+static bool over_rss(size_t cap_kib)
+{
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    char buf[128];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = 0;
+    unsigned long size, resident;
+    if (sscanf(buf, "%lu %lu", &size, &resident) != 2)
+        return false;
+    return resident * (unsigned long)(sysconf(_SC_PAGESIZE) / 1024) > cap_kib;
+}
+
+static bool stopping(const fpp__wctx *w)
+{
+    return w->stop && atomic_load_explicit(w->stop, memory_order_acquire);
+}
+
+/* Claims the next task: spin briefly, then yield, then sleep until the parent posts. */
+static int claim(fpp__wctx *w, fpp__hdr *h, fpp__cell *cells, fpp__wblock *b, uint64_t *pos)
+{
+    int64_t spin_until = 0;
+    for (int round = 0;; round++) {
+        if (stopping(w))
+            return 0;
+        if (fpp__ring_claim_worker(h, cells, w->lay.ncells, w->slot, pos))
+            return 1;
+        if (round < 256) {
+            if (round == 0)
+                spin_until = fpp__now_ns() + 20000;
+            for (int i = 0; i < 16; i++)
+                fpp__cpu_relax();
+            if ((round & 15) == 15 && fpp__now_ns() > spin_until)
+                round = 255;
+            continue;
+        }
+        if (round < 320) {
+            sched_yield();
+            continue;
+        }
+        atomic_store_explicit(&b->sleeping, 1, memory_order_relaxed);
+        /* Dekker pair with the parent's publish then check of `sleeping` (fpp__pool_flush). */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (fpp__ring_claim_worker(h, cells, w->lay.ncells, w->slot, pos)) {
+            atomic_store_explicit(&b->sleeping, 0, memory_order_relaxed);
+            return 1;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        sem_timedwait(&b->wake, &ts);
+        atomic_store_explicit(&b->sleeping, 0, memory_order_relaxed);
+        round = 0;
+    }
+}
+
+int fpp__worker_main(fpp__wctx *w)
+{
+    unsigned char *base = w->base;
+    const fpp__layout *l = &w->lay;
+    fpp__hdr *h = fpp__hdr_of(base);
+    fpp__cell *cells = fpp__cells_of(base, l);
+    fpp__wblock *b = fpp__wblock_of(base, l, w->slot);
+    fpp_out o = {
+        .w = w,
+        .b = b,
+        .arena = fpp__warena_of(base, l, w->slot),
+        .asize = l->warena_size,
+        .apos = atomic_load(&b->apos),
+    };
+    uint64_t ctail = atomic_load(&b->ctail);
+    unsigned done = 0;
+    unsigned char argbuf[FPP__INLINE_ARG];
+
+    for (;;) {
+        uint64_t pos;
+        if (!claim(w, h, cells, b, &pos))
+            return 0;
+        fpp__cell *c = &cells[pos & (l->ncells - 1)];
+        uint64_t ticket = c->ticket;
+        uint32_t fnid = c->fn, arg_len = c->arg_len;
+        uint64_t arg_off = c->arg_off;
+        memcpy(argbuf, c->arg, sizeof argbuf);
+        atomic_store_explicit(&b->ticket, ticket, memory_order_relaxed);
+        atomic_store_explicit(&b->started_ns, fpp__now_ns(), memory_order_relaxed);
+        atomic_store_explicit(&b->phase, FPP__PH_RUNNING, memory_order_release);
+        fpp__ring_release_worker(cells, l->ncells, pos, w->slot);
+
+        o.set = o.failed = o.toobig = false;
+        o.len = 0;
+        o.msglen = 0;
+        const void *arg = argbuf;
+        fpp_fn fn = fpp__registry_fn((int)fnid);
+        if (arg_len > FPP__INLINE_ARG) {
+            if (arg_len > l->max_arg || arg_off > l->args_size || arg_len > l->args_size - arg_off)
+                fpp_out_fail(&o, "task descriptor corrupted (argument of %u bytes at %llu)",
+                             arg_len, (unsigned long long)arg_off);
+            arg = base + l->args_off + arg_off;
+        }
+        if (!fn)
+            fpp_out_fail(&o, "no function with id %u", fnid);
+        if (!o.failed) {
+            int rc = fn(arg_len ? arg : NULL, arg_len, &o);
+            if (rc != 0 && !o.failed)
+                fpp_out_fail(&o, "function returned %d", rc);
+        }
+
+        fpp__crec r = {.ticket = ticket};
+        if (o.failed) {
+            r.status = FPP__R_FAILED;
+            r.len = (uint32_t)o.msglen;
+            if (o.msglen <= FPP__INLINE_RES) {
+                memcpy(r.data, o.msg, o.msglen);
+            } else {
+                unsigned char *dst = reserve(&o, o.msglen);
+                if (dst)
+                    memcpy(dst, o.msg, o.msglen);
+                r.off = o.off;
+            }
+        } else {
+            r.status = FPP__R_DONE;
+            r.len = (uint32_t)(o.set ? o.len : 0);
+            if (r.len <= FPP__INLINE_RES)
+                memcpy(r.data, o.inl, r.len);
+            else
+                r.off = o.off;
+        }
+        if (r.len > FPP__INLINE_RES)
+            o.apos = FPP__ALIGN_UP(o.off + r.len, FPP__ARENA_ALIGN);
+        publish(&o, &ctail, &r);
+        atomic_store_explicit(&b->tasks, ++done, memory_order_relaxed);
+        atomic_store_explicit(&b->phase, FPP__PH_IDLE, memory_order_release);
+
+        if ((w->max_tasks && done >= w->max_tasks) || (w->max_rss_kib && over_rss(w->max_rss_kib))) {
+            atomic_store_explicit(&b->phase, FPP__PH_RETIRED, memory_order_release);
+            notify_parent(h);
+            return 0;
+        }
+    }
+}
