@@ -1,0 +1,179 @@
+/* common.c: see common.h. */
+#include "common.h"
+
+int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG, F_ABORT, F_SPIN;
+
+static int echo(const void *arg, size_t len, fpp_out *out) { return fpp_out_set(out, arg, len); }
+
+static int square(const void *arg, size_t len, fpp_out *out)
+{
+    if (len != 8)
+        return fpp_out_fail(out, "square wants 8 bytes, got %zu", len), 1;
+    uint64_t x;
+    memcpy(&x, arg, 8);
+    x *= x;
+    return fpp_out_set(out, &x, 8);
+}
+
+static int fail(const void *arg, size_t len, fpp_out *out)
+{
+    return fpp_out_fail(out, "failing on purpose (%.*s)", (int)len, (const char *)arg), 0;
+}
+
+static int segv(const void *arg, size_t len, fpp_out *out)
+{
+    (void)arg; (void)len; (void)out;
+    volatile int *p = NULL;
+    *p = 42;
+    return 0;
+}
+
+static int do_exit(const void *arg, size_t len, fpp_out *out)
+{
+    (void)arg; (void)len; (void)out;
+    _exit(3); /* exit() would run Criterion's own at-exit hooks in the worker */
+}
+
+static int do_sleep(const void *arg, size_t len, fpp_out *out)
+{
+    int ms = 0;
+    if (len == sizeof ms)
+        memcpy(&ms, arg, sizeof ms);
+    sleep_ms(ms);
+    return fpp_out_set(out, &ms, sizeof ms);
+}
+
+/* Returns N bytes (N given as a uint64_t), byte i = (i * 31 + 7) & 0xff, written in place. */
+static int bytes(const void *arg, size_t len, fpp_out *out)
+{
+    if (len != 8)
+        return 1;
+    uint64_t n;
+    memcpy(&n, arg, 8);
+    unsigned char *p = fpp_out_alloc(out, n);
+    if (!p)
+        return n ? 2 : 0;
+    for (uint64_t i = 0; i < n; i++)
+        p[i] = (unsigned char)((i * 31 + 7) & 0xff);
+    return 0;
+}
+
+static int return7(const void *arg, size_t len, fpp_out *out) { (void)arg; (void)len; (void)out; return 7; }
+
+static int toobig(const void *arg, size_t len, fpp_out *out)
+{
+    (void)arg; (void)len;
+    static char big[2 << 20];
+    return fpp_out_set(out, big, sizeof big) == FPP_ETOOBIG ? 0 : 1;
+}
+
+static int do_abort(const void *arg, size_t len, fpp_out *out) { (void)arg; (void)len; (void)out; abort(); }
+
+static int spin(const void *arg, size_t len, fpp_out *out)
+{
+    uint64_t us = 0;
+    if (len == 8)
+        memcpy(&us, arg, 8);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &b);
+    while ((uint64_t)((b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000) < us);
+    return fpp_out_set(out, arg, len);
+}
+
+__attribute__((constructor)) static void register_all(void)
+{
+    F_ECHO = fpp_register("echo", echo);
+    F_SQUARE = fpp_register("square", square);
+    F_FAIL = fpp_register("fail", fail);
+    F_SEGV = fpp_register("segv", segv);
+    F_EXIT = fpp_register("exit", do_exit);
+    F_SLEEP = fpp_register("sleep", do_sleep);
+    F_BYTES = fpp_register("bytes", bytes);
+    F_RETURN7 = fpp_register("return7", return7);
+    F_TOOBIG = fpp_register("toobig", toobig);
+    F_ABORT = fpp_register("abort", do_abort);
+    F_SPIN = fpp_register("spin", spin);
+    fpp_log_set(NULL, NULL, FPP_LOG_WARN);
+}
+
+fpp_executor *mk_exec(kind k, const fpp_executor_opts *o)
+{
+    fpp_executor *ex = NULL;
+    int rc = k == PROC ? fpp_process_executor(&ex, o) : fpp_thread_executor(&ex, o);
+    cr_assert_eq(rc, 0, "executor: %s", fpp_strerror(rc));
+    cr_assert_not_null(ex);
+    return ex;
+}
+
+fpp_tm *mk_tm(fpp_executor *ex, fpp_policy policy, int retain)
+{
+    fpp_tm *tm = NULL;
+    fpp_tm_opts o = {.error_policy = policy, .monitor_interval_ms = -1, .retain_completed = retain};
+    int rc = fpp_tm_create(&tm, ex, &o);
+    cr_assert_eq(rc, 0, "tm: %s", fpp_strerror(rc));
+    return tm;
+}
+
+int shm_entries(void)
+{
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "fpp-%ld-", (long)getpid());
+    DIR *d = opendir("/dev/shm");
+    if (!d)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return n;
+}
+
+int live_children(void)
+{
+    /* Children show up in /proc/<pid>/task/<tid>/children for every thread. */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/task", (long)getpid());
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char f[400];
+        snprintf(f, sizeof f, "%s/%s/children", path, e->d_name);
+        FILE *fp = fopen(f, "r");
+        if (!fp)
+            continue;
+        long pid;
+        while (fscanf(fp, "%ld", &pid) == 1)
+            n++;
+        fclose(fp);
+    }
+    closedir(d);
+    return n;
+}
+
+void assert_clean(void)
+{
+    cr_expect_eq(live_children(), 0, "child processes left behind");
+    cr_expect_eq(shm_entries(), 0, "/dev/shm entries left behind");
+}
+
+void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+uint64_t u64_of(const void *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+}

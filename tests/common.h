@@ -1,0 +1,44 @@
+/* common.h: what the test files share: the registered task functions (registered by a
+ * constructor, before any executor exists), executor helpers for running one scenario on both
+ * executors, and the leak check every test ends with (no child process, no /dev/shm entry). */
+#ifndef FPP_TEST_COMMON_H
+#define FPP_TEST_COMMON_H
+
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fpp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG,
+    F_ABORT, F_SPIN;
+
+typedef enum { PROC = 0, THR = 1 } kind;
+
+/* A new executor of that kind with these options; fails the test if it cannot. */
+fpp_executor *mk_exec(kind k, const fpp_executor_opts *o);
+/* A task manager with the given policy and no monitor. */
+fpp_tm *mk_tm(fpp_executor *ex, fpp_policy policy, int retain);
+/* Counts /dev/shm entries named by this process (fpp-<pid>-...). */
+int shm_entries(void);
+/* Counts this process's children that still exist (zombies included). */
+int live_children(void);
+/* The end-of-test check: nothing left behind. */
+void assert_clean(void);
+void sleep_ms(int ms);
+uint64_t u64_of(const void *p);
+
+/* Defines the same test body for the process and the thread executor. */
+#define BOTH_EXECUTORS(suite, name, ...)                                   \
+    static void suite##_##name##_body(kind k);                           \
+    Test(suite, name##_process, .fini = assert_clean, ##__VA_ARGS__) { suite##_##name##_body(PROC); } \
+    Test(suite, name##_thread, .fini = assert_clean, ##__VA_ARGS__) { suite##_##name##_body(THR); } \
+    static void suite##_##name##_body(kind k)
+
+#endif
