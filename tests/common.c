@@ -177,3 +177,71 @@ uint64_t u64_of(const void *p)
     memcpy(&x, p, 8);
     return x;
 }
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char log_buf[1 << 16];
+static size_t log_len;
+
+static void sink(fpp_log_level level, const char *msg, void *user)
+{
+    (void)level; (void)user;
+    pthread_mutex_lock(&log_mu);
+    int n = snprintf(log_buf + log_len, sizeof log_buf - log_len, "%s\n", msg);
+    if (n > 0 && log_len + (size_t)n < sizeof log_buf)
+        log_len += (size_t)n;
+    pthread_mutex_unlock(&log_mu);
+}
+
+void capture_logs(void) { fpp_log_set(sink, NULL, FPP_LOG_DEBUG); }
+
+const char *captured_logs(void)
+{
+    pthread_mutex_lock(&log_mu);
+    pthread_mutex_unlock(&log_mu);
+    return log_buf;
+}
+
+void fail_syscall(long nr, int err)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = 4, .filter = f};
+    cr_assert_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+    cr_assert_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0, "seccomp: %s", strerror(errno));
+}
+
+int child_pids(pid_t *out, int max)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/task", (long)getpid());
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char f[400];
+        snprintf(f, sizeof f, "%s/%s/children", path, e->d_name);
+        FILE *fp = fopen(f, "r");
+        if (!fp)
+            continue;
+        long pid;
+        while (n < max && fscanf(fp, "%ld", &pid) == 1)
+            out[n++] = (pid_t)pid;
+        fclose(fp);
+    }
+    closedir(d);
+    return n;
+}

@@ -42,3 +42,11 @@ uint64_t u64_of(const void *p);
     static void suite##_##name##_body(kind k)
 
 #endif
+
+/* Log capture: every line the library logs from now on, joined by '\n'. */
+void capture_logs(void);
+const char *captured_logs(void);
+/* Makes syscall nr fail with err in this process from now on (seccomp). */
+void fail_syscall(long nr, int err);
+/* The pids of this process's live children (workers), up to max. */
+int child_pids(pid_t *out, int max);

@@ -1,0 +1,287 @@
+/* test_process_executor.c: crash isolation and the workers' life (lib/process_executor.c,
+ * lib/worker.c, lib/pool.c recovery): real processes and real signals, no mocks. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+
+#include "common.h"
+
+Test(process, segfault_and_exit_fail_only_their_task_while_1000_more_run, .fini = assert_clean, .timeout = 60)
+{
+    fpp_executor_opts o = {.workers = 2};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
+    int64_t segv_id = -1, exit_id = -1, abort_id = -1;
+    for (uint64_t i = 0; i < 1003; i++) {
+        int fn = F_SQUARE;
+        if (i == 10) fn = F_SEGV;
+        if (i == 500) fn = F_EXIT;
+        if (i == 900) fn = F_ABORT;
+        int64_t id = fpp_submit(tm, fn, &i, 8);
+        cr_assert_geq(id, 0);
+        if (fn == F_SEGV) segv_id = id;
+        if (fn == F_EXIT) exit_id = id;
+        if (fn == F_ABORT) abort_id = id;
+    }
+    fpp_task *t;
+    int done = 0, crashed = 0;
+    char want[128];
+    while (fpp_as_completed(tm, &t) == 1) {
+        int64_t id = fpp_task_id(t);
+        if (id == segv_id || id == exit_id || id == abort_id) {
+            crashed++;
+            cr_assert_eq(fpp_task_status(t), FPP_CRASHED, "task %lld: %s", (long long)id, fpp_status_name(fpp_task_status(t)));
+            const char *e = fpp_task_error(t);
+            snprintf(want, sizeof want, " while running task %lld", (long long)id);
+            cr_expect(strstr(e, want) != NULL, "error names the task: %s", e);
+            cr_expect_null(fpp_task_result(t, NULL));
+            if (id == segv_id) {
+                cr_expect_eq(fpp_task_signal(t), SIGSEGV);
+                cr_expect(strstr(e, "killed by SIGSEGV") != NULL, "%s", e);
+            } else if (id == abort_id) {
+                cr_expect_eq(fpp_task_signal(t), SIGABRT);
+                cr_expect(strstr(e, "killed by SIGABRT") != NULL, "%s", e);
+            } else {
+                cr_expect_eq(fpp_task_signal(t), 0);
+                cr_expect(strstr(e, "exited with status 3") != NULL, "%s", e);
+            }
+        } else {
+            cr_assert_eq(fpp_task_status(t), FPP_DONE, "task %lld: %s", (long long)id, fpp_task_error(t));
+            cr_assert_eq(u64_of(fpp_task_result(t, NULL)), (uint64_t)id * (uint64_t)id);
+            done++;
+        }
+    }
+    cr_expect_eq(crashed, 3);
+    cr_expect_eq(done, 1000);
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    cr_expect_eq(st.crashed, 3);
+    cr_expect_geq(st.worker_restarts, 3, "each dead worker was replaced");
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+Test(process, shared_memory_never_shows_in_dev_shm, .fini = assert_clean)
+{
+    fpp_executor *ex = mk_exec(PROC, NULL);
+    cr_expect_eq(shm_entries(), 0, "the segment is unlinked as soon as it is mapped");
+    fpp_executor_free(ex);
+}
+
+Test(process, workers_ignore_sigint, .fini = assert_clean, .timeout = 30)
+{
+    fpp_executor_opts o = {.workers = 2};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    pid_t pids[8];
+    int n = child_pids(pids, 8);
+    cr_assert_eq(n, 2);
+    for (int i = 0; i < n; i++)
+        kill(pids[i], SIGINT);
+    sleep_ms(50);
+    fpp_tm *tm = mk_tm(ex, FPP_RAISE, 0);
+    for (uint64_t i = 0; i < 100; i++)
+        fpp_submit(tm, F_SQUARE, &i, 8);
+    cr_expect_eq(fpp_run(tm), 0);
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    cr_expect_eq(st.worker_restarts, 0, "no worker died of SIGINT");
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+Test(process, workers_hold_only_stdio, .fini = assert_clean)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0); /* inheritable: a worker must still not keep it */
+    fpp_executor *ex = mk_exec(PROC, NULL);
+    pid_t pids[64];
+    int n = child_pids(pids, 64);
+    cr_assert_geq(n, 1);
+    for (int i = 0; i < n; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%ld/fd", (long)pids[i]);
+        DIR *d = opendir(path);
+        cr_assert_not_null(d);
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (e->d_name[0] == '.')
+                continue;
+            cr_expect_lt(atoi(e->d_name), 3, "worker %ld holds fd %s", (long)pids[i], e->d_name);
+        }
+        closedir(d);
+    }
+    fpp_executor_free(ex);
+    close(p[0]);
+    close(p[1]);
+}
+
+Test(process, fork_failing_is_esys_naming_the_call, .fini = assert_clean)
+{
+    capture_logs();
+    fail_syscall(SYS_clone, EAGAIN);
+    fpp_executor *ex = (fpp_executor *)1;
+    cr_expect_eq(fpp_process_executor(&ex, NULL), FPP_ESYS);
+    cr_expect_null(ex);
+    cr_expect(strstr(captured_logs(), "fork(worker): Resource temporarily unavailable") != NULL, "%s", captured_logs());
+}
+
+Test(process, no_room_in_dev_shm_is_esys_naming_the_call, .fini = assert_clean)
+{
+    capture_logs();
+    fail_syscall(SYS_fallocate, ENOSPC);
+    fpp_executor *ex = (fpp_executor *)1;
+    cr_expect_eq(fpp_process_executor(&ex, NULL), FPP_ESYS);
+    cr_expect_null(ex);
+    cr_expect(strstr(captured_logs(), "posix_fallocate(/fpp-") != NULL, "%s", captured_logs());
+    cr_expect(strstr(captured_logs(), "No space left on device") != NULL, "%s", captured_logs());
+}
+
+/* ------------------------------------------------------------- chaos */
+
+static _Atomic int chaos_stop;
+static _Atomic int chaos_kills;
+
+static void *killer(void *arg)
+{
+    (void)arg;
+    unsigned seed = 12345;
+    while (!atomic_load(&chaos_stop)) {
+        pid_t pids[16];
+        int n = child_pids(pids, 16);
+        if (n > 0 && kill(pids[rand_r(&seed) % n], SIGKILL) == 0)
+            atomic_fetch_add(&chaos_kills, 1);
+        sleep_ms(1 + (int)(rand_r(&seed) % 4));
+    }
+    return NULL;
+}
+
+Test(process, sigkill_at_random_moments_loses_and_duplicates_nothing, .fini = assert_clean, .timeout = 120)
+{
+    fpp_executor_opts o = {.workers = 2};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
+    enum { N = 20000 };
+    static unsigned char seen[N];
+    pthread_t th;
+    pthread_create(&th, NULL, killer, NULL);
+    int done = 0, crashed = 0;
+    fpp_task *t;
+    for (uint64_t i = 0; i < N; i++) {
+        uint64_t us = 20;
+        cr_assert_eq(fpp_submit(tm, F_SPIN, &us, 8), (int64_t)i);
+        (void)i;
+    }
+    while (fpp_as_completed(tm, &t) == 1) {
+        int64_t id = fpp_task_id(t);
+        cr_assert(id >= 0 && id < N);
+        cr_assert_eq(seen[id], 0, "task %lld came back twice", (long long)id);
+        seen[id] = 1;
+        if (fpp_task_status(t) == FPP_DONE) {
+            cr_assert_eq(u64_of(fpp_task_result(t, NULL)), 20);
+            done++;
+        } else {
+            cr_assert_eq(fpp_task_status(t), FPP_CRASHED, "%s", fpp_task_error(t));
+            cr_assert_eq(fpp_task_signal(t), SIGKILL);
+            crashed++;
+        }
+    }
+    atomic_store(&chaos_stop, 1);
+    pthread_join(th, NULL);
+    int kills = atomic_load(&chaos_kills);
+    cr_log_info("chaos: %d kills, %d done, %d crashed", kills, done, crashed);
+    cr_expect_eq(done + crashed, N, "nothing lost");
+    cr_expect_leq(crashed, kills, "a task crashes only when a kill landed on it");
+    cr_expect_gt(kills, 10, "the killer did its job");
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+Test(process, a_task_over_its_timeout_is_killed_and_replaced, .fini = assert_clean, .timeout = 30)
+{
+    fpp_executor_opts o = {.workers = 2, .task_timeout_ms = 200};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
+    int ms = 20000, quick = 1;
+    int64_t slow = fpp_submit(tm, F_SLEEP, &ms, sizeof ms);
+    for (int i = 0; i < 20; i++)
+        fpp_submit(tm, F_SLEEP, &quick, sizeof quick);
+    fpp_task *t;
+    int done = 0, timed_out = 0;
+    while (fpp_as_completed(tm, &t) == 1) {
+        if (fpp_task_id(t) == slow) {
+            cr_expect_eq(fpp_task_status(t), FPP_TIMEOUT);
+            cr_expect(strstr(fpp_task_error(t), "exceeded its timeout of 200 ms") != NULL, "%s", fpp_task_error(t));
+            timed_out++;
+        } else {
+            cr_expect_eq(fpp_task_status(t), FPP_DONE, "%s", fpp_task_error(t));
+            done++;
+        }
+    }
+    cr_expect_eq(timed_out, 1);
+    cr_expect_eq(done, 20);
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    cr_expect_eq(st.timed_out, 1);
+    cr_expect_geq(st.worker_restarts, 1);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+Test(process, workers_are_recycled_after_max_tasks, .fini = assert_clean, .timeout = 30)
+{
+    fpp_executor_opts o = {.workers = 2, .max_tasks_per_worker = 10};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_RAISE, 0);
+    for (uint64_t i = 0; i < 200; i++)
+        fpp_submit(tm, F_SQUARE, &i, 8);
+    cr_expect_eq(fpp_run(tm), 0, "no task lost or failed by recycling");
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    cr_expect_eq(st.done, 200);
+    cr_expect_geq(st.worker_restarts, 18);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+Test(process, workers_die_with_their_parent, .timeout = 30)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    pid_t parent = fork();
+    if (parent == 0) {
+        fpp_executor *ex;
+        fpp_executor_opts o = {.workers = 2};
+        if (fpp_process_executor(&ex, &o) != 0)
+            _exit(1);
+        pid_t pids[8];
+        int n = child_pids(pids, 8);
+        ssize_t w = write(p[1], pids, (size_t)n * sizeof *pids);
+        (void)w;
+        pause();
+        _exit(0);
+    }
+    close(p[1]);
+    pid_t pids[8];
+    ssize_t got = read(p[0], pids, sizeof pids);
+    cr_assert_eq(got, 2 * (ssize_t)sizeof(pid_t));
+    kill(parent, SIGKILL);
+    waitpid(parent, NULL, 0);
+    for (int i = 0; i < 2; i++) {
+        bool gone = false;
+        for (int ms = 0; ms < 1000 && !gone; ms += 10) {
+            char path[64], st = 0;
+            snprintf(path, sizeof path, "/proc/%ld/stat", (long)pids[i]);
+            FILE *f = fopen(path, "r");
+            if (!f) {
+                gone = true;
+                break;
+            }
+            if (fscanf(f, "%*d %*s %c", &st) == 1 && (st == 'Z' || st == 'X'))
+                gone = true;
+            fclose(f);
+            if (!gone)
+                sleep_ms(10);
+        }
+        cr_expect(gone, "worker %ld outlived its parent by a second", (long)pids[i]);
+    }
+}
