@@ -20,7 +20,8 @@ static int fail(const void *arg, size_t len, fpp_out *out)
     return fpp_out_fail(out, "failing on purpose (%.*s)", (int)len, (const char *)arg), 0;
 }
 
-static int segv(const void *arg, size_t len, fpp_out *out)
+/* A real invalid store, not an UBSan report: the worker must die of SIGSEGV. */
+__attribute__((no_sanitize("undefined", "address"))) static int segv(const void *arg, size_t len, fpp_out *out)
 {
     (void)arg; (void)len; (void)out;
     volatile int *p = NULL;
@@ -179,6 +180,8 @@ uint64_t u64_of(const void *p)
 }
 
 #include <linux/filter.h>
+#include <sched.h>
+#include <sys/syscall.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
 #include <stddef.h>
@@ -216,6 +219,22 @@ void fail_syscall(long nr, int err)
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
     struct sock_fprog prog = {.len = 4, .filter = f};
+    cr_assert_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+    cr_assert_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0, "seccomp: %s", strerror(errno));
+}
+
+void fail_fork(int err)
+{
+    /* clone() without CLONE_VM is a fork; threads (and LeakSanitizer's tracer) keep working. */
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_VM, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = 6, .filter = f};
     cr_assert_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
     cr_assert_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0, "seccomp: %s", strerror(errno));
 }

@@ -48,5 +48,7 @@ void capture_logs(void);
 const char *captured_logs(void);
 /* Makes syscall nr fail with err in this process from now on (seccomp). */
 void fail_syscall(long nr, int err);
+/* Makes fork() fail with err in this process from now on (seccomp on clone without CLONE_VM). */
+void fail_fork(int err);
 /* The pids of this process's live children (workers), up to max. */
 int child_pids(pid_t *out, int max);

@@ -118,7 +118,7 @@ Test(process, workers_hold_only_stdio, .fini = assert_clean)
 Test(process, fork_failing_is_esys_naming_the_call, .fini = assert_clean)
 {
     capture_logs();
-    fail_syscall(SYS_clone, EAGAIN);
+    fail_fork(EAGAIN);
     fpp_executor *ex = (fpp_executor *)1;
     cr_expect_eq(fpp_process_executor(&ex, NULL), FPP_ESYS);
     cr_expect_null(ex);
