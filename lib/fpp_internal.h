@@ -52,6 +52,9 @@ FPP__HIDDEN void *fpp__calloc(size_t n, size_t size);
 FPP__HIDDEN void *fpp__realloc(void *p, size_t n);
 FPP__HIDDEN void fpp__free(void *p);
 FPP__HIDDEN char *fpp__strdup(const char *s);
+/* A buffer of at least n bytes (its real size in *cap), from the large-buffer cache when it can. */
+FPP__HIDDEN void *fpp__buf_get(size_t n, size_t *cap);
+FPP__HIDDEN void fpp__buf_put(void *p, size_t cap);
 
 /* ----------------------------------------------------------------- logging */
 
@@ -231,7 +234,7 @@ struct fpp_task {
     int signo;
     uint8_t where;
     uint32_t tag;          /* the executor's in-flight tag while FPP__AT_EXEC */
-    size_t arg_len, result_len;
+    size_t arg_len, result_len, result_cap;
     unsigned char *arg;    /* arg_inline, heap, or NULL */
     unsigned char *result; /* res_inline, heap, or NULL */
     char *error;           /* heap, or NULL */

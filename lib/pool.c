@@ -49,7 +49,11 @@ int fpp__layout_compute(fpp__layout *l, const fpp_executor_opts *o)
     l->worker_stride = l->wblock_size;
     l->args_off = blocks_off + (size_t)l->nworkers * l->wblock_size;
     l->args_size = FPP__MAX(pow2_at_least(2 * l->max_arg), (size_t)1 << 20);
-    l->warena_size = FPP__ALIGN_UP(2 * l->max_result + 2 * FPP__ARENA_ALIGN, FPP__PAGE);
+    /* At least two of the largest results, and room to keep several results of up to 16 MiB
+     * in flight while the parent copies the previous ones out (sparse: only what is written is
+     * backed). */
+    size_t lanes = l->max_result <= ((size_t)16 << 20) ? 4 : 2;
+    l->warena_size = FPP__ALIGN_UP(lanes * l->max_result + 2 * FPP__ARENA_ALIGN, FPP__PAGE);
     l->arenas_off = l->args_off + l->args_size;
     l->total = l->arenas_off + (size_t)l->nworkers * l->warena_size;
     return 0;

@@ -14,7 +14,7 @@ void fpp__task_fail(fpp_task *t, fpp_status st, int signo, const char *fmt, ...)
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     if (t->result && t->result != t->res_inline)
-        fpp__free(t->result);
+        fpp__buf_put(t->result, t->result_cap);
     t->result = NULL;
     t->result_len = 0;
     fpp__free(t->error);
@@ -27,7 +27,7 @@ int fpp__task_set_result(fpp_task *t, const void *data, size_t len)
 {
     unsigned char *dst = t->res_inline;
     if (len > sizeof t->res_inline) {
-        dst = fpp__malloc(len);
+        dst = fpp__buf_get(len, &t->result_cap);
         if (!dst)
             return FPP_ENOMEM;
     }
@@ -45,7 +45,7 @@ void fpp__task_clear(fpp_task *t)
     if (t->arg && t->arg != t->arg_inline)
         fpp__free(t->arg);
     if (t->result && t->result != t->res_inline)
-        fpp__free(t->result);
+        fpp__buf_put(t->result, t->result_cap);
     fpp__free(t->error);
     t->arg = t->result = NULL;
     t->error = NULL;

@@ -1,0 +1,615 @@
+/* fpp-bench: throughput, speedup, latency, memory and CPU of fpp's executors against the
+ * baselines and peers, side by side in one run.
+ *
+ * Every (executor, workload, workers) configuration runs in a fresh child process of this
+ * program, so that its peak resident memory and CPU times are its own; the child reports a
+ * row through a pipe. Executors: fpp-process, fpp-thread, fork (a fork per task, written
+ * here), and Python's concurrent.futures process and thread pools and
+ * multiprocessing.Pool.imap_unordered (bench/peers/peers.py). Workloads: noop, spin:US,
+ * bytes:N, mixed, crashy:P. Timing lives only here, never in the tests.
+ *
+ * Usage: fpp-bench [--quick] [--csv FILE] [--plot FILE.png] [--workers 1,2,4]
+ *                  [--executors a,b] [--workloads w1,w2] [--tasks N] [--peers DIR]
+ * Uses only <fpp.h>. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fpp.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------- workloads */
+
+static double spin_per_us = 0; /* loop iterations per microsecond, calibrated once */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Pure CPU for `us` microseconds, on the clock (vDSO, no system call): the same in every
+ * executor and in the serial baseline. */
+static void spin_us(double us)
+{
+    uint64_t end = now_ns() + (uint64_t)(us * 1000.0);
+    while (now_ns() < end)
+        ;
+}
+
+static void calibrate(void)
+{
+    /* How many clock reads fit in a microsecond: only reported, spin_us is on the clock. */
+    uint64_t t0 = now_ns(), n = 0;
+    while (now_ns() - t0 < 20000000)
+        n++;
+    spin_per_us = (double)n / 20000.0;
+}
+
+typedef struct workload {
+    char name[32];
+    int kind; /* 0 noop, 1 spin, 2 bytes, 3 mixed, 4 crashy */
+    double param;
+} workload;
+
+/* Task durations of `mixed`: long-tailed, the same for every executor. */
+static double mixed_us(uint64_t i)
+{
+    uint64_t h = i * 0x9E3779B97F4A7C15ULL;
+    unsigned r = (unsigned)(h >> 54) % 1000;
+    return r < 900 ? 20 : r < 990 ? 200 : 5000;
+}
+
+static int crashy_hit(uint64_t i, double p)
+{
+    uint64_t h = (i + 1) * 0xD1B54A32D192ED03ULL;
+    return (double)(h >> 11) / 9007199254740992.0 < p;
+}
+
+/* The body of every workload; `seq` is the task's sequence number. */
+static unsigned char *big;
+static size_t big_len;
+
+static int task_body(const workload *w, uint64_t seq, fpp_out *out)
+{
+    switch (w->kind) {
+    case 0: break;
+    case 1: spin_us(w->param); break;
+    case 2: {
+        size_t n = (size_t)w->param;
+        unsigned char *p = fpp_out_alloc(out, n);
+        if (!p)
+            return 1;
+        memcpy(p, big, n);
+        return 0;
+    }
+    case 3: spin_us(mixed_us(seq)); break;
+    case 4:
+        if (crashy_hit(seq, w->param))
+            raise(SIGSEGV);
+        break;
+    }
+    return fpp_out_set(out, &seq, sizeof seq);
+}
+
+static workload current; /* set before any executor exists; workers inherit it */
+
+static int bench_fn(const void *arg, size_t len, fpp_out *out)
+{
+    uint64_t seq = 0;
+    if (len == sizeof seq)
+        memcpy(&seq, arg, sizeof seq);
+    return task_body(&current, seq, out);
+}
+
+static int parse_workload(const char *s, workload *w)
+{
+    memset(w, 0, sizeof *w);
+    snprintf(w->name, sizeof w->name, "%s", s);
+    if (strcmp(s, "noop") == 0) w->kind = 0;
+    else if (strncmp(s, "spin:", 5) == 0) { w->kind = 1; w->param = atof(s + 5); }
+    else if (strncmp(s, "bytes:", 6) == 0) { w->kind = 2; w->param = atof(s + 6); }
+    else if (strcmp(s, "mixed") == 0) w->kind = 3;
+    else if (strncmp(s, "crashy:", 7) == 0) { w->kind = 4; w->param = atof(s + 7); }
+    else return -1;
+    return 0;
+}
+
+/* ----------------------------------------------------------------- rows */
+
+typedef struct row {
+    char executor[24], workload[32];
+    int workers;
+    long tasks;
+    double secs, tasks_per_s, us_per_task, speedup, p50_us, p99_us, rss_mib, cpu_parent, cpu_workers;
+    long failed;
+    double extra; /* bytes/s for bytes:N; respawn ms for crashy */
+    int ok;
+} row;
+
+static double tv(struct timeval t) { return (double)t.tv_sec + (double)t.tv_usec / 1e6; }
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double serial_secs(const workload *w, long n)
+{
+    /* The same bodies, called in this process one after the other. Results go through a
+     * plain buffer (copying bytes as the tasks do); crashes are not run. */
+    uint64_t t0 = now_ns();
+    static unsigned char *sink;
+    if (w->kind == 2) {
+        t0 = 0;
+        free(sink);
+        free(big);
+        sink = malloc((size_t)w->param);
+        big = malloc((size_t)w->param);
+        memset(big, 0x5a, (size_t)w->param);
+        memset(sink, 0, (size_t)w->param);
+        t0 = now_ns();
+    }
+    for (long i = 0; i < n; i++) {
+        if (w->kind == 1) spin_us(w->param);
+        else if (w->kind == 2) memcpy(sink, big, (size_t)w->param);
+        else if (w->kind == 3) spin_us(mixed_us((uint64_t)i));
+    }
+    double secs = (double)(now_ns() - t0) / 1e9;
+    if (w->kind == 2) {
+        free(big);
+        big = NULL;
+    }
+    return secs;
+}
+
+/* ---------------------------------------------------------------- fpp */
+
+static int run_fpp(int threads, const workload *w, int workers, long n, row *r)
+{
+    fpp_log_set(NULL, NULL, FPP_LOG_OFF);
+    int fn = fpp_lookup("bench");
+    fpp_executor *ex;
+    fpp_executor_opts eo = {.workers = workers};
+    if (w->kind == 2)
+        eo.max_result_size = (size_t)w->param;
+    int rc = threads ? fpp_thread_executor(&ex, &eo) : fpp_process_executor(&ex, &eo);
+    if (rc)
+        return rc;
+    fpp_tm *tm;
+    fpp_tm_opts to = {.error_policy = FPP_IGNORE, .monitor_interval_ms = -1};
+    fpp_tm_create(&tm, ex, &to);
+
+    /* Latency: one task at a time into an idle pool. */
+    int lat_n = w->kind == 1 || w->kind == 3 ? 200 : w->kind == 2 ? 100 : 2000;
+    uint64_t *lat = calloc((size_t)lat_n, sizeof *lat);
+    fpp_task *t;
+    for (int i = 0; i < lat_n; i++) {
+        uint64_t seq = (uint64_t)i + 1000000000ULL, t0 = now_ns();
+        fpp_submit(tm, fn, &seq, sizeof seq);
+        while (fpp_as_completed(tm, &t) == 1)
+            ;
+        lat[i] = now_ns() - t0;
+    }
+    qsort(lat, (size_t)lat_n, sizeof *lat, cmp_u64);
+    r->p50_us = (double)lat[lat_n / 2] / 1e3;
+    r->p99_us = (double)lat[(lat_n * 99) / 100] / 1e3;
+    free(lat);
+
+    /* Throughput: fpp_submit per task, fpp_as_completed for the results. */
+    uint64_t t0 = now_ns();
+    long got = 0, failed = 0;
+    /* A streaming caller: keep up to `window` tasks submitted ahead of the results. */
+    long window = w->kind == 2 ? 16 : 1024;
+    for (long i = 0; i < n; i++) {
+        uint64_t seq = (uint64_t)i;
+        if (fpp_submit(tm, fn, &seq, sizeof seq) < 0)
+            return 1;
+        if (i - got >= window && fpp_as_completed(tm, &t) == 1) {
+            got++;
+            failed += fpp_task_status(t) != FPP_DONE;
+        }
+    }
+    while (fpp_as_completed(tm, &t) == 1) {
+        got++;
+        failed += fpp_task_status(t) != FPP_DONE;
+    }
+    r->secs = (double)(now_ns() - t0) / 1e9;
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    r->failed = failed;
+
+    if (w->kind == 4 && !threads) {
+        /* Respawn: a crash, then the time until a replacement has run the next task. */
+        fpp_tm_free(tm);
+        fpp_executor_free(ex);
+        eo.workers = 1;
+        fpp_process_executor(&ex, &eo);
+        fpp_tm_create(&tm, ex, &to);
+        int crash_fn = fpp_lookup("bench_crash");
+        uint64_t worst = 0, sum = 0;
+        int reps = 20;
+        for (int k = 0; k < reps; k++) {
+            uint64_t seq = 0;
+            fpp_submit(tm, crash_fn, &seq, sizeof seq);
+            while (fpp_as_completed(tm, &t) == 1)
+                ;
+            uint64_t a = now_ns();
+            fpp_submit(tm, fn, &seq, sizeof seq);
+            while (fpp_as_completed(tm, &t) == 1)
+                ;
+            uint64_t d = now_ns() - a;
+            sum += d;
+            worst = d > worst ? d : worst;
+        }
+        r->extra = (double)sum / reps / 1e6;
+    }
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+    return got == n ? 0 : 1;
+}
+
+static int crash_fn(const void *a, size_t l, fpp_out *o)
+{
+    (void)a; (void)l; (void)o;
+    raise(SIGSEGV);
+    return 0;
+}
+
+/* ---------------------------------------------------- fork per task */
+
+typedef struct fslot { pid_t pid; int fd; } fslot;
+
+static void fork_child(const workload *w, uint64_t seq, int fd)
+{
+    if (w->kind == 4 && crashy_hit(seq, w->param))
+        raise(SIGSEGV);
+    if (w->kind == 1) spin_us(w->param);
+    if (w->kind == 3) spin_us(mixed_us(seq));
+    const unsigned char *src = w->kind == 2 ? big : (const unsigned char *)&seq;
+    size_t left = w->kind == 2 ? (size_t)w->param : sizeof seq;
+    while (left) {
+        ssize_t k = write(fd, src, left);
+        if (k <= 0)
+            _exit(1);
+        src += k;
+        left -= (size_t)k;
+    }
+    _exit(0);
+}
+
+static int run_fork(const workload *w, int workers, long n, row *r)
+{
+    uint64_t t0 = now_ns();
+    long started = 0, done = 0;
+    fslot *sl = calloc((size_t)workers, sizeof *sl);
+    struct pollfd *pf = calloc((size_t)workers, sizeof *pf);
+    static unsigned char buf[1 << 16];
+    for (int i = 0; i < workers; i++)
+        sl[i].pid = 0;
+    while (done < n) {
+        for (int i = 0; i < workers && started < n; i++) {
+            if (sl[i].pid)
+                continue;
+            int p[2];
+            if (pipe(p) != 0)
+                return 1;
+            uint64_t seq = (uint64_t)started++;
+            pid_t pid = fork();
+            if (pid == 0) {
+                close(p[0]);
+                fork_child(w, seq, p[1]);
+            }
+            close(p[1]);
+            sl[i].pid = pid;
+            sl[i].fd = p[0];
+        }
+        int m = 0;
+        for (int i = 0; i < workers; i++)
+            pf[i] = (struct pollfd){.fd = sl[i].pid ? sl[i].fd : -1, .events = POLLIN};
+        poll(pf, (nfds_t)workers, -1);
+        for (int i = 0; i < workers; i++) {
+            if (!sl[i].pid || !(pf[i].revents & (POLLIN | POLLHUP)))
+                continue;
+            ssize_t k = read(sl[i].fd, buf, sizeof buf); /* the result, a piece at a time */
+            if (k > 0)
+                continue;
+            close(sl[i].fd);
+            int status;
+            waitpid(sl[i].pid, &status, 0);
+            r->failed += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+            sl[i].pid = 0;
+            done++;
+            m++;
+        }
+    }
+    r->secs = (double)(now_ns() - t0) / 1e9;
+    free(sl);
+    free(pf);
+    /* One at a time, for latency. */
+    int lat_n = 200;
+    uint64_t lat[200];
+    for (int i = 0; i < lat_n; i++) {
+        uint64_t a = now_ns();
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(0);
+        waitpid(pid, NULL, 0);
+        lat[i] = now_ns() - a;
+    }
+    qsort(lat, (size_t)lat_n, sizeof *lat, cmp_u64);
+    r->p50_us = (double)lat[lat_n / 2] / 1e3;
+    r->p99_us = (double)lat[(lat_n * 99) / 100] / 1e3;
+    return 0;
+}
+
+/* ---------------------------------------------------------- Python peers */
+
+static const char *peers_dir = NULL;
+
+static int run_python(const char *executor, const workload *w, int workers, long n, row *r)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "python3 %s/peers.py %s %s %d %ld %.3f", peers_dir, executor, w->name, workers, n,
+             spin_per_us);
+    FILE *f = popen(cmd, "r");
+    if (!f)
+        return 1;
+    double secs = 0, p50 = 0, p99 = 0, rss = 0, cpu_p = 0, cpu_w = 0;
+    long failed = 0;
+    int k = fscanf(f, "%lf %lf %lf %lf %lf %lf %ld", &secs, &p50, &p99, &rss, &cpu_p, &cpu_w, &failed);
+    int st = pclose(f);
+    if (k != 7 || st != 0)
+        return 1;
+    r->secs = secs;
+    r->p50_us = p50;
+    r->p99_us = p99;
+    r->rss_mib = rss;
+    r->cpu_parent = cpu_p;
+    r->cpu_workers = cpu_w;
+    r->failed = failed;
+    return 0;
+}
+
+/* ----------------------------------------------------------- one config */
+
+static int run_config(const char *executor, const workload *w, int workers, long n, double serial, row *r)
+{
+    memset(r, 0, sizeof *r);
+    snprintf(r->executor, sizeof r->executor, "%s", executor);
+    snprintf(r->workload, sizeof r->workload, "%s", w->name);
+    r->workers = workers;
+    r->tasks = n;
+    int p[2];
+    if (pipe(p) != 0)
+        return 1;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        current = *w;
+        if (w->kind == 2) { /* the bytes a bytes:N task returns, made only where needed */
+            big_len = (size_t)w->param;
+            big = malloc(big_len);
+            memset(big, 0x5a, big_len);
+        }
+        int rc;
+        if (strcmp(executor, "fpp-process") == 0) rc = run_fpp(0, w, workers, n, r);
+        else if (strcmp(executor, "fpp-thread") == 0) rc = run_fpp(1, w, workers, n, r);
+        else if (strcmp(executor, "fork") == 0) rc = run_fork(w, workers, n, r);
+        else rc = run_python(executor, w, workers, n, r);
+        if (strncmp(executor, "fpp", 3) == 0 || strcmp(executor, "fork") == 0) {
+            struct rusage self, kids;
+            getrusage(RUSAGE_SELF, &self);
+            getrusage(RUSAGE_CHILDREN, &kids);
+            r->cpu_parent = tv(self.ru_utime) + tv(self.ru_stime);
+            r->cpu_workers = tv(kids.ru_utime) + tv(kids.ru_stime);
+            r->rss_mib = (double)self.ru_maxrss / 1024.0;
+        }
+        r->ok = rc == 0;
+        ssize_t k = write(p[1], r, sizeof *r);
+        (void)k;
+        _exit(0);
+    }
+    close(p[1]);
+    ssize_t got = read(p[0], r, sizeof *r);
+    close(p[0]);
+    waitpid(pid, NULL, 0);
+    if (got != (ssize_t)sizeof *r || !r->ok)
+        return 1;
+    r->tasks_per_s = (double)n / r->secs;
+    r->us_per_task = r->secs * 1e6 / (double)n;
+    r->speedup = serial > 0 ? serial / r->secs : 0;
+    if (w->kind == 2)
+        r->extra = (double)n * w->param / r->secs;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static double memcpy_gbs(size_t n)
+{
+    unsigned char *a = malloc(n), *b = malloc(n);
+    memset(a, 1, n);
+    memset(b, 2, n);
+    double best = 0;
+    for (int r = 0; r < 7; r++) {
+        int reps = (int)(256 * 1048576 / n) + 1;
+        uint64_t t0 = now_ns();
+        for (int i = 0; i < reps; i++) {
+            memcpy(b, a, n);
+            __asm__ __volatile__("" ::"r"(b) : "memory");
+        }
+        double gbs = (double)n * reps / ((double)(now_ns() - t0));
+        if (gbs > best)
+            best = gbs;
+    }
+    free(a);
+    free(b);
+    return best;
+}
+
+static int split(char *s, char **out, int max)
+{
+    int n = 0;
+    for (char *tok = strtok(s, ","); tok && n < max; tok = strtok(NULL, ","))
+        out[n++] = tok;
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    int quick = 0;
+    const char *csv = NULL, *plot = NULL;
+    char workers_s[64] = "1,2", execs_s[256] = "fpp-process,fpp-thread,fork,cf-process,cf-thread,mp-imap";
+    char loads_s[256] = "noop,spin:1000,bytes:1048576,mixed,crashy:0.01";
+    long tasks_override = 0;
+    static char peers_buf[512];
+    snprintf(peers_buf, sizeof peers_buf, "%s", BENCH_PEERS_DIR);
+    peers_dir = peers_buf;
+    for (int a = 1; a < argc; a++) {
+        if (!strcmp(argv[a], "--quick")) quick = 1;
+        else if (!strcmp(argv[a], "--csv") && a + 1 < argc) csv = argv[++a];
+        else if (!strcmp(argv[a], "--plot") && a + 1 < argc) plot = argv[++a];
+        else if (!strcmp(argv[a], "--workers") && a + 1 < argc) snprintf(workers_s, sizeof workers_s, "%s", argv[++a]);
+        else if (!strcmp(argv[a], "--executors") && a + 1 < argc) snprintf(execs_s, sizeof execs_s, "%s", argv[++a]);
+        else if (!strcmp(argv[a], "--workloads") && a + 1 < argc) snprintf(loads_s, sizeof loads_s, "%s", argv[++a]);
+        else if (!strcmp(argv[a], "--tasks") && a + 1 < argc) tasks_override = atol(argv[++a]);
+        else if (!strcmp(argv[a], "--peers") && a + 1 < argc) peers_dir = argv[++a];
+        else {
+            fprintf(stderr, "usage: %s [--quick] [--csv FILE] [--plot FILE.png] [--workers 1,2] [--executors LIST] "
+                            "[--workloads LIST] [--tasks N] [--peers DIR]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (fpp_register("bench", bench_fn) < 0 || fpp_register("bench_crash", crash_fn) < 0)
+        return 1;
+    calibrate();
+
+    char *execs[16], *loads[16], *ws[16];
+    int ne = split(execs_s, execs, 16), nl = split(loads_s, loads, 16), nw = split(workers_s, ws, 16);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    char cpu[128] = "unknown CPU";
+    FILE *ci = fopen("/proc/cpuinfo", "r");
+    if (ci) {
+        char line[256];
+        while (fgets(line, sizeof line, ci))
+            if (!strncmp(line, "model name", 10)) {
+                char *c = strchr(line, ':');
+                if (c) snprintf(cpu, sizeof cpu, "%s", c + 2);
+                cpu[strcspn(cpu, "\n")] = 0;
+                break;
+            }
+        fclose(ci);
+    }
+    double mc = memcpy_gbs(1 << 20);
+    printf("fpp-bench %s on %ld cores (%s); memcpy of 1 MiB: %.1f GB/s; %.0f clock reads/us\n",
+           FPP_VERSION_STRING, ncpu, cpu, mc, spin_per_us);
+    printf("%-11s %-14s %3s %8s %11s %9s %7s %9s %9s %7s %7s %7s %s\n", "executor", "workload", "w", "tasks", "tasks/s",
+           "us/task", "speedup", "p50_us", "p99_us", "rss_MiB", "cpu_par", "cpu_wrk", "note");
+    FILE *out = csv ? fopen(csv, "w") : NULL;
+    if (out)
+        fprintf(out, "executor,workload,workers,tasks,tasks_per_s,us_per_task,speedup,p50_us,p99_us,rss_mib,cpu_parent_s,cpu_workers_s,failed,extra\n");
+    int tty = isatty(STDERR_FILENO);
+    row rows[512];
+    int nrows = 0, total = ne * nl * nw, k = 0;
+    for (int li = 0; li < nl; li++) {
+        workload w;
+        if (parse_workload(loads[li], &w)) {
+            fprintf(stderr, "unknown workload %s\n", loads[li]);
+            return 2;
+        }
+        for (int wi = 0; wi < nw; wi++) {
+            int workers = atoi(ws[wi]);
+            for (int ei = 0; ei < ne; ei++, k++) {
+                const char *e = execs[ei];
+                int fast = !strcmp(e, "fpp-process") || !strcmp(e, "fpp-thread");
+                int py_proc = !strcmp(e, "cf-process");
+                double per_task_us = w.kind == 1 ? w.param : w.kind == 3 ? 0.9 * 20 + 0.09 * 200 + 0.01 * 5000
+                                   : w.kind == 2 ? w.param / 4000.0 : 1;
+                double budget_s = quick ? 0.25 : 2.0;
+                long n = (long)(budget_s * 1e6 * workers / per_task_us);
+                if (w.kind == 0 || w.kind == 4)
+                    n = fast ? (quick ? 200000 : 2000000) : py_proc ? (quick ? 2000 : 20000) : !strcmp(e, "fork") ? (quick ? 500 : 3000) : (quick ? 5000 : 50000);
+                if (!fast && w.kind != 0 && w.kind != 4 && n > 20000)
+                    n = 20000;
+                if (!strcmp(e, "fork") && n > 3000)
+                    n = quick ? 500 : 3000;
+                if (w.kind == 2 && n > 20000)
+                    n = 20000;
+                if (n < 20)
+                    n = 20;
+                if (tasks_override)
+                    n = tasks_override;
+                if (w.kind == 4 && !strcmp(e, "fpp-thread"))
+                    continue; /* a crash takes the thread executor's process down */
+                if (w.kind == 4 && !strcmp(e, "cf-thread"))
+                    continue;
+                if (tty)
+                    fprintf(stderr, "\r[%d/%d] %s %s w=%d n=%ld ...            ", k + 1, total, e, w.name, workers, n);
+                double serial = w.kind == 0 || w.kind == 4 ? 0 : serial_secs(&w, n);
+                row *r = &rows[nrows];
+                if (run_config(e, &w, workers, n, serial, r) != 0) {
+                    if (tty)
+                        fprintf(stderr, "\r%*s\r", 70, "");
+                    printf("%-11s %-14s %3d  (failed or unavailable)\n", e, w.name, workers);
+                    continue;
+                }
+                if (tty)
+                    fprintf(stderr, "\r%*s\r", 70, "");
+                char note[64] = "";
+                if (w.kind == 2)
+                    snprintf(note, sizeof note, "%.2f GB/s = %.2f x memcpy", r->extra / 1e9, r->extra / 1e9 / mc);
+                else if (w.kind == 4 && !strcmp(e, "fpp-process"))
+                    snprintf(note, sizeof note, "%ld crashed; respawn %.2f ms", r->failed, r->extra);
+                else if (w.kind == 4)
+                    snprintf(note, sizeof note, "%ld crashed", r->failed);
+                printf("%-11s %-14s %3d %8ld %11.0f %9.2f %7.2f %9.1f %9.1f %7.1f %7.2f %7.2f %s\n", r->executor,
+                       r->workload, r->workers, r->tasks, r->tasks_per_s, r->us_per_task, r->speedup, r->p50_us,
+                       r->p99_us, r->rss_mib, r->cpu_parent, r->cpu_workers, note);
+                fflush(stdout);
+                if (out)
+                    fprintf(out, "%s,%s,%d,%ld,%.1f,%.3f,%.3f,%.2f,%.2f,%.2f,%.3f,%.3f,%ld,%.3f\n", r->executor,
+                            r->workload, r->workers, r->tasks, r->tasks_per_s, r->us_per_task, r->speedup, r->p50_us,
+                            r->p99_us, r->rss_mib, r->cpu_parent, r->cpu_workers, r->failed, r->extra);
+                nrows++;
+            }
+        }
+    }
+    /* Ratios: fpp-process over each other executor, same workload and workers. */
+    printf("\nfpp-process throughput / peer (same workload, same workers, this run):\n");
+    for (int i = 0; i < nrows; i++) {
+        if (strcmp(rows[i].executor, "fpp-process"))
+            continue;
+        printf("  %-14s w=%d:", rows[i].workload, rows[i].workers);
+        for (int j = 0; j < nrows; j++)
+            if (j != i && !strcmp(rows[j].workload, rows[i].workload) && rows[j].workers == rows[i].workers)
+                printf("  /%s %.2fx", rows[j].executor, rows[i].tasks_per_s / rows[j].tasks_per_s);
+        printf("\n");
+    }
+    if (out)
+        fclose(out);
+    if (plot && csv) {
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd,
+                 "gnuplot -e \"csv='%s'; out='%s'\" %s/plot.gp", csv, plot, BENCH_SOURCE_DIR);
+        if (system(cmd) != 0)
+            fprintf(stderr, "gnuplot failed (is gnuplot-nox installed?)\n");
+        else
+            printf("plot written to %s\n", plot);
+    } else if (plot) {
+        fprintf(stderr, "--plot needs --csv\n");
+    }
+    return 0;
+}
