@@ -10,6 +10,8 @@
  *
  * Usage: fpp-bench [--quick] [--csv FILE] [--plot FILE.png] [--workers 1,2,4]
  *                  [--executors a,b] [--workloads w1,w2] [--tasks N] [--peers DIR]
+ *                  [--hold-mib N]   (each run's parent first fills N MiB, e.g. 1024, to show
+ *                                    what a large parent does to fork and respawn)
  * Uses only <fpp.h>. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -357,11 +359,12 @@ static int run_fork(const workload *w, int workers, long n, row *r)
 /* ---------------------------------------------------------- Python peers */
 
 static const char *peers_dir = NULL;
+static size_t hold_mib = 0; /* --hold-mib: memory the parent holds while it runs (fork cost) */
 
 static int run_python(const char *executor, const workload *w, int workers, long n, row *r)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "python3 %s/peers.py %s %s %d %ld %.3f", peers_dir, executor, w->name, workers, n,
+    snprintf(cmd, sizeof cmd, "timeout 300 python3 %s/peers.py %s %s %d %ld %.3f", peers_dir, executor, w->name, workers, n,
              spin_per_us);
     FILE *f = popen(cmd, "r");
     if (!f)
@@ -399,6 +402,12 @@ static int run_config(const char *executor, const workload *w, int workers, long
     if (pid == 0) {
         close(p[0]);
         current = *w;
+        if (hold_mib) {
+            size_t hold = hold_mib << 20;
+            unsigned char *h = malloc(hold);
+            if (h)
+                memset(h, 1, hold); /* resident, as a large application's heap would be */
+        }
         if (w->kind == 2) { /* the bytes a bytes:N task returns, made only where needed */
             big_len = (size_t)w->param;
             big = malloc(big_len);
@@ -470,7 +479,7 @@ static int split(char *s, char **out, int max)
 
 int main(int argc, char **argv)
 {
-    int quick = 0;
+    int quick = 0, workers_given = 0;
     const char *csv = NULL, *plot = NULL;
     char workers_s[64] = "1,2", execs_s[256] = "fpp-process,fpp-thread,fork,cf-process,cf-thread,mp-imap";
     char loads_s[256] = "noop,spin:1000,bytes:1048576,mixed,crashy:0.01";
@@ -482,17 +491,20 @@ int main(int argc, char **argv)
         if (!strcmp(argv[a], "--quick")) quick = 1;
         else if (!strcmp(argv[a], "--csv") && a + 1 < argc) csv = argv[++a];
         else if (!strcmp(argv[a], "--plot") && a + 1 < argc) plot = argv[++a];
-        else if (!strcmp(argv[a], "--workers") && a + 1 < argc) snprintf(workers_s, sizeof workers_s, "%s", argv[++a]);
+        else if (!strcmp(argv[a], "--workers") && a + 1 < argc) { snprintf(workers_s, sizeof workers_s, "%s", argv[++a]); workers_given = 1; }
         else if (!strcmp(argv[a], "--executors") && a + 1 < argc) snprintf(execs_s, sizeof execs_s, "%s", argv[++a]);
         else if (!strcmp(argv[a], "--workloads") && a + 1 < argc) snprintf(loads_s, sizeof loads_s, "%s", argv[++a]);
         else if (!strcmp(argv[a], "--tasks") && a + 1 < argc) tasks_override = atol(argv[++a]);
         else if (!strcmp(argv[a], "--peers") && a + 1 < argc) peers_dir = argv[++a];
+        else if (!strcmp(argv[a], "--hold-mib") && a + 1 < argc) hold_mib = (size_t)atol(argv[++a]);
         else {
             fprintf(stderr, "usage: %s [--quick] [--csv FILE] [--plot FILE.png] [--workers 1,2] [--executors LIST] "
-                            "[--workloads LIST] [--tasks N] [--peers DIR]\n", argv[0]);
+                            "[--workloads LIST] [--tasks N] [--peers DIR] [--hold-mib N]\n", argv[0]);
             return 2;
         }
     }
+    if (quick && !workers_given)
+        snprintf(workers_s, sizeof workers_s, "2"); /* --quick: one worker count, CI's smoke run */
     if (fpp_register("bench", bench_fn) < 0 || fpp_register("bench_crash", crash_fn) < 0)
         return 1;
     calibrate();
@@ -538,14 +550,14 @@ int main(int argc, char **argv)
                 int py_proc = !strcmp(e, "cf-process");
                 double per_task_us = w.kind == 1 ? w.param : w.kind == 3 ? 0.9 * 20 + 0.09 * 200 + 0.01 * 5000
                                    : w.kind == 2 ? w.param / 4000.0 : 1;
-                double budget_s = quick ? 0.25 : 2.0;
+                double budget_s = quick ? 0.1 : 2.0;
                 long n = (long)(budget_s * 1e6 * workers / per_task_us);
                 if (w.kind == 0 || w.kind == 4)
-                    n = fast ? (quick ? 200000 : 2000000) : py_proc ? (quick ? 2000 : 20000) : !strcmp(e, "fork") ? (quick ? 500 : 3000) : (quick ? 5000 : 50000);
+                    n = fast ? (quick ? 100000 : 2000000) : py_proc ? (quick ? 1000 : 20000) : !strcmp(e, "fork") ? (quick ? 300 : 3000) : (quick ? 2000 : 50000);
                 if (!fast && w.kind != 0 && w.kind != 4 && n > 20000)
                     n = 20000;
                 if (!strcmp(e, "fork") && n > 3000)
-                    n = quick ? 500 : 3000;
+                    n = quick ? 300 : 3000;
                 if (w.kind == 2 && n > 20000)
                     n = 20000;
                 if (n < 20)
@@ -573,6 +585,8 @@ int main(int argc, char **argv)
                     snprintf(note, sizeof note, "%.2f GB/s = %.2f x memcpy", r->extra / 1e9, r->extra / 1e9 / mc);
                 else if (w.kind == 4 && !strcmp(e, "fpp-process"))
                     snprintf(note, sizeof note, "%ld crashed; respawn %.2f ms", r->failed, r->extra);
+                else if (w.kind == 4 && !strcmp(e, "cf-process") && r->failed > r->tasks / 2)
+                    snprintf(note, sizeof note, "%ld failed: BrokenProcessPool", r->failed);
                 else if (w.kind == 4)
                     snprintf(note, sizeof note, "%ld crashed", r->failed);
                 printf("%-11s %-14s %3d %8ld %11.0f %9.2f %7.2f %9.1f %9.1f %7.1f %7.2f %7.2f %s\n", r->executor,
