@@ -139,6 +139,9 @@ typedef struct fpp__hdr {
     _Alignas(FPP__LINE) _Atomic uint64_t head; /* consumers' claim hint; any worker writes */
     _Alignas(FPP__LINE) _Atomic uint32_t parent_sleeping;
     _Alignas(FPP__LINE) sem_t parent_wake;      /* the parent sleeps here */
+    /* The process executor's spare worker waits here for the slot it is to take. */
+    _Alignas(FPP__LINE) _Atomic uint32_t spare_pid; /* the spare to start now (futex word) */
+    _Atomic uint32_t spare_slot;                     /* and the slot it takes */
 } fpp__hdr;
 
 /* Where everything lies; computed once from the options, kept private by each side. */

@@ -15,7 +15,12 @@
  *
  * Invariant: a slot is EMPTY, SPAWNING or ALIVE; a dead worker's slot is recovered
  * (fpp__pool_recover) before a new worker is forked into it, so the new worker starts from a
- * block and arena position the parent vouches for. */
+ * block and arena position the parent vouches for.
+ *
+ * Respawn is a hand-off, not a fork: the supervisor keeps one spare worker forked in advance,
+ * sleeping on the header's spare_pid futex. A replacement is that spare told its slot
+ * (about the cost of a wake-up), and the next spare is forked afterwards, off the critical
+ * path. Forking a parent that holds a lot of memory costs milliseconds; handing off does not. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -24,6 +29,7 @@
 #include <stdio.h>
 #include <stdio_ext.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -43,6 +49,7 @@ typedef struct event { int op; uint32_t slot, gen; pid_t pid; int status, err; l
 typedef struct queue { void *items; size_t size, cap, head, n; } queue;
 
 typedef struct sup_slot { pid_t pid; int pidfd; uint32_t gen; } sup_slot;
+#define NO_SLOT UINT32_MAX
 typedef struct par_slot {
     pid_t pid;
     uint32_t gen;
@@ -60,11 +67,12 @@ typedef struct proc {
     pthread_mutex_t mu;
     queue cmds, events;   /* under mu */
     sup_slot *ss;         /* the supervisor's */
+    sup_slot spare;       /* the supervisor's: a forked worker waiting for a slot, or pid 0 */
     par_slot *ps;         /* the caller's */
     int alive, killing;
     int64_t next_spawn_ns;
     pid_t parent_pid;
-    bool stopping;
+    _Atomic bool stopping; /* read by the supervisor */
 } proc;
 
 /* ------------------------------------------------------------------ queues */
@@ -120,7 +128,8 @@ static void post_event(proc *pr, const event *e)
     (void)ok; /* sized for two events per slot, which is all a slot can have pending */
 }
 
-/* The child's side of fork: only async-signal-safe calls until the worker loop starts. */
+/* The child's side of fork: only async-signal-safe calls until the worker loop starts.
+ * slot NO_SLOT: a spare, which waits until the supervisor gives it a slot. */
 static void child(proc *pr, uint32_t slot)
 {
     /* Handlers are the parent's: put every signal back to its default, SIGINT to ignored
@@ -141,13 +150,6 @@ static void child(proc *pr, uint32_t slot)
     if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0)
         for (int fd = 3; fd < 1024; fd++)
             close(fd);
-    /* Give up the other workers' arenas, so that a task scribbling through memory cannot
-     * reach results that are not its own. */
-    const fpp__layout *l = &pr->pool.lay;
-    for (uint32_t w = 0; w < l->nworkers; w++)
-        if (w != slot)
-            munmap(fpp__warena_of(pr->pool.base, l, w), l->warena_size);
-    mprotect(pr->pool.base + l->args_off, l->args_size, PROT_READ);
     /* Drop the parent's unwritten stdio buffers: a task that calls exit() would otherwise
      * write them a second time. __fpurge takes no lock, which matters in a forked child. */
     __fpurge(stdout);
@@ -155,6 +157,28 @@ static void child(proc *pr, uint32_t slot)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+
+    const fpp__layout *l = &pr->pool.lay;
+    fpp__hdr *h = pr->pool.hdr;
+    uint32_t me = (uint32_t)getpid();
+    while (slot == NO_SLOT) {
+        /* A spare: sleep on the spare_pid futex until the supervisor names us, then take the
+         * slot (the CAS makes the hand-off happen once). */
+        uint32_t who = atomic_load(&h->spare_pid);
+        if (who == me && atomic_compare_exchange_strong(&h->spare_pid, &who, 0)) {
+            slot = atomic_load(&h->spare_slot);
+            if (slot >= l->nworkers)
+                _exit(126);
+            break;
+        }
+        syscall(SYS_futex, &h->spare_pid, FUTEX_WAIT, who, NULL, NULL, 0);
+    }
+    /* Give up the other workers' arenas, so that a task scribbling through memory cannot
+     * reach results that are not its own; the argument arena is read-only to us. */
+    for (uint32_t w = 0; w < l->nworkers; w++)
+        if (w != slot)
+            munmap(fpp__warena_of(pr->pool.base, l, w), l->warena_size);
+    mprotect(pr->pool.base + l->args_off, l->args_size, PROT_READ);
 
     fpp__wctx w = {
         .base = pr->pool.base,
@@ -168,30 +192,65 @@ static void child(proc *pr, uint32_t slot)
     _exit(fpp__worker_main(&w));
 }
 
-static void sup_spawn(proc *pr, uint32_t slot, uint32_t gen)
+/* Forks a process (a worker for slot, or a spare with NO_SLOT) and opens its pidfd. */
+static int fork_one(proc *pr, uint32_t slot, sup_slot *out)
 {
-    event e = {.op = EV_SPAWN_FAILED, .slot = slot, .gen = gen};
     pid_t pid = fork();
     if (pid == 0)
         child(pr, slot);
-    if (pid < 0) {
-        e.err = errno;
-        post_event(pr, &e);
-        return;
-    }
+    if (pid < 0)
+        return errno;
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (fd < 0) {
         /* Without a pidfd we cannot watch it: take it back at once. */
-        e.err = errno;
+        int e = errno;
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
+        return e;
+    }
+    out->pid = pid;
+    out->pidfd = fd;
+    return 0;
+}
+
+static void sup_spawn(proc *pr, uint32_t slot, uint32_t gen)
+{
+    event e = {.op = EV_SPAWN_FAILED, .slot = slot, .gen = gen};
+    if (pr->spare.pid) {
+        /* Hand the spare its slot: it is running within a wake-up. */
+        pr->ss[slot] = pr->spare;
+        pr->ss[slot].gen = gen;
+        pr->spare.pid = 0;
+        pr->spare.pidfd = -1;
+        atomic_store(&pr->pool.hdr->spare_slot, slot);
+        atomic_store(&pr->pool.hdr->spare_pid, (uint32_t)pr->ss[slot].pid);
+        syscall(SYS_futex, &pr->pool.hdr->spare_pid, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+        e.op = EV_SPAWNED;
+        e.pid = pr->ss[slot].pid;
         post_event(pr, &e);
         return;
     }
-    pr->ss[slot] = (sup_slot){.pid = pid, .pidfd = fd, .gen = gen};
+    int err = fork_one(pr, slot, &pr->ss[slot]);
+    if (err) {
+        e.err = err;
+        post_event(pr, &e);
+        return;
+    }
+    pr->ss[slot].gen = gen;
     e.op = EV_SPAWNED;
-    e.pid = pid;
+    e.pid = pr->ss[slot].pid;
     post_event(pr, &e);
+}
+
+/* Keeps one spare forked (after the urgent work of a loop round is done). */
+static void sup_refill_spare(proc *pr)
+{
+    if (pr->spare.pid || pr->stopping)
+        return;
+    if (fork_one(pr, NO_SLOT, &pr->spare) != 0) {
+        pr->spare.pid = 0;
+        pr->spare.pidfd = -1;
+    }
 }
 
 static void sup_reap(proc *pr, uint32_t slot, bool block)
@@ -227,16 +286,26 @@ static void *supervisor(void *arg)
 {
     proc *pr = arg;
     uint32_t n = pr->pool.lay.nworkers;
-    struct pollfd *fds = fpp__calloc(n + 1, sizeof *fds);
+    struct pollfd *fds = fpp__calloc(n + 2, sizeof *fds);
     bool quit = false;
     while (!quit) {
         fds[0] = (struct pollfd){.fd = pr->evfd, .events = POLLIN};
         for (uint32_t i = 0; fds && i < n; i++)
             fds[i + 1] = (struct pollfd){.fd = pr->ss[i].pidfd, .events = POLLIN};
         if (fds)
-            poll(fds, n + 1, -1);
+            fds[n + 1] = (struct pollfd){.fd = pr->spare.pid ? pr->spare.pidfd : -1, .events = POLLIN};
+        if (fds)
+            poll(fds, n + 2, -1);
         else
             poll(&(struct pollfd){.fd = pr->evfd, .events = POLLIN}, 1, 10);
+        if (fds && pr->spare.pid && (fds[n + 1].revents & (POLLIN | POLLHUP | POLLERR))) {
+            /* The spare died before it had a slot (killed from outside): just forget it. */
+            if (wait4(pr->spare.pid, NULL, WNOHANG, NULL) != 0) {
+                close(pr->spare.pidfd);
+                pr->spare.pid = 0;
+                pr->spare.pidfd = -1;
+            }
+        }
         bool posted = false;
         uint64_t v;
         ssize_t rd = read(pr->evfd, &v, sizeof v);
@@ -272,6 +341,14 @@ static void *supervisor(void *arg)
         }
         if (posted)
             sem_post(&pr->pool.hdr->parent_wake);
+        if (!quit)
+            sup_refill_spare(pr);
+    }
+    if (pr->spare.pid) {
+        syscall(SYS_pidfd_send_signal, pr->spare.pidfd, SIGKILL, NULL, 0);
+        waitpid(pr->spare.pid, NULL, 0);
+        close(pr->spare.pidfd);
+        pr->spare.pid = 0;
     }
     fpp__free(fds);
     return NULL;
@@ -506,6 +583,9 @@ int fpp__process_start(fpp_executor *ex)
     }
     for (uint32_t i = 0; i < n; i++)
         pr->ss[i].pidfd = -1;
+    pr->spare.pidfd = -1;
+    atomic_store(&pr->pool.hdr->spare_slot, NO_SLOT);
+    atomic_store(&pr->pool.hdr->spare_pid, 0);
     pr->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (pr->evfd < 0) {
         rc = fpp__sys_error("eventfd", "supervisor");
