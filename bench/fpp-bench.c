@@ -565,6 +565,8 @@ int main(int argc, char **argv)
                     n = quick ? 300 : 3000;
                 if (w.kind == 2 && n > 20000)
                     n = 20000;
+                if (w.kind == 2 && !fast && n > 2000)
+                    n = 2000; /* the peers hold every result: 1 MiB each */
                 if (n < 20)
                     n = 20;
                 if (tasks_override)

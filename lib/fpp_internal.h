@@ -9,7 +9,9 @@
 #ifndef FPP_INTERNAL_H
 #define FPP_INTERNAL_H
 
-#include <semaphore.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -44,6 +46,29 @@ static inline void fpp__cpu_relax(void)
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
 #endif
+}
+
+/* Event counts in shared memory, on raw futexes. Not glibc semaphores: glibc trusts the
+ * fields inside a sem_t and aborts the process when a futex call on a scribbled one fails,
+ * and these words are writable by untrusted workers. A futex call here can only fail with a
+ * return code. A waiter reads the count, checks its condition, then waits on that value; a
+ * poster bumps the count and wakes. */
+static inline void fpp__event_post(_Atomic uint32_t *w)
+{
+    atomic_fetch_add_explicit(w, 1, memory_order_seq_cst);
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+}
+
+/* Waits while *w == seen, until deadline_ns (CLOCK_MONOTONIC; INT64_MAX: no deadline). */
+static inline void fpp__event_wait(_Atomic uint32_t *w, uint32_t seen, int64_t deadline_ns)
+{
+    struct timespec ts, *tp = NULL;
+    if (deadline_ns != INT64_MAX) {
+        ts.tv_sec = deadline_ns / 1000000000;
+        ts.tv_nsec = deadline_ns % 1000000000;
+        tp = &ts;
+    }
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_BITSET, seen, tp, NULL, FUTEX_BITSET_MATCH_ANY);
 }
 
 /* All allocation goes through these, so that a test build can fail the Nth call. */
@@ -129,7 +154,7 @@ typedef struct fpp__wblock {
     _Atomic uint64_t atail;                     /* arena bytes released */
     _Atomic uint64_t apos;                      /* where a new worker starts in the arena */
     _Atomic uint32_t drain;                     /* 1: take no more tasks */
-    _Alignas(FPP__LINE) sem_t wake;             /* the worker sleeps here */
+    _Alignas(FPP__LINE) _Atomic uint32_t wake;  /* event count the worker sleeps on */
     _Alignas(FPP__LINE) fpp__crec ring[FPP__CRING];
 } fpp__wblock;
 
@@ -138,7 +163,7 @@ typedef struct fpp__hdr {
     uint32_t ncells, nworkers;
     _Alignas(FPP__LINE) _Atomic uint64_t head; /* consumers' claim hint; any worker writes */
     _Alignas(FPP__LINE) _Atomic uint32_t parent_sleeping;
-    _Alignas(FPP__LINE) sem_t parent_wake;      /* the parent sleeps here */
+    _Alignas(FPP__LINE) _Atomic uint32_t parent_wake; /* event count the parent sleeps on */
     /* The process executor's spare worker waits here for the slot it is to take. */
     _Alignas(FPP__LINE) _Atomic uint32_t spare_pid; /* the spare to start now (futex word) */
     _Atomic uint32_t spare_slot;                     /* and the slot it takes */
@@ -311,8 +336,16 @@ struct fpp_executor {
     fpp_executor_opts opts; /* resolved: no zero left where a default applies */
     fpp_tm *tm;             /* the task manager attached, or NULL */
     _Atomic uint64_t restarts;
+    _Atomic int poked;      /* fpp__exec_poke was called: the next poll returns at once */
     void *impl;             /* the backend's own state */
 };
+
+/* Makes the executor's current or next poll return at once (async-signal-safe). */
+static inline void fpp__exec_poke(fpp_executor *ex, _Atomic uint32_t *parent_wake)
+{
+    atomic_store(&ex->poked, 1);
+    fpp__event_post(parent_wake);
+}
 
 FPP__HIDDEN int fpp__opts_resolve(fpp_executor_opts *o, const fpp_executor_opts *in);
 /* The backends' constructors: fill ex->ops and ex->impl, or clean up and return an error. */
@@ -331,6 +364,7 @@ typedef struct fpp__flight {
     uint32_t gen;
     uint32_t arg_len;
     uint8_t state;
+    uint8_t strikes;  /* audits in a row that found no one holding it */
     uint32_t next_free;
 } fpp__flight;
 
@@ -342,6 +376,7 @@ typedef struct fpp__wpriv {
     uint64_t timeout_ticket; /* ticket whose timeout made us kill this worker */
     int64_t timeout_ms;
     bool alive;
+    bool corrupt; /* its block was found scribbled over; reported once */
 } fpp__wpriv;
 
 typedef struct fpp__pool {
@@ -358,6 +393,7 @@ typedef struct fpp__pool {
     fpp__tq retry;   /* tasks to publish again (their worker died before starting them) */
     uint64_t bogus;  /* completion records refused */
     fpp_executor *ex;
+    void (*bad)(struct fpp__pool *p, uint32_t w); /* a worker wrote nonsense: replace it */
 } fpp__pool;
 
 FPP__HIDDEN int fpp__pool_create(fpp__pool *p, const fpp_executor_opts *o, bool shared);
@@ -367,8 +403,11 @@ FPP__HIDDEN void fpp__pool_flush(fpp__pool *p);
 /* Harvests every worker's completion records; returns how many tasks finished. */
 FPP__HIDDEN int fpp__pool_collect(fpp__pool *p);
 FPP__HIDDEN int fpp__pool_collect_worker(fpp__pool *p, uint32_t w);
-/* Sleeps until a worker posts, or deadline; spins a little first. */
-FPP__HIDDEN void fpp__pool_wait(fpp__pool *p, int64_t deadline_ns);
+/* Sleeps until a worker posts, or deadline; spins a little first. `seen` is the value of
+ * hdr->parent_wake read before the caller last looked for work: any post since then ends the
+ * wait at once. */
+FPP__HIDDEN void fpp__pool_wait(fpp__pool *p, uint32_t seen, int64_t deadline_ns);
+static inline uint32_t fpp__pool_seq(fpp__pool *p) { return atomic_load(&p->hdr->parent_wake); }
 /* Worker w is dead: drain it, fail the task it ran (st, signo, message), publish again what it
  * claimed but never started. Returns the number of tasks finished. */
 FPP__HIDDEN int fpp__pool_recover(fpp__pool *p, uint32_t w, fpp_status st, int signo,
@@ -382,6 +421,11 @@ FPP__HIDDEN void fpp__pool_abandon(fpp__pool *p, uint64_t ticket, fpp_status st,
                                    const char *why);
 /* Checks RUNNING tasks against the timeout; calls kill(w) for each one over it. Returns the
  * earliest deadline still pending (INT64_MAX: none). */
+/* The watchdog, run when the pool has made no progress for a while: a worker block whose
+ * indices are impossible is reported to bad(w); a task that nothing holds any more (its cell
+ * and every worker block were scribbled over) fails as crashed on the second audit in a row;
+ * the claim hint is put back on the oldest task still waiting. Returns tasks finished. */
+FPP__HIDDEN int fpp__pool_audit(fpp__pool *p);
 FPP__HIDDEN int64_t fpp__pool_timeouts(fpp__pool *p, unsigned timeout_ms,
                                        void (*over)(fpp__pool *p, uint32_t w, uint64_t ticket));
 

@@ -84,17 +84,11 @@ int fpp__pool_create(fpp__pool *p, const fpp_executor_opts *o, bool shared)
     p->hdr->nworkers = p->lay.nworkers;
     atomic_init(&p->hdr->head, 0);
     atomic_init(&p->hdr->parent_sleeping, 0);
-    if (sem_init(&p->hdr->parent_wake, shared, 0) != 0) {
-        rc = fpp__sys_error("sem_init", "parent_wake");
-        goto fail;
-    }
+    atomic_init(&p->hdr->parent_wake, 0);
     fpp__ring_init(p->cells, p->lay.ncells);
     for (uint32_t w = 0; w < p->lay.nworkers; w++) {
         fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
-        if (sem_init(&b->wake, shared, 0) != 0) {
-            rc = fpp__sys_error("sem_init", "worker wake");
-            goto fail;
-        }
+        atomic_init(&b->wake, 0);
     }
     rc = fpp__buddy_init(&p->args, p->lay.args_size);
     if (rc)
@@ -243,7 +237,7 @@ void fpp__pool_flush(fpp__pool *p)
         if (atomic_load_explicit(&b->sleeping, memory_order_relaxed)) {
             uint32_t one = 1;
             if (atomic_compare_exchange_strong(&b->sleeping, &one, 0))
-                sem_post(&b->wake);
+                fpp__event_post(&b->wake);
         }
     }
 }
@@ -320,9 +314,14 @@ int fpp__pool_collect_worker(fpp__pool *p, uint32_t w)
     if (avail == 0)
         return 0;
     if (avail > FPP__CRING) {
-        p->bogus++;
-        fpp__log(FPP_LOG_WARN, "worker slot %u: completion index corrupted (%llu records): ignored",
-                 w, (unsigned long long)avail);
+        if (!wp->corrupt) {
+            wp->corrupt = true;
+            p->bogus++;
+            fpp__log(FPP_LOG_ERROR, "worker slot %u: its block is corrupted (completion index %llu ahead); replacing the worker",
+                     w, (unsigned long long)avail);
+            if (p->bad)
+                p->bad(p, w);
+        }
         return 0;
     }
     int n = 0;
@@ -335,7 +334,7 @@ int fpp__pool_collect_worker(fpp__pool *p, uint32_t w)
     atomic_store_explicit(&b->chead, wp->chead, memory_order_release);
     atomic_store_explicit(&b->atail, wp->apos, memory_order_release);
     if (atomic_load_explicit(&b->need, memory_order_relaxed))
-        sem_post(&b->wake);
+        fpp__event_post(&b->wake);
     return n;
 }
 
@@ -358,15 +357,16 @@ static bool anything_ready(fpp__pool *p)
     return false;
 }
 
-void fpp__pool_wait(fpp__pool *p, int64_t deadline_ns)
+void fpp__pool_wait(fpp__pool *p, uint32_t seen, int64_t deadline_ns)
 {
     if (deadline_ns <= 0)
         return;
+    fpp_executor *ex = p->ex;
     /* Spin a few microseconds, then yield: a noop task comes back in well under that, and a
      * bounded spin leaves the core to the workers when it does not. */
     int64_t t0 = fpp__now_ns();
     for (int i = 0;; i++) {
-        if (anything_ready(p))
+        if (anything_ready(p) || fpp__pool_seq(p) != seen || atomic_load_explicit(&ex->poked, memory_order_relaxed))
             return;
         if ((i & 7) == 7) {
             int64_t now = fpp__now_ns();
@@ -382,12 +382,11 @@ void fpp__pool_wait(fpp__pool *p, int64_t deadline_ns)
     atomic_store_explicit(&p->hdr->parent_sleeping, 1, memory_order_relaxed);
     /* Dekker pair with notify_parent in worker.c. */
     atomic_thread_fence(memory_order_seq_cst);
-    if (!anything_ready(p)) {
-        struct timespec ts;
+    if (!anything_ready(p) && !atomic_load(&ex->poked)) {
+        /* A hostile worker can make this return early (it only costs a loop), never late:
+         * the deadline bounds it. */
         int64_t d = deadline_ns == INT64_MAX ? fpp__now_ns() + (int64_t)3600 * 1000000000 : deadline_ns;
-        ts.tv_sec = d / 1000000000;
-        ts.tv_nsec = d % 1000000000;
-        sem_clockwait(&p->hdr->parent_wake, CLOCK_MONOTONIC, &ts);
+        fpp__event_wait(&p->hdr->parent_wake, seen, d);
     }
     atomic_store_explicit(&p->hdr->parent_sleeping, 0, memory_order_relaxed);
 }
@@ -449,10 +448,10 @@ int fpp__pool_recover(fpp__pool *p, uint32_t w, fpp_status st, int signo, const 
     atomic_store(&b->chead, wp->chead);
     atomic_store(&b->apos, wp->apos);
     atomic_store(&b->atail, wp->apos);
-    sem_destroy(&b->wake);
-    sem_init(&b->wake, p->shared, 0);
+    atomic_store(&b->wake, 0);
     wp->seen_ticket = 0;
     wp->timeout_ticket = 0;
+    wp->corrupt = false;
     return n;
 }
 
@@ -549,4 +548,74 @@ int64_t fpp__pool_timeouts(fpp__pool *p, unsigned timeout_ms,
         }
     }
     return earliest;
+}
+
+/* ------------------------------------------------------------------ audit */
+
+int fpp__pool_audit(fpp__pool *p)
+{
+    int n = fpp__pool_collect(p);
+    uint32_t N = p->lay.ncells;
+    fpp__hdr *h = p->hdr;
+    if (h->magic != FPP__MAGIC || h->version != 1 || h->ncells != N || h->nworkers != p->lay.nworkers) {
+        /* Someone wrote over the header: put back what the parent knows. */
+        fpp__log(FPP_LOG_ERROR, "shared header corrupted (magic %#x): repairing it", h->magic);
+        h->magic = FPP__MAGIC;
+        h->version = 1;
+        h->ncells = N;
+        h->nworkers = p->lay.nworkers;
+        atomic_store(&h->parent_sleeping, 0);
+    }
+    uint64_t oldest = 0, oldest_age = 0;
+    bool waiting = false;
+    for (uint32_t i = 0; i < p->nfl; i++) {
+        fpp__flight *e = &p->fl[i];
+        if (e->state != FPP__FL_QUEUED)
+            continue;
+        uint64_t s = atomic_load_explicit(&p->cells[e->pos & (N - 1)].state, memory_order_acquire);
+        bool held = false;
+        if (s == FPP__ST(e->pos, FPP__ST_READY)) {
+            uint64_t age = (p->tail - e->pos) & FPP__POS_MASK;
+            if (!waiting || age > oldest_age) {
+                oldest = e->pos;
+                oldest_age = age;
+            }
+            waiting = held = true;
+        } else if (FPP__ST_POS(s) == e->pos && FPP__ST_TAG(s) >= FPP__ST_TAKEN &&
+                   FPP__ST_TAG(s) - FPP__ST_TAKEN < p->lay.nworkers &&
+                   p->wp[FPP__ST_TAG(s) - FPP__ST_TAKEN].alive) {
+            held = true;
+        } else {
+            uint64_t ticket = ((uint64_t)e->gen << 32) | i;
+            for (uint32_t w = 0; w < p->lay.nworkers && !held; w++) {
+                fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
+                held = p->wp[w].alive && atomic_load(&b->ticket) == ticket &&
+                       atomic_load(&b->phase) == FPP__PH_RUNNING;
+            }
+        }
+        if (held) {
+            e->strikes = 0;
+            continue;
+        }
+        if (++e->strikes < 2)
+            continue; /* it may have completed between our harvest and now: look again later */
+        fpp_task *t = e->task;
+        entry_free(p, i);
+        if (t) {
+            fpp__task_fail(t, FPP_CRASHED, 0,
+                           "task %lld was lost: a worker scribbled over the shared memory that tracked it",
+                           (long long)t->id);
+            finish(p, t);
+            n++;
+        }
+    }
+    if (waiting) {
+        uint64_t head = atomic_load(&p->hdr->head) & FPP__POS_MASK;
+        if (((p->tail - head) & FPP__POS_MASK) < oldest_age) /* head is past the oldest waiting task */
+            atomic_store(&p->hdr->head, oldest);
+        else if (((p->tail - head) & FPP__POS_MASK) > N)  /* or nowhere near the ring at all */
+            atomic_store(&p->hdr->head, oldest);
+        fpp__pool_flush(p);
+    }
+    return n;
 }

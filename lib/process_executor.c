@@ -11,7 +11,7 @@
  *   supervisor   forks, pidfds, kill, wait4; never touches the pool or tasks
  *   caller       everything else (the pool, tasks, slots' parent-side state)
  * They talk through two small queues under `mu` (a leaf lock) plus the eventfd (caller ->
- * supervisor) and the pool's parent_wake semaphore (supervisor -> caller).
+ * supervisor) and the pool's parent_wake event count (supervisor -> caller).
  *
  * Invariant: a slot is EMPTY, SPAWNING or ALIVE; a dead worker's slot is recovered
  * (fpp__pool_recover) before a new worker is forked into it, so the new worker starts from a
@@ -71,6 +71,7 @@ typedef struct proc {
     par_slot *ps;         /* the caller's */
     int alive, killing;
     int64_t next_spawn_ns;
+    int64_t last_progress_ns; /* for the watchdog */
     pid_t parent_pid;
     _Atomic bool stopping; /* read by the supervisor */
 } proc;
@@ -340,7 +341,7 @@ static void *supervisor(void *arg)
             }
         }
         if (posted)
-            sem_post(&pr->pool.hdr->parent_wake);
+            fpp__event_post(&pr->pool.hdr->parent_wake);
         if (!quit)
             sup_refill_spare(pr);
     }
@@ -476,9 +477,32 @@ static void p_flush(fpp_executor *ex)
     fpp__pool_flush(&pr->pool);
 }
 
+static void bad_worker(fpp__pool *p, uint32_t w)
+{
+    kill_slot((proc *)p, w);
+}
+
+/* The watchdog: after AUDIT_NS without progress while tasks are in flight. */
+#define AUDIT_NS 250000000
+static int audit(proc *pr, int n)
+{
+    int64_t now = fpp__now_ns();
+    if (n > 0 || fpp__pool_in_flight(&pr->pool) == 0) {
+        pr->last_progress_ns = now;
+        return 0;
+    }
+    if (now - pr->last_progress_ns < AUDIT_NS)
+        return 0;
+    pr->last_progress_ns = now;
+    return fpp__pool_audit(&pr->pool);
+}
+
 static int p_poll(fpp_executor *ex, int64_t deadline)
 {
     proc *pr = ex->impl;
+    uint32_t seen = fpp__pool_seq(&pr->pool); /* before looking: a later post ends the wait */
+    if (atomic_exchange(&ex->poked, 0))
+        deadline = 0;
     int n = fpp__pool_collect(&pr->pool) + handle_events(pr);
     int64_t tdl = fpp__pool_timeouts(&pr->pool, ex->opts.task_timeout_ms, over_timeout);
     if (n == 0 && deadline > 0) {
@@ -487,17 +511,19 @@ static int p_poll(fpp_executor *ex, int64_t deadline)
             d = tdl;
         if (pr->next_spawn_ns && pr->next_spawn_ns < d)
             d = pr->next_spawn_ns;
+        if (fpp__pool_in_flight(&pr->pool) > 0 && pr->last_progress_ns + AUDIT_NS < d)
+            d = FPP__MAX(pr->last_progress_ns + AUDIT_NS, fpp__now_ns() + 1000000);
         /* While tasks run under a timeout, look at them at least every quarter of it. */
         if (ex->opts.task_timeout_ms) {
             int64_t cap = fpp__now_ns() + FPP__MAX((int64_t)ex->opts.task_timeout_ms * 250000, 1000000);
             if (cap < d)
                 d = cap;
         }
-        fpp__pool_wait(&pr->pool, d);
+        fpp__pool_wait(&pr->pool, seen, d);
         n += fpp__pool_collect(&pr->pool) + handle_events(pr);
         fpp__pool_timeouts(&pr->pool, ex->opts.task_timeout_ms, over_timeout);
     }
-    return n;
+    return n + audit(pr, n);
 }
 
 static void p_cancel(fpp_executor *ex, bool wait)
@@ -517,14 +543,14 @@ static void p_cancel(fpp_executor *ex, bool wait)
         fpp__pool_collect(&pr->pool);
         handle_events(pr);
         if (pr->killing > 0)
-            fpp__pool_wait(&pr->pool, fpp__now_ns() + 5000000);
+            fpp__pool_wait(&pr->pool, fpp__pool_seq(&pr->pool), fpp__now_ns() + 5000000);
     }
 }
 
 static void p_wake(fpp_executor *ex)
 {
     proc *pr = ex->impl;
-    sem_post(&pr->pool.hdr->parent_wake);
+    fpp__exec_poke(ex, &pr->pool.hdr->parent_wake);
 }
 
 static void p_destroy(fpp_executor *ex)
@@ -573,6 +599,7 @@ int fpp__process_start(fpp_executor *ex)
     if (rc)
         goto fail;
     pr->pool.ex = ex;
+    pr->pool.bad = bad_worker;
     uint32_t n = pr->pool.lay.nworkers;
     pr->ss = fpp__calloc(n, sizeof *pr->ss);
     pr->ps = fpp__calloc(n, sizeof *pr->ps);
@@ -626,7 +653,7 @@ int fpp__process_start(fpp_executor *ex)
             goto fail;
         }
         if (pr->alive < (int)n)
-            fpp__pool_wait(&pr->pool, fpp__now_ns() + 10000000);
+            fpp__pool_wait(&pr->pool, fpp__pool_seq(&pr->pool), fpp__now_ns() + 10000000);
     }
     return 0;
 fail:;

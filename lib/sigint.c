@@ -3,8 +3,8 @@
  * Task managers register here (unless FPP_TM_NO_SIGINT). Our handler is installed the first
  * time a registered task manager blocks, and stays installed until the last one unregisters
  * or is interrupted, so that a blocking call costs no system call for it. When SIGINT arrives:
- *   - inside a blocking call: mark that task manager hit and wake its executor (sem_post, which
- *     is async-signal-safe); the call cancels everything and returns FPP_EINTR;
+ *   - inside a blocking call: mark that task manager hit and wake its executor (an atomic add
+ *     and a futex wake: async-signal-safe); the call cancels everything and returns FPP_EINTR;
  *   - outside any call: do what the previous disposition would have done (ignore, call the
  *     application's handler, or restore the default and re-raise to end the process), so that
  *     keeping our handler installed between calls changes nothing the application can see;

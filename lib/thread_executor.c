@@ -23,6 +23,7 @@ typedef struct thr {
     bool *running;
     fpp__wctx *ctx;
     _Atomic int stop;
+    int64_t last_progress_ns;
 } thr;
 
 static void *thread_main(void *arg)
@@ -74,6 +75,12 @@ static int restart_retired(thr *t)
     return n;
 }
 
+static void bad_worker(fpp__pool *p, uint32_t w)
+{
+    FPP__UNUSED(p);
+    FPP__UNUSED(w); /* a thread cannot be replaced; the error was logged */
+}
+
 static int t_dispatch(fpp_executor *ex, fpp_task *task)
 {
     thr *t = ex->impl;
@@ -89,6 +96,9 @@ static void t_flush(fpp_executor *ex)
 static int t_poll(fpp_executor *ex, int64_t deadline)
 {
     thr *t = ex->impl;
+    uint32_t seen = fpp__pool_seq(&t->pool);
+    if (atomic_exchange(&ex->poked, 0))
+        deadline = 0;
     int n = fpp__pool_collect(&t->pool);
     if (ex->opts.max_tasks_per_worker)
         n += restart_retired(t);
@@ -100,8 +110,17 @@ static int t_poll(fpp_executor *ex, int64_t deadline)
             d = FPP__MIN(d, fpp__now_ns() + FPP__MAX((int64_t)ex->opts.task_timeout_ms * 250000, 1000000));
         if (ex->opts.max_tasks_per_worker)
             d = FPP__MIN(d, fpp__now_ns() + 2000000);
-        fpp__pool_wait(&t->pool, d);
+        if (fpp__pool_in_flight(&t->pool) > 0)
+            d = FPP__MIN(d, FPP__MAX(t->last_progress_ns + 250000000, fpp__now_ns() + 1000000));
+        fpp__pool_wait(&t->pool, seen, d);
         n += fpp__pool_collect(&t->pool);
+    }
+    int64_t now = fpp__now_ns();
+    if (n > 0 || fpp__pool_in_flight(&t->pool) == 0)
+        t->last_progress_ns = now;
+    else if (now - t->last_progress_ns >= 250000000) {
+        t->last_progress_ns = now;
+        n += fpp__pool_audit(&t->pool);
     }
     return n;
 }
@@ -114,14 +133,14 @@ static void t_cancel(fpp_executor *ex, bool wait)
     while (wait && fpp__pool_in_flight(&t->pool) > 0) {
         fpp__pool_collect(&t->pool);
         if (fpp__pool_in_flight(&t->pool) > 0)
-            fpp__pool_wait(&t->pool, fpp__now_ns() + 10000000);
+            fpp__pool_wait(&t->pool, fpp__pool_seq(&t->pool), fpp__now_ns() + 10000000);
     }
 }
 
 static void t_wake(fpp_executor *ex)
 {
     thr *t = ex->impl;
-    sem_post(&t->pool.hdr->parent_wake);
+    fpp__exec_poke(ex, &t->pool.hdr->parent_wake);
 }
 
 static void t_destroy(fpp_executor *ex)
@@ -133,7 +152,7 @@ static void t_destroy(fpp_executor *ex)
     for (uint32_t w = 0; t->running && w < t->pool.lay.nworkers; w++) {
         if (!t->running[w])
             continue;
-        sem_post(&fpp__wblock_of(t->pool.base, &t->pool.lay, w)->wake);
+        fpp__event_post(&fpp__wblock_of(t->pool.base, &t->pool.lay, w)->wake);
         pthread_join(t->th[w], NULL);
     }
     fpp__pool_destroy(&t->pool);
@@ -166,6 +185,7 @@ int fpp__thread_start(fpp_executor *ex)
     if (rc)
         goto fail;
     t->pool.ex = ex;
+    t->pool.bad = bad_worker;
     uint32_t n = t->pool.lay.nworkers;
     t->th = fpp__calloc(n, sizeof *t->th);
     t->running = fpp__calloc(n, sizeof *t->running);

@@ -46,7 +46,7 @@ static void notify_parent(fpp__hdr *h)
     if (atomic_load_explicit(&h->parent_sleeping, memory_order_relaxed)) {
         uint32_t one = 1;
         if (atomic_compare_exchange_strong(&h->parent_sleeping, &one, 0))
-            sem_post(&h->parent_wake);
+            fpp__event_post(&h->parent_wake);
     }
 }
 
@@ -62,16 +62,10 @@ static void wait_parent(fpp_out *o, int round, uint64_t need)
         sched_yield();
         return;
     }
+    uint32_t seen = atomic_load(&o->b->wake);
     atomic_store_explicit(&o->b->need, need, memory_order_relaxed);
     notify_parent(fpp__hdr_of(o->w->base));
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 2000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    sem_timedwait(&o->b->wake, &ts);
+    fpp__event_wait(&o->b->wake, seen, fpp__now_ns() + 2000000);
     atomic_store_explicit(&o->b->need, 0, memory_order_relaxed);
 }
 
@@ -211,6 +205,7 @@ static int claim(fpp__wctx *w, fpp__hdr *h, fpp__cell *cells, fpp__wblock *b, ui
             sched_yield();
             continue;
         }
+        uint32_t seen = atomic_load(&b->wake);
         atomic_store_explicit(&b->sleeping, 1, memory_order_relaxed);
         /* Dekker pair with the parent's publish then check of `sleeping` (fpp__pool_flush). */
         atomic_thread_fence(memory_order_seq_cst);
@@ -218,14 +213,8 @@ static int claim(fpp__wctx *w, fpp__hdr *h, fpp__cell *cells, fpp__wblock *b, ui
             atomic_store_explicit(&b->sleeping, 0, memory_order_relaxed);
             return 1;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        sem_timedwait(&b->wake, &ts);
+        if (!stopping(w))
+            fpp__event_wait(&b->wake, seen, fpp__now_ns() + 200000000);
         atomic_store_explicit(&b->sleeping, 0, memory_order_relaxed);
         round = 0;
     }

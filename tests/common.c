@@ -1,7 +1,7 @@
 /* common.c: see common.h. */
 #include "common.h"
 
-int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG, F_ABORT, F_SPIN;
+int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG, F_ABORT, F_SPIN, F_SCRIBBLE;
 
 static int echo(const void *arg, size_t len, fpp_out *out) { return fpp_out_set(out, arg, len); }
 
@@ -83,6 +83,30 @@ static int spin(const void *arg, size_t len, fpp_out *out)
     return fpp_out_set(out, arg, len);
 }
 
+/* Hostile: writes random bytes over every part of fpp's shared segment this worker can write
+ * (found in /proc/self/maps), then returns as if nothing happened. */
+static int scribble(const void *arg, size_t len, fpp_out *out)
+{
+    (void)arg; (void)len; (void)out;
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        return 1;
+    char line[512];
+    uint64_t x = 0x9E3779B97F4A7C15ULL ^ (uint64_t)getpid();
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        char perms[8];
+        if (!strstr(line, "/dev/shm/fpp-") || sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[1] != 'w')
+            continue;
+        for (uint64_t *p = (uint64_t *)lo; p < (uint64_t *)hi; p++) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            *p = x;
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
 __attribute__((constructor)) static void register_all(void)
 {
     F_ECHO = fpp_register("echo", echo);
@@ -96,6 +120,7 @@ __attribute__((constructor)) static void register_all(void)
     F_TOOBIG = fpp_register("toobig", toobig);
     F_ABORT = fpp_register("abort", do_abort);
     F_SPIN = fpp_register("spin", spin);
+    F_SCRIBBLE = fpp_register("scribble", scribble);
     fpp_log_set(NULL, NULL, FPP_LOG_WARN);
 }
 

@@ -289,3 +289,44 @@ Test(process, workers_die_with_their_parent, .timeout = 30)
         cr_expect(gone, "worker %ld outlived its parent by a second", (long)pids[i]);
     }
 }
+
+/* ------------------------------------------------------------- hostile */
+
+Test(process, a_task_scribbling_over_all_shared_memory_cannot_break_the_parent, .fini = assert_clean, .timeout = 120)
+{
+    fpp_executor_opts o = {.workers = 2};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
+    enum { N = 2000 };
+    static unsigned char seen[N + 1];
+    for (uint64_t i = 0; i < N; i++) {
+        if (i == N / 2)
+            cr_assert_eq(fpp_submit(tm, F_SCRIBBLE, NULL, 0), (int64_t)i);
+        cr_assert_geq(fpp_submit(tm, F_SQUARE, &i, 8), 0);
+    }
+    fpp_task *t;
+    int done = 0, other = 0;
+    while (fpp_as_completed(tm, &t) == 1) {
+        int64_t id = fpp_task_id(t);
+        cr_assert(id >= 0 && id <= N);
+        cr_assert_eq(seen[id], 0, "task %lld came back twice", (long long)id);
+        seen[id] = 1;
+        if (fpp_task_status(t) == FPP_DONE)
+            done++;
+        else {
+            other++;
+            cr_assert_not_null(fpp_task_error(t));
+        }
+    }
+    cr_log_info("hostile: %d done, %d failed or crashed with an error", done, other);
+    cr_expect_eq(done + other, N + 1, "every task came back exactly once");
+    /* And the pool still works. */
+    for (uint64_t i = 0; i < 200; i++)
+        fpp_submit(tm, F_SQUARE, &i, 8);
+    int after = 0;
+    while (fpp_as_completed(tm, &t) == 1)
+        after += fpp_task_status(t) == FPP_DONE;
+    cr_expect_geq(after, 190, "the pool recovered (%d of 200 done)", after);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
