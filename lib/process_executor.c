@@ -523,7 +523,12 @@ static int p_poll(fpp_executor *ex, int64_t deadline)
         n += fpp__pool_collect(&pr->pool) + handle_events(pr);
         fpp__pool_timeouts(&pr->pool, ex->opts.task_timeout_ms, over_timeout);
     }
-    return n + audit(pr, n);
+    n += audit(pr, n);
+    /* Tasks whose worker died before starting them go out again now, whether or not the
+     * task manager has anything new to dispatch. */
+    if (pr->pool.retry.head && pr->killing == 0 && fpp__pool_dispatch(&pr->pool, NULL) == 0)
+        fpp__pool_flush(&pr->pool);
+    return n;
 }
 
 static void p_cancel(fpp_executor *ex, bool wait)

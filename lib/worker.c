@@ -16,6 +16,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -178,6 +180,30 @@ static bool over_rss(size_t cap_kib)
     return resident * (unsigned long)(sysconf(_SC_PAGESIZE) / 1024) > cap_kib;
 }
 
+/* Crash injection for the tests: FPP_TEST_CRASH=PHASE:N in the environment makes a worker
+ * SIGKILL itself at that phase of every Nth task (1: just claimed; 2: marked RUNNING, cell
+ * not yet released; 3: cell released, function not yet called; 4: result written, record
+ * not yet published; 5: record published, not yet IDLE). Read once per worker; when unset
+ * it costs one predictable branch per phase. */
+static int crash_phase;
+static unsigned crash_every, crash_count;
+
+static void crash_point_init(void)
+{
+    const char *s = getenv("FPP_TEST_CRASH");
+    unsigned ph = 0, n = 0;
+    if (s && sscanf(s, "%u:%u", &ph, &n) == 2 && n > 0) {
+        crash_phase = (int)ph;
+        crash_every = n;
+    }
+}
+
+static inline void crash_point(int phase)
+{
+    if (__builtin_expect(crash_phase == phase, 0) && ++crash_count % crash_every == 0)
+        raise(SIGKILL);
+}
+
 static bool stopping(const fpp__wctx *w)
 {
     return w->stop && atomic_load_explicit(w->stop, memory_order_acquire);
@@ -236,12 +262,15 @@ int fpp__worker_main(fpp__wctx *w)
     };
     uint64_t ctail = atomic_load(&b->ctail);
     unsigned done = 0;
+    if (w->process)
+        crash_point_init();
     unsigned char argbuf[FPP__INLINE_ARG];
 
     for (;;) {
         uint64_t pos;
         if (!claim(w, h, cells, b, &pos))
             return 0;
+        crash_point(1);
         fpp__cell *c = &cells[pos & (l->ncells - 1)];
         uint64_t ticket = c->ticket;
         uint32_t fnid = c->fn, arg_len = c->arg_len;
@@ -250,7 +279,9 @@ int fpp__worker_main(fpp__wctx *w)
         atomic_store_explicit(&b->ticket, ticket, memory_order_relaxed);
         atomic_store_explicit(&b->started_ns, fpp__now_ns(), memory_order_relaxed);
         atomic_store_explicit(&b->phase, FPP__PH_RUNNING, memory_order_release);
+        crash_point(2);
         fpp__ring_release_worker(cells, l->ncells, pos, w->slot);
+        crash_point(3);
 
         o.set = o.failed = o.toobig = false;
         o.len = 0;
@@ -293,7 +324,9 @@ int fpp__worker_main(fpp__wctx *w)
         }
         if (r.len > FPP__INLINE_RES)
             o.apos = FPP__ALIGN_UP(o.off + r.len, FPP__ARENA_ALIGN);
+        crash_point(4);
         publish(&o, &ctail, &r);
+        crash_point(5);
         atomic_store_explicit(&b->tasks, ++done, memory_order_relaxed);
         atomic_store_explicit(&b->phase, FPP__PH_IDLE, memory_order_release);
 

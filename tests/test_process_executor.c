@@ -157,21 +157,20 @@ static void *killer(void *arg)
     return NULL;
 }
 
-Test(process, sigkill_at_random_moments_loses_and_duplicates_nothing, .fini = assert_clean, .timeout = 120)
+Test(process, sigkill_at_random_moments_loses_and_duplicates_nothing, .fini = assert_clean, .timeout = 300)
 {
     fpp_executor_opts o = {.workers = 2};
     fpp_executor *ex = mk_exec(PROC, &o);
     fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
-    enum { N = 20000 };
+    enum { N = 100000 };
     static unsigned char seen[N];
     pthread_t th;
     pthread_create(&th, NULL, killer, NULL);
     int done = 0, crashed = 0;
     fpp_task *t;
     for (uint64_t i = 0; i < N; i++) {
-        uint64_t us = 20;
+        uint64_t us = 10;
         cr_assert_eq(fpp_submit(tm, F_SPIN, &us, 8), (int64_t)i);
-        (void)i;
     }
     while (fpp_as_completed(tm, &t) == 1) {
         int64_t id = fpp_task_id(t);
@@ -179,7 +178,7 @@ Test(process, sigkill_at_random_moments_loses_and_duplicates_nothing, .fini = as
         cr_assert_eq(seen[id], 0, "task %lld came back twice", (long long)id);
         seen[id] = 1;
         if (fpp_task_status(t) == FPP_DONE) {
-            cr_assert_eq(u64_of(fpp_task_result(t, NULL)), 20);
+            cr_assert_eq(u64_of(fpp_task_result(t, NULL)), 10);
             done++;
         } else {
             cr_assert_eq(fpp_task_status(t), FPP_CRASHED, "%s", fpp_task_error(t));
@@ -193,7 +192,7 @@ Test(process, sigkill_at_random_moments_loses_and_duplicates_nothing, .fini = as
     cr_log_info("chaos: %d kills, %d done, %d crashed", kills, done, crashed);
     cr_expect_eq(done + crashed, N, "nothing lost");
     cr_expect_leq(crashed, kills, "a task crashes only when a kill landed on it");
-    cr_expect_gt(kills, 10, "the killer did its job");
+    cr_expect_gt(kills, 100, "hundreds of kills landed");
     fpp_tm_free(tm);
     fpp_executor_free(ex);
 }
@@ -327,6 +326,129 @@ Test(process, a_task_scribbling_over_all_shared_memory_cannot_break_the_parent, 
     while (fpp_as_completed(tm, &t) == 1)
         after += fpp_task_status(t) == FPP_DONE;
     cr_expect_geq(after, 190, "the pool recovered (%d of 200 done)", after);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+/* ------------------------------------------- kills at each fragile phase */
+
+/* Runs 3000 tasks with the worker killing itself at `phase` every 37th task; every id must
+ * come back exactly once. Returns how many came back crashed (SIGKILL). */
+static int phase_run(int phase)
+{
+    char env[32];
+    snprintf(env, sizeof env, "%d:37", phase);
+    setenv("FPP_TEST_CRASH", env, 1);
+    fpp_executor_opts o = {.workers = 2};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
+    enum { N = 3000 };
+    static unsigned char seen[N];
+    memset(seen, 0, sizeof seen);
+    for (uint64_t i = 0; i < N; i++)
+        cr_assert_eq(fpp_submit(tm, F_SQUARE, &i, 8), (int64_t)i);
+    fpp_task *t;
+    int crashed = 0, done = 0;
+    while (fpp_as_completed(tm, &t) == 1) {
+        int64_t id = fpp_task_id(t);
+        cr_assert_eq(seen[id], 0, "phase %d: task %lld came back twice", phase, (long long)id);
+        seen[id] = 1;
+        if (fpp_task_status(t) == FPP_DONE) {
+            cr_assert_eq(u64_of(fpp_task_result(t, NULL)), (uint64_t)id * (uint64_t)id);
+            done++;
+        } else {
+            cr_assert_eq(fpp_task_status(t), FPP_CRASHED, "%s", fpp_task_error(t));
+            cr_assert_eq(fpp_task_signal(t), SIGKILL);
+            crashed++;
+        }
+    }
+    cr_assert_eq(done + crashed, N, "phase %d: nothing lost", phase);
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    cr_assert_gt(st.worker_restarts, 10, "phase %d: the injected kills happened", phase);
+    cr_log_info("phase %d: %llu kills, %d crashed, %d done", phase, (unsigned long long)st.worker_restarts, crashed, done);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+    unsetenv("FPP_TEST_CRASH");
+    return crashed;
+}
+
+Test(phases, killed_just_after_claiming_the_task_is_published_again, .fini = assert_clean, .timeout = 120)
+{
+    cr_expect_eq(phase_run(1), 0, "the function never started: not failed, run elsewhere");
+}
+
+Test(phases, killed_after_marking_running_before_releasing_the_cell_is_published_again, .fini = assert_clean, .timeout = 120)
+{
+    cr_expect_eq(phase_run(2), 0, "the cell still names the worker: the function never started");
+}
+
+Test(phases, killed_after_releasing_the_cell_fails_exactly_that_task, .fini = assert_clean, .timeout = 120)
+{
+    cr_expect_gt(phase_run(3), 0);
+}
+
+Test(phases, killed_between_writing_and_publishing_the_result_fails_exactly_that_task, .fini = assert_clean, .timeout = 120)
+{
+    cr_expect_gt(phase_run(4), 0);
+}
+
+Test(phases, killed_after_publishing_the_result_loses_nothing, .fini = assert_clean, .timeout = 120)
+{
+    cr_expect_eq(phase_run(5), 0, "the record was out: the task is done");
+}
+
+/* ------------------------------------------------- stalled workers */
+
+static void *staller(void *arg)
+{
+    (void)arg;
+    unsigned seed = 777;
+    while (!atomic_load(&chaos_stop)) {
+        pid_t pids[16];
+        int n = child_pids(pids, 16);
+        if (n > 0) {
+            pid_t p = pids[rand_r(&seed) % n];
+            if (kill(p, SIGSTOP) == 0) {
+                atomic_fetch_add(&chaos_kills, 1);
+                sleep_ms(2 + (int)(rand_r(&seed) % 8));
+                kill(p, SIGCONT);
+            }
+        }
+        sleep_ms(1 + (int)(rand_r(&seed) % 3));
+    }
+    return NULL;
+}
+
+Test(process, sigstop_and_sigcont_stall_workers_without_losing_anything, .fini = assert_clean, .timeout = 120)
+{
+    fpp_executor_opts o = {.workers = 2};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
+    enum { N = 20000 };
+    static unsigned char seen[N];
+    atomic_store(&chaos_stop, 0);
+    atomic_store(&chaos_kills, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, staller, NULL);
+    for (uint64_t i = 0; i < N; i++) {
+        uint64_t us = 10;
+        cr_assert_eq(fpp_submit(tm, F_SPIN, &us, 8), (int64_t)i);
+    }
+    fpp_task *t;
+    int done = 0;
+    while (fpp_as_completed(tm, &t) == 1) {
+        int64_t id = fpp_task_id(t);
+        cr_assert_eq(seen[id], 0);
+        seen[id] = 1;
+        cr_assert_eq(fpp_task_status(t), FPP_DONE, "a stalled worker is not a dead one: %s", fpp_task_error(t));
+        done++;
+    }
+    atomic_store(&chaos_stop, 1);
+    pthread_join(th, NULL);
+    cr_log_info("stalls: %d SIGSTOPs, %d done", atomic_load(&chaos_kills), done);
+    cr_expect_eq(done, N);
+    cr_expect_gt(atomic_load(&chaos_kills), 10);
     fpp_tm_free(tm);
     fpp_executor_free(ex);
 }

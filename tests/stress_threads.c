@@ -1,0 +1,86 @@
+/* stress_threads.c: the threaded parts under ThreadSanitizer (Criterion's runner does not run
+ * under TSan, so this is a plain program): the thread executor's workers, the task manager,
+ * the monitor thread, the process executor's supervisor thread, timeouts, recycling and
+ * cancellation, all at once. Prints "stress_threads: N passed, M failed" and exits non-zero on
+ * any failure. */
+#define _GNU_SOURCE
+#include <fpp.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static int passed, failed;
+#define CHECK(c, what) do { if (c) passed++; else { failed++; printf("FAIL: %s\n", what); } } while (0)
+
+static int square(const void *a, size_t n, fpp_out *o)
+{
+    unsigned long x = 0;
+    memcpy(&x, a, n < sizeof x ? n : sizeof x);
+    x *= x;
+    return fpp_out_set(o, &x, sizeof x);
+}
+
+static int nap(const void *a, size_t n, fpp_out *o)
+{
+    (void)a; (void)n; (void)o;
+    struct timespec ts = {0, 30000000};
+    nanosleep(&ts, NULL);
+    return 0;
+}
+
+static int fails(const void *a, size_t n, fpp_out *o) { (void)a; (void)n; return fpp_out_fail(o, "no"), 1; }
+
+typedef struct it { unsigned long i, n, cur; } it;
+static int next(void *s, const void **a, size_t *n)
+{
+    it *x = s;
+    if (x->i == x->n) return 0;
+    x->cur = x->i++;
+    *a = &x->cur;
+    *n = sizeof x->cur;
+    return 1;
+}
+
+static void quiet(fpp_log_level l, const char *m, void *u) { (void)l; (void)m; (void)u; }
+
+static void round_on(int threads)
+{
+    int f_sq = fpp_lookup("square"), f_nap = fpp_lookup("nap"), f_fail = fpp_lookup("fails");
+    fpp_executor *ex;
+    fpp_executor_opts eo = {.workers = 3, .task_timeout_ms = 10, .max_tasks_per_worker = 500};
+    int rc = threads ? fpp_thread_executor(&ex, &eo) : fpp_process_executor(&ex, &eo);
+    CHECK(rc == 0, "executor");
+    if (rc) return;
+    fpp_tm *tm;
+    fpp_tm_opts to = {.error_policy = FPP_IGNORE, .monitor_interval_ms = 5, .max_in_flight = 64};
+    fpp_tm_create(&tm, ex, &to);
+    it items = {0, 20000, 0};
+    fpp_map(tm, f_sq, next, &items);
+    for (int i = 0; i < 20; i++) {
+        fpp_submit(tm, f_nap, NULL, 0);  /* times out: abandoned (threads) or killed */
+        fpp_submit(tm, f_fail, NULL, 0);
+    }
+    fpp_task *t;
+    long done = 0, other = 0;
+    while (fpp_as_completed(tm, &t) == 1)
+        fpp_task_status(t) == FPP_DONE ? done++ : other++;
+    CHECK(done == 20000, "every map item done");
+    CHECK(other == 40, "timeouts and failures reported");
+    /* Free with work running: cancellation races with the workers. */
+    for (int i = 0; i < 10; i++)
+        fpp_submit(tm, f_nap, NULL, 0);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+int main(void)
+{
+    fpp_log_set(quiet, NULL, FPP_LOG_DEBUG);
+    fpp_register("square", square);
+    fpp_register("nap", nap);
+    fpp_register("fails", fails);
+    round_on(1);
+    round_on(0);
+    printf("stress_threads: %d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
