@@ -415,9 +415,13 @@ static int handle_events(proc *pr)
             fpp__wblock *b = fpp__wblock_of(pr->pool.base, &pr->pool.lay, e.slot);
             bool retired = atomic_load(&b->phase) == FPP__PH_RETIRED && !signaled &&
                            e.status != -1 && WEXITSTATUS(e.status) == 0;
-            if (pr->ex->opts.max_worker_rss_kib && (size_t)e.maxrss_kib >= pr->ex->opts.max_worker_rss_kib) {
+            if (pr->ex->opts.max_worker_rss_kib && signaled &&
+                (size_t)e.maxrss_kib * 2 >= pr->ex->opts.max_worker_rss_kib) {
+                /* Killed with half its cap or more in use: the likely cause is memory (malloc
+                 * failing at RLIMIT_AS and the task not checking, or the OOM killer). */
                 size_t len = strlen(why);
-                snprintf(why + len, sizeof why - len, " at its memory cap (peak %ld KiB, max_worker_rss_kib %zu)",
+                snprintf(why + len, sizeof why - len,
+                         " at its memory cap (peak %ld KiB of max_worker_rss_kib %zu KiB: out of memory)",
                          e.maxrss_kib, pr->ex->opts.max_worker_rss_kib);
             }
             fpp_status st = s->timed_out ? FPP_TIMEOUT : FPP_CRASHED;

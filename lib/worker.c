@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -204,6 +205,28 @@ static inline void crash_point(int phase)
         raise(SIGKILL);
 }
 
+/* With a memory cap, a worker's address space may grow by at most the cap past what it has
+ * when it starts (RLIMIT_AS): a task that allocates past it gets NULL from malloc, or dies
+ * trying, instead of taking the machine's memory. */
+static void cap_address_space(size_t cap_kib)
+{
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    char buf[128];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    unsigned long size = 0;
+    if (n <= 0)
+        return;
+    buf[n] = 0;
+    if (sscanf(buf, "%lu", &size) != 1)
+        return;
+    rlim_t lim = (rlim_t)size * (rlim_t)sysconf(_SC_PAGESIZE) + (rlim_t)cap_kib * 1024;
+    struct rlimit rl = {lim, lim};
+    setrlimit(RLIMIT_AS, &rl);
+}
+
 static bool stopping(const fpp__wctx *w)
 {
     return w->stop && atomic_load_explicit(w->stop, memory_order_acquire);
@@ -264,6 +287,8 @@ int fpp__worker_main(fpp__wctx *w)
     unsigned done = 0;
     if (w->process)
         crash_point_init();
+    if (w->process && w->max_rss_kib)
+        cap_address_space(w->max_rss_kib);
     unsigned char argbuf[FPP__INLINE_ARG];
 
     for (;;) {

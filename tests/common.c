@@ -1,7 +1,7 @@
 /* common.c: see common.h. */
 #include "common.h"
 
-int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG, F_ABORT, F_SPIN, F_SCRIBBLE;
+int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG, F_ABORT, F_SPIN, F_SCRIBBLE, F_HOG;
 
 static int echo(const void *arg, size_t len, fpp_out *out) { return fpp_out_set(out, arg, len); }
 
@@ -107,6 +107,21 @@ static int scribble(const void *arg, size_t len, fpp_out *out)
     return 0;
 }
 
+/* Allocates and touches 1 MiB blocks, arg (uint64_t) of them; on malloc failure writes through
+ * the NULL it got, as careless code does. */
+static int hog(const void *arg, size_t len, fpp_out *out)
+{
+    uint64_t n = 0;
+    if (len == 8)
+        memcpy(&n, arg, 8);
+    for (uint64_t i = 0; i < n; i++) {
+        volatile char *p = malloc(1 << 20);
+        for (size_t k = 0; k < (1 << 20); k += 4096)
+            p[k] = 1; /* NULL once the cap is hit: SIGSEGV */
+    }
+    return fpp_out_set(out, &n, 8);
+}
+
 __attribute__((constructor)) static void register_all(void)
 {
     F_ECHO = fpp_register("echo", echo);
@@ -121,6 +136,7 @@ __attribute__((constructor)) static void register_all(void)
     F_ABORT = fpp_register("abort", do_abort);
     F_SPIN = fpp_register("spin", spin);
     F_SCRIBBLE = fpp_register("scribble", scribble);
+    F_HOG = fpp_register("hog", hog);
     fpp_log_set(NULL, NULL, FPP_LOG_WARN);
 }
 
@@ -289,3 +305,4 @@ int child_pids(pid_t *out, int max)
     closedir(d);
     return n;
 }
+

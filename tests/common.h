@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 extern int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG,
-    F_ABORT, F_SPIN, F_SCRIBBLE;
+    F_ABORT, F_SPIN, F_SCRIBBLE, F_HOG;
 
 typedef enum { PROC = 0, THR = 1 } kind;
 

@@ -287,6 +287,14 @@ Test(process, workers_die_with_their_parent, .timeout = 30)
         }
         cr_expect(gone, "worker %ld outlived its parent by a second", (long)pids[i]);
     }
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "fpp-%ld-", (long)parent);
+    DIR *d = opendir("/dev/shm");
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        cr_expect_neq(strncmp(e->d_name, prefix, strlen(prefix)), 0, "/dev/shm/%s outlived its parent", e->d_name);
+    if (d)
+        closedir(d);
 }
 
 /* ------------------------------------------------------------- hostile */
@@ -449,6 +457,110 @@ Test(process, sigstop_and_sigcont_stall_workers_without_losing_anything, .fini =
     cr_log_info("stalls: %d SIGSTOPs, %d done", atomic_load(&chaos_kills), done);
     cr_expect_eq(done, N);
     cr_expect_gt(atomic_load(&chaos_kills), 10);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+/* ------------------------------------------------------------ memory */
+
+Test(memory, a_worker_grown_past_its_cap_is_replaced_after_its_task, .fini = assert_clean, .timeout = 60)
+{
+    fpp_executor_opts o = {.workers = 1, .max_worker_rss_kib = 96 * 1024};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_RAISE, 0);
+    uint64_t mib = 64; /* under the cap's address space, over nothing: stays */
+    fpp_submit(tm, F_HOG, &mib, 8);
+    cr_assert_eq(fpp_run(tm), 0);
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    uint64_t before = st.worker_restarts;
+    mib = 80;
+    fpp_submit(tm, F_HOG, &mib, 8); /* 64 + 80 MiB leaked: resident past 96 MiB */
+    cr_assert_eq(fpp_run(tm), 0, "the task itself completes");
+    uint64_t x = 3;
+    fpp_submit(tm, F_SQUARE, &x, 8);
+    cr_assert_eq(fpp_run(tm), 0);
+    fpp_tm_stats(tm, &st);
+    cr_expect_gt(st.worker_restarts, before, "the grown worker was replaced");
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+Test(memory, an_allocation_past_the_cap_crashes_with_a_message_that_says_so, .fini = assert_clean, .timeout = 60)
+{
+    fpp_executor_opts o = {.workers = 1, .max_worker_rss_kib = 64 * 1024};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
+    uint64_t mib = 4096;
+    fpp_submit(tm, F_HOG, &mib, 8);
+    fpp_task *t;
+    cr_assert_eq(fpp_as_completed(tm, &t), 1);
+    cr_expect_eq(fpp_task_status(t), FPP_CRASHED);
+    cr_expect(strstr(fpp_task_error(t), "memory cap") != NULL, "%s", fpp_task_error(t));
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+/* -------------------------------------------------------------- leaks */
+
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+Test(leaks, a_million_tasks_with_crashes_and_timeouts_leave_nothing_behind, .fini = assert_clean, .timeout = 300)
+{
+    int fds = open_fds();
+    fpp_executor_opts o = {.workers = 2, .task_timeout_ms = 50};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
+    int ms = 5000;
+    long crashed = 0, timed_out = 0, done = 0;
+    fpp_task *t;
+    for (uint64_t i = 0; i < 1000000; i++) {
+        int64_t id;
+        if (i % 50000 == 17)
+            id = fpp_submit(tm, F_SEGV, NULL, 0);
+        else if (i % 200000 == 99)
+            id = fpp_submit(tm, F_SLEEP, &ms, sizeof ms);
+        else
+            id = fpp_submit(tm, F_SQUARE, &i, 8);
+        cr_assert_geq(id, 0);
+        if (i >= 4096 && fpp_as_completed(tm, &t) == 1) {
+            done += fpp_task_status(t) == FPP_DONE;
+            crashed += fpp_task_status(t) == FPP_CRASHED;
+            timed_out += fpp_task_status(t) == FPP_TIMEOUT;
+        }
+    }
+    while (fpp_as_completed(tm, &t) == 1) {
+        done += fpp_task_status(t) == FPP_DONE;
+        crashed += fpp_task_status(t) == FPP_CRASHED;
+        timed_out += fpp_task_status(t) == FPP_TIMEOUT;
+    }
+    cr_expect_eq(crashed, 20);
+    cr_expect_eq(timed_out, 5);
+    cr_expect_eq(done, 1000000 - 25);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+    cr_expect_eq(open_fds(), fds, "file descriptors: %d before, %d after", fds, open_fds());
+    cr_log_info("leaks: %ld done, %ld crashed, %ld timed out; fds %d before, %d after", done, crashed, timed_out, fds, open_fds());
+}
+
+Test(policy, a_timeout_raises_under_raise, .fini = assert_clean, .timeout = 60)
+{
+    fpp_executor_opts o = {.workers = 2, .task_timeout_ms = 100};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_RAISE, 0);
+    int ms = 10000;
+    fpp_submit(tm, F_SLEEP, &ms, sizeof ms);
+    cr_expect_eq(fpp_run(tm), FPP_ETASK);
+    cr_expect_eq(fpp_task_status(fpp_tm_failure(tm)), FPP_TIMEOUT);
     fpp_tm_free(tm);
     fpp_executor_free(ex);
 }
