@@ -6,6 +6,8 @@
  * with the executor or the process, and not when some caller thread ends. The supervisor
  * holds a pidfd per worker and sleeps in poll() on them and on an eventfd for commands; a
  * pidfd lets it signal a worker without racing pid reuse, since it reaps the worker itself.
+ * Where pidfd_open does not exist (kernels before 5.3, valgrind), it polls wait4(WNOHANG)
+ * every 2 ms instead; kill() is just as safe there, since only the supervisor reaps.
  *
  * Threads and what they own:
  *   supervisor   forks, pidfds, kill, wait4; never touches the pool or tasks
@@ -202,7 +204,9 @@ static int fork_one(proc *pr, uint32_t slot, sup_slot *out)
     if (pid < 0)
         return errno;
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd < 0) {
+    if (fd < 0 && errno == ENOSYS) {
+        fd = -1; /* watched by polling wait4 */
+    } else if (fd < 0) {
         /* Without a pidfd we cannot watch it: take it back at once. */
         int e = errno;
         kill(pid, SIGKILL);
@@ -270,7 +274,8 @@ static void sup_reap(proc *pr, uint32_t slot, bool block)
      * ignored); the pidfd said it ended, which is all we need. */
     event e = {.op = EV_DIED, .slot = slot, .gen = s->gen, .pid = s->pid,
                .status = r < 0 ? -1 : status, .maxrss_kib = ru.ru_maxrss};
-    close(s->pidfd);
+    if (s->pidfd >= 0)
+        close(s->pidfd);
     s->pidfd = -1;
     s->pid = 0;
     post_event(pr, &e);
@@ -279,7 +284,7 @@ static void sup_reap(proc *pr, uint32_t slot, bool block)
 static void sup_kill(proc *pr, uint32_t slot)
 {
     sup_slot *s = &pr->ss[slot];
-    if (s->pidfd >= 0 && syscall(SYS_pidfd_send_signal, s->pidfd, SIGKILL, NULL, 0) != 0)
+    if (s->pid && (s->pidfd < 0 || syscall(SYS_pidfd_send_signal, s->pidfd, SIGKILL, NULL, 0) != 0))
         kill(s->pid, SIGKILL);
 }
 
@@ -295,14 +300,18 @@ static void *supervisor(void *arg)
             fds[i + 1] = (struct pollfd){.fd = pr->ss[i].pidfd, .events = POLLIN};
         if (fds)
             fds[n + 1] = (struct pollfd){.fd = pr->spare.pid ? pr->spare.pidfd : -1, .events = POLLIN};
+        bool polled = pr->spare.pid && pr->spare.pidfd < 0;
+        for (uint32_t i = 0; i < n; i++)
+            polled = polled || (pr->ss[i].pid && pr->ss[i].pidfd < 0);
         if (fds)
-            poll(fds, n + 2, -1);
+            poll(fds, n + 2, polled ? 2 : -1);
         else
             poll(&(struct pollfd){.fd = pr->evfd, .events = POLLIN}, 1, 10);
-        if (fds && pr->spare.pid && (fds[n + 1].revents & (POLLIN | POLLHUP | POLLERR))) {
+        if (pr->spare.pid && (polled || (fds && (fds[n + 1].revents & (POLLIN | POLLHUP | POLLERR))))) {
             /* The spare died before it had a slot (killed from outside): just forget it. */
             if (wait4(pr->spare.pid, NULL, WNOHANG, NULL) != 0) {
-                close(pr->spare.pidfd);
+                if (pr->spare.pidfd >= 0)
+                    close(pr->spare.pidfd);
                 pr->spare.pid = 0;
                 pr->spare.pidfd = -1;
             }
@@ -329,15 +338,15 @@ static void *supervisor(void *arg)
             }
         }
         for (uint32_t i = 0; i < n; i++) {
-            if (pr->ss[i].pidfd < 0)
+            if (!pr->ss[i].pid)
                 continue;
             if (quit) {
                 sup_kill(pr, i);
                 sup_reap(pr, i, true);
                 posted = true;
-            } else if (!fds || (fds[i + 1].revents & (POLLIN | POLLHUP | POLLERR))) {
+            } else if (!fds || pr->ss[i].pidfd < 0 || (fds[i + 1].revents & (POLLIN | POLLHUP | POLLERR))) {
                 sup_reap(pr, i, false);
-                posted = posted || pr->ss[i].pidfd < 0;
+                posted = posted || !pr->ss[i].pid;
             }
         }
         if (posted)
@@ -346,9 +355,10 @@ static void *supervisor(void *arg)
             sup_refill_spare(pr);
     }
     if (pr->spare.pid) {
-        syscall(SYS_pidfd_send_signal, pr->spare.pidfd, SIGKILL, NULL, 0);
+        kill(pr->spare.pid, SIGKILL);
         waitpid(pr->spare.pid, NULL, 0);
-        close(pr->spare.pidfd);
+        if (pr->spare.pidfd >= 0)
+            close(pr->spare.pidfd);
         pr->spare.pid = 0;
     }
     fpp__free(fds);
