@@ -306,8 +306,8 @@ FPP__HIDDEN void fpp__task_clear(fpp_task *t); /* frees what the task owns */
 
 /* --------------------------------------------------------------- executors */
 
-/* The interface between the task manager and an executor. A backend implements these and
- * nothing in tm.c changes. All run on the thread calling into the task manager, except wake,
+/* The interface between the task manager and an executor: six calls. A backend implements
+ * these and nothing in tm.c changes. All run on the thread calling into the task manager, except wake,
  * which must be async-signal-safe. Finished tasks are handed back through fpp__tm_finished. */
 typedef struct fpp__exec_ops {
     const char *kind;
@@ -327,8 +327,6 @@ typedef struct fpp__exec_ops {
     void (*wake)(fpp_executor *ex);
     /* Stops every worker and frees the executor. */
     void (*destroy)(fpp_executor *ex);
-    /* Gives back what a finished task holds in the executor (called once per dispatched task
-     * when it leaves the executor; may be NULL). */
 } fpp__exec_ops;
 
 struct fpp_executor {
@@ -412,8 +410,9 @@ static inline uint32_t fpp__pool_seq(fpp__pool *p) { return atomic_load(&p->hdr-
  * claimed but never started. Returns the number of tasks finished. */
 FPP__HIDDEN int fpp__pool_recover(fpp__pool *p, uint32_t w, fpp_status st, int signo,
                                   const char *why);
-/* Revokes queued tasks (CANCELLED) and abandons running ones. Sets *busy to a bitmap-free
- * count of workers that run abandoned tasks, and marks them in kill[] (nworkers entries). */
+/* Revokes queued tasks (CANCELLED) and abandons running ones (also CANCELLED for the task
+ * manager; their entries wait for the worker to report or die). Marks in kill[] (nworkers
+ * entries, or NULL) the workers running abandoned tasks; returns how many. */
 FPP__HIDDEN int fpp__pool_cancel(fpp__pool *p, bool *kill);
 FPP__HIDDEN size_t fpp__pool_in_flight(const fpp__pool *p);
 /* Finishes an in-flight entry's task with st and a message (timeouts in thread mode). */

@@ -34,7 +34,7 @@
  *
  * Worker-side robustness: a worker treats any state it does not expect as "not for me" and
  * moves the head hint on or stops; a scribbled head can only make workers idle, and the parent
- * notices a stall and repairs head (fpp__ring_repair_head). */
+ * notices a stall and puts head back on the oldest waiting task (fpp__pool_audit). */
 #include "fpp_internal.h"
 
 void fpp__ring_init(fpp__cell *cells, uint32_t ncells)

@@ -103,7 +103,6 @@ static int t_poll(fpp_executor *ex, int64_t deadline)
     if (ex->opts.max_tasks_per_worker)
         n += restart_retired(t);
     int64_t tdl = fpp__pool_timeouts(&t->pool, ex->opts.task_timeout_ms, over_timeout);
-    n += 0;
     if (n == 0 && deadline > 0) {
         int64_t d = FPP__MIN(deadline, tdl);
         if (ex->opts.task_timeout_ms)

@@ -175,29 +175,8 @@ int shm_entries(void)
 
 int live_children(void)
 {
-    /* Children show up in /proc/<pid>/task/<tid>/children for every thread. */
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%ld/task", (long)getpid());
-    DIR *d = opendir(path);
-    if (!d)
-        return 0;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char f[400];
-        snprintf(f, sizeof f, "%s/%s/children", path, e->d_name);
-        FILE *fp = fopen(f, "r");
-        if (!fp)
-            continue;
-        long pid;
-        while (fscanf(fp, "%ld", &pid) == 1)
-            n++;
-        fclose(fp);
-    }
-    closedir(d);
-    return n;
+    pid_t pids[256];
+    return child_pids(pids, 256);
 }
 
 void assert_clean(void)
