@@ -375,6 +375,8 @@ typedef struct fpp__wpriv {
     int64_t timeout_ms;
     bool alive;
     bool corrupt; /* its block was found scribbled over; reported once */
+    uint64_t audit_chead; /* chead at the previous audit: progress between audits */
+    int stuck;            /* audits in a row that found it stuck */
 } fpp__wpriv;
 
 typedef struct fpp__pool {
@@ -386,6 +388,7 @@ typedef struct fpp__pool {
     uint64_t tail; /* next position to publish */
     fpp__flight *fl;
     uint32_t nfl, free_fl, used_fl;
+    uint32_t *cell_tag; /* per cell: the in-flight entry last published there, or UINT32_MAX */
     fpp__buddy args;
     fpp__wpriv *wp;
     fpp__tq retry;   /* tasks to publish again (their worker died before starting them) */

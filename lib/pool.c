@@ -96,7 +96,8 @@ int fpp__pool_create(fpp__pool *p, const fpp_executor_opts *o, bool shared)
     p->nfl = p->lay.ncells + 2 * p->lay.nworkers + 16;
     p->fl = fpp__calloc(p->nfl, sizeof *p->fl);
     p->wp = fpp__calloc(p->lay.nworkers, sizeof *p->wp);
-    if (!p->fl || !p->wp) {
+    p->cell_tag = fpp__malloc(p->lay.ncells * sizeof *p->cell_tag);
+    if (!p->fl || !p->wp || !p->cell_tag) {
         rc = FPP_ENOMEM;
         goto fail;
     }
@@ -105,6 +106,8 @@ int fpp__pool_create(fpp__pool *p, const fpp_executor_opts *o, bool shared)
         p->fl[i].arg_off = UINT64_MAX;
     }
     p->free_fl = 0;
+    for (uint32_t i = 0; i < p->lay.ncells; i++)
+        p->cell_tag[i] = NIL;
     return 0;
 fail:
     fpp__pool_destroy(p);
@@ -116,6 +119,7 @@ void fpp__pool_destroy(fpp__pool *p)
     fpp__buddy_fini(&p->args);
     fpp__free(p->fl);
     fpp__free(p->wp);
+    fpp__free(p->cell_tag);
     if (p->base) {
         if (p->shared)
             munmap(p->base, p->lay.total);
@@ -130,6 +134,8 @@ void fpp__pool_destroy(fpp__pool *p)
 static void entry_free(fpp__pool *p, uint32_t tag)
 {
     fpp__flight *e = &p->fl[tag];
+    if (p->cell_tag[e->pos & (p->lay.ncells - 1)] == tag)
+        p->cell_tag[e->pos & (p->lay.ncells - 1)] = NIL;
     if (e->arg_off != UINT64_MAX)
         fpp__buddy_free(&p->args, e->arg_off, e->arg_len);
     e->arg_off = UINT64_MAX;
@@ -158,7 +164,12 @@ static int publish(fpp__pool *p, fpp_task *t)
     fpp__cell *c = &p->cells[p->tail & (p->lay.ncells - 1)];
     uint64_t s = atomic_load_explicit(&c->state, memory_order_acquire);
     if (s != FPP__ST(p->tail, FPP__ST_FREE)) {
-        if (FPP__ST_POS(s) == ((p->tail - p->lay.ncells) & FPP__POS_MASK) && FPP__ST_TAG(s) != FPP__ST_FREE)
+        /* "Still held for position tail - N" is believed only if the parent itself has a live
+         * task there; otherwise a worker wrote it, and the cell is taken back. */
+        uint64_t prev = (p->tail - p->lay.ncells) & FPP__POS_MASK;
+        uint32_t owner = p->cell_tag[p->tail & (p->lay.ncells - 1)];
+        if (FPP__ST_POS(s) == prev && FPP__ST_TAG(s) != FPP__ST_FREE && owner != NIL &&
+            p->fl[owner].state != FPP__FL_FREE && p->fl[owner].pos == prev)
             return 1; /* full */
         fpp__log(FPP_LOG_ERROR, "task ring cell %llu corrupted (state %#llx, tail %llu): repairing it",
                  (unsigned long long)(p->tail & (p->lay.ncells - 1)), (unsigned long long)s, (unsigned long long)p->tail);
@@ -209,6 +220,8 @@ static int publish(fpp__pool *p, fpp_task *t)
     e->arg_off = off;
     e->arg_len = (uint32_t)t->arg_len;
     e->state = FPP__FL_QUEUED;
+    e->strikes = 0;
+    p->cell_tag[p->tail & (p->lay.ncells - 1)] = tag;
     t->tag = tag;
     p->tail = (p->tail + 1) & FPP__POS_MASK;
     return 0;
@@ -284,6 +297,15 @@ static int handle(fpp__pool *p, uint32_t w, const fpp__crec *r)
         return 0;
     }
     fpp__flight *e = &p->fl[tag];
+    uint64_t cs = atomic_load_explicit(&p->cells[e->pos & (p->lay.ncells - 1)].state, memory_order_acquire);
+    if (FPP__ST_POS(cs) == e->pos && FPP__ST_TAG(cs) != FPP__ST_FREE) {
+        /* Its cell is still READY or being claimed: no worker can have run it. A forged record;
+         * the task stays where it is. */
+        p->bogus++;
+        fpp__log(FPP_LOG_WARN, "worker slot %u returned a record for task %lld, which no worker has started: dropped",
+                 w, e->task ? (long long)e->task->id : -1LL);
+        return 0;
+    }
     fpp_task *t = e->task;
     bool abandoned = e->state == FPP__FL_ABANDONED;
     entry_free(p, tag);
@@ -452,6 +474,7 @@ int fpp__pool_recover(fpp__pool *p, uint32_t w, fpp_status st, int signo, const 
     wp->seen_ticket = 0;
     wp->timeout_ticket = 0;
     wp->corrupt = false;
+    wp->stuck = 0;
     return n;
 }
 
@@ -608,6 +631,29 @@ int fpp__pool_audit(fpp__pool *p)
             finish(p, t);
             n++;
         }
+    }
+    /* A worker that runs nothing the parent knows of, has returned nothing since the last
+     * audit, and leaves ready tasks waiting is stuck (hung after writing its block, or its
+     * wake-ups scribbled): replace it. */
+    for (uint32_t w = 0; w < p->lay.nworkers; w++) {
+        fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
+        fpp__wpriv *wp = &p->wp[w];
+        uint64_t ticket = atomic_load(&b->ticket);
+        uint32_t tag = (uint32_t)ticket;
+        bool running = atomic_load(&b->phase) == FPP__PH_RUNNING && tag < p->nfl &&
+                       p->fl[tag].gen == (uint32_t)(ticket >> 32) && p->fl[tag].state != FPP__FL_FREE;
+        /* Three audits in a row (most of a second) rule out a worker that is merely slow to
+         * be scheduled; a false positive costs an idle worker, never a task. */
+        if (waiting && wp->alive && !running && wp->chead == wp->audit_chead)
+            wp->stuck++;
+        else
+            wp->stuck = 0;
+        if (wp->stuck >= 3 && p->bad) {
+            fpp__log(FPP_LOG_ERROR, "worker slot %u: no progress while tasks wait, and it runs no task: replacing it", w);
+            wp->stuck = 0;
+            p->bad(p, w);
+        }
+        wp->audit_chead = wp->chead;
     }
     if (waiting) {
         uint64_t head = atomic_load(&p->hdr->head) & FPP__POS_MASK;

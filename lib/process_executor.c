@@ -471,9 +471,22 @@ static void kill_slot(proc *pr, uint32_t w)
 
 static void over_timeout(fpp__pool *p, uint32_t w, uint64_t ticket)
 {
-    FPP__UNUSED(ticket);
     proc *pr = (proc *)p; /* the pool is the first member */
-    pr->ps[w].timed_out = true;
+    par_slot *s = &pr->ps[w];
+    if (s->state != SL_ALIVE || s->killed)
+        return;
+    fpp__wblock *b = fpp__wblock_of(pr->pool.base, &pr->pool.lay, w);
+    /* Dekker pair with the worker's RUNNING mark then check of drain: after this, either we
+     * see it has moved past the timed-out task (and spare it), or it sees drain and starts
+     * nothing new before the kill lands. */
+    atomic_store(&b->drain, 1);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load(&b->phase) != FPP__PH_RUNNING || atomic_load(&b->ticket) != ticket) {
+        atomic_store(&b->drain, 0);
+        pr->pool.wp[w].timeout_ticket = 0; /* it finished after all: look again next time */
+        return;
+    }
+    s->timed_out = true;
     kill_slot(pr, w);
 }
 
@@ -638,6 +651,7 @@ int fpp__process_start(fpp_executor *ex)
         goto fail;
     }
     pr->parent_pid = getpid();
+    pr->last_progress_ns = fpp__now_ns();
 
     /* The supervisor never runs a signal handler: it starts with every signal blocked. */
     sigset_t all, old;

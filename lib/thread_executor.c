@@ -186,6 +186,7 @@ int fpp__thread_start(fpp_executor *ex)
     if (rc)
         goto fail;
     t->pool.ex = ex;
+    t->last_progress_ns = fpp__now_ns();
     t->pool.bad = bad_worker;
     uint32_t n = t->pool.lay.nworkers;
     t->th = fpp__calloc(n, sizeof *t->th);

@@ -227,6 +227,14 @@ static void cap_address_space(size_t cap_kib)
     setrlimit(RLIMIT_AS, &rl);
 }
 
+/* Waits for the SIGKILL the parent has sent or is sending (a thread worker just returns). */
+static int pause_until_killed(void)
+{
+    for (int i = 0; i < 50; i++)
+        usleep(100000);
+    return 0;
+}
+
 static bool stopping(const fpp__wctx *w)
 {
     return w->stop && atomic_load_explicit(w->stop, memory_order_acquire);
@@ -293,6 +301,9 @@ int fpp__worker_main(fpp__wctx *w)
 
     for (;;) {
         uint64_t pos;
+        /* drain: the parent is about to kill us (timeout, cancel). Take nothing new. */
+        if (atomic_load_explicit(&b->drain, memory_order_acquire))
+            return pause_until_killed();
         if (!claim(w, h, cells, b, &pos))
             return 0;
         crash_point(1);
@@ -304,6 +315,12 @@ int fpp__worker_main(fpp__wctx *w)
         atomic_store_explicit(&b->ticket, ticket, memory_order_relaxed);
         atomic_store_explicit(&b->started_ns, fpp__now_ns(), memory_order_relaxed);
         atomic_store_explicit(&b->phase, FPP__PH_RUNNING, memory_order_release);
+        /* Dekker pair with kill_slot's store of drain then check of our phase and ticket: if
+         * the parent decided to kill us for an earlier task, this one must not start. Its cell
+         * still names us, so the parent publishes it again once we are gone. */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&b->drain, memory_order_relaxed))
+            return pause_until_killed();
         crash_point(2);
         fpp__ring_release_worker(cells, l->ncells, pos, w->slot);
         crash_point(3);

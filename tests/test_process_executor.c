@@ -564,3 +564,115 @@ Test(policy, a_timeout_raises_under_raise, .fini = assert_clean, .timeout = 60)
     fpp_tm_free(tm);
     fpp_executor_free(ex);
 }
+
+/* ------------------------------------- targeted hostility (from review) */
+
+static unsigned char *segment_base(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long lo, hi, off;
+        if (strstr(line, "/dev/shm/fpp-") && sscanf(line, "%lx-%lx %*s %lx", &lo, &hi, &off) == 3 && off == 0) {
+            fclose(f);
+            return (unsigned char *)lo;
+        }
+    }
+    if (f)
+        fclose(f);
+    return NULL;
+}
+
+/* Marks every free ring cell of a 4-cell ring "still claimed for the previous lap". */
+static int wedge_ring(const void *a, size_t n, fpp_out *o)
+{
+    (void)a; (void)n; (void)o;
+    unsigned char *base = segment_base();
+    if (!base)
+        return 7;
+    const uint64_t N = 4, MASK = (1ULL << 48) - 1;
+    for (unsigned i = 0; i < N; i++) {
+        _Atomic uint64_t *st = (_Atomic uint64_t *)(base + 4096 + 64 * i);
+        uint64_t s = atomic_load(st);
+        if ((s & 0xffff) == 0)
+            atomic_store(st, ((((s >> 16) - N) & MASK) << 16) | (2 + 1000));
+    }
+    return 0;
+}
+
+/* Writes its own block's phase back to IDLE, then hangs: dodges a timeout that trusts it. */
+static int hide_and_hang(const void *a, size_t n, fpp_out *o)
+{
+    (void)a; (void)n; (void)o;
+    unsigned char *base = segment_base();
+    if (!base)
+        return 7;
+    atomic_store((_Atomic uint32_t *)(base + 8192), 0);
+    for (;;)
+        pause();
+}
+
+static int F_WEDGE, F_HIDE;
+__attribute__((constructor(65535))) static void register_hostile(void)
+{
+    F_WEDGE = fpp_register("wedge_ring", wedge_ring);
+    F_HIDE = fpp_register("hide_and_hang", hide_and_hang);
+}
+
+Test(hostile, forged_busy_cells_do_not_wedge_the_ring, .fini = assert_clean, .timeout = 60)
+{
+    fpp_executor_opts o = {.workers = 1, .queue_capacity = 4};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
+    fpp_submit(tm, F_WEDGE, NULL, 0);
+    cr_assert_eq(fpp_run(tm), 0);
+    for (uint64_t i = 0; i < 20; i++)
+        fpp_submit(tm, F_SQUARE, &i, 8);
+    cr_expect_eq(fpp_run(tm), 0, "the ring works after the forgery");
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    cr_expect_eq(st.done + st.crashed + st.failed, 21);
+    cr_expect_geq(st.done, 20);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+Test(hostile, a_task_that_hides_its_running_state_and_hangs_is_still_stopped, .fini = assert_clean, .timeout = 60)
+{
+    fpp_executor_opts o = {.workers = 1, .queue_capacity = 4, .task_timeout_ms = 100};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
+    fpp_submit(tm, F_HIDE, NULL, 0);
+    uint64_t x = 4;
+    fpp_submit(tm, F_SQUARE, &x, 8);
+    cr_expect_eq(fpp_run(tm), 0, "returns: the stuck worker is replaced");
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    cr_expect_eq(st.done, 1, "the task behind it ran");
+    cr_expect_eq(st.crashed + st.timed_out, 1);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+Test(process, a_timeout_kill_never_fails_the_next_task, .fini = assert_clean, .timeout = 120)
+{
+    fpp_executor_opts o = {.workers = 4, .task_timeout_ms = 20};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 1);
+    srand(1);
+    for (int i = 0; i < 400; i++) {
+        int ms = (i % 2) ? 0 : 19 + rand() % 3; /* borderline tasks, and short innocent ones */
+        fpp_submit(tm, F_SLEEP, &ms, sizeof ms);
+    }
+    cr_assert_eq(fpp_run(tm), 0);
+    fpp_task *const *all;
+    size_t n = fpp_completed(tm, &all);
+    cr_assert_eq(n, 400);
+    int bad = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fpp_task_id(all[i]) % 2 && fpp_task_status(all[i]) != FPP_DONE)
+            bad++;
+    cr_expect_eq(bad, 0, "%d short tasks failed by a kill meant for another", bad);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
