@@ -320,8 +320,9 @@ typedef struct fpp__exec_ops {
      * of tasks finished, or a negative code. */
     int (*poll)(fpp_executor *ex, int64_t deadline_ns);
     /* Cancels every task in the executor: queued ones come back FPP_CANCELLED; running ones
-     * are abandoned (process: their workers are killed and replaced). If wait, returns only
-     * once nothing of them runs any more (thread executor: once their functions returned). */
+     * are abandoned (process: their workers are killed and replaced). If wait (Ctrl-C), the
+     * process executor stops every worker and forks none until the next dispatch, and returns
+     * once they are dead; the thread executor returns once running functions returned. */
     void (*cancel)(fpp_executor *ex, bool wait);
     /* Makes a waiting poll return at once. Async-signal-safe. */
     void (*wake)(fpp_executor *ex);
@@ -435,6 +436,8 @@ FPP__HIDDEN int64_t fpp__pool_timeouts(fpp__pool *p, unsigned timeout_ms,
 
 /* Called by executors for each task that leaves them finished. */
 FPP__HIDDEN void fpp__tm_finished(fpp_tm *tm, fpp_task *t);
+/* True once the task manager raised or was interrupted: nothing more may be dispatched. */
+FPP__HIDDEN bool fpp__tm_halted(const fpp_tm *tm);
 
 /* sigint.c */
 typedef struct fpp__sigint_reg {

@@ -232,9 +232,13 @@ int fpp__pool_dispatch(fpp__pool *p, fpp_task *t)
     /* Tasks whose worker died before starting them go first, in their order. */
     while (p->retry.head) {
         int rc = publish(p, p->retry.head);
-        if (rc)
-            return rc < 0 ? rc : 1;
-        fpp__tq_pop(&p->retry);
+        if (rc == 1)
+            return 1;
+        fpp_task *r = fpp__tq_pop(&p->retry);
+        if (rc < 0) { /* this one cannot go out again: it fails, the others go on */
+            fpp__task_fail(r, FPP_FAILED, 0, "could not hand the task to a worker again: %s", fpp_strerror(rc));
+            finish(p, r);
+        }
     }
     if (!t)
         return 0;

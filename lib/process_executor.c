@@ -76,6 +76,7 @@ typedef struct proc {
     int64_t last_progress_ns; /* for the watchdog */
     pid_t parent_pid;
     _Atomic bool stopping; /* read by the supervisor */
+    bool paused;           /* after Ctrl-C: no worker until the next dispatch */
 } proc;
 
 /* ------------------------------------------------------------------ queues */
@@ -445,11 +446,11 @@ static int handle_events(proc *pr)
             pr->pool.wp[e.slot].alive = false;
             pr->alive--;
             atomic_fetch_add(&pr->ex->restarts, 1);
-            if (!pr->stopping)
+            if (!pr->stopping && !pr->paused)
                 spawn(pr, e.slot);
         }
     }
-    if (!pr->stopping && pr->next_spawn_ns && fpp__now_ns() >= pr->next_spawn_ns) {
+    if (!pr->stopping && !pr->paused && pr->next_spawn_ns && fpp__now_ns() >= pr->next_spawn_ns) {
         pr->next_spawn_ns = 0;
         for (uint32_t w = 0; w < pr->pool.lay.nworkers; w++)
             if (pr->ps[w].state == SL_EMPTY)
@@ -493,6 +494,13 @@ static void over_timeout(fpp__pool *p, uint32_t w, uint64_t ticket)
 static int p_dispatch(fpp_executor *ex, fpp_task *t)
 {
     proc *pr = ex->impl;
+    if (pr->paused) { /* stopped by Ctrl-C: bring the workers back (spares make it quick) */
+        pr->paused = false;
+        for (uint32_t w = 0; w < pr->pool.lay.nworkers; w++)
+            if (pr->ps[w].state == SL_EMPTY)
+                spawn(pr, w);
+        return 1;
+    }
     if (pr->killing > 0)
         return 1; /* workers being killed could still take new work: wait for them */
     return fpp__pool_dispatch(&pr->pool, t);
@@ -553,7 +561,8 @@ static int p_poll(fpp_executor *ex, int64_t deadline)
     n += audit(pr, n);
     /* Tasks whose worker died before starting them go out again now, whether or not the
      * task manager has anything new to dispatch. */
-    if (pr->pool.retry.head && pr->killing == 0 && fpp__pool_dispatch(&pr->pool, NULL) == 0)
+    if (pr->pool.retry.head && pr->killing == 0 && !pr->paused && !(ex->tm && fpp__tm_halted(ex->tm)) &&
+        fpp__pool_dispatch(&pr->pool, NULL) == 0)
         fpp__pool_flush(&pr->pool);
     return n;
 }
@@ -565,8 +574,10 @@ static void p_cancel(fpp_executor *ex, bool wait)
     bool *kill = fpp__calloc(n, sizeof *kill);
     fpp__pool_cancel(&pr->pool, kill);
     for (uint32_t w = 0; kill && w < n; w++)
-        if (kill[w])
+        if (kill[w] || wait) /* Ctrl-C stops every worker, busy or not */
             kill_slot(pr, w);
+    if (wait)
+        pr->paused = true;
     fpp__free(kill);
     if (!wait)
         return;

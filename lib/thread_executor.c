@@ -114,7 +114,7 @@ static int t_poll(fpp_executor *ex, int64_t deadline)
         fpp__pool_wait(&t->pool, seen, d);
         n += fpp__pool_collect(&t->pool);
     }
-    if (t->pool.retry.head && fpp__pool_dispatch(&t->pool, NULL) == 0)
+    if (t->pool.retry.head && !(ex->tm && fpp__tm_halted(ex->tm)) && fpp__pool_dispatch(&t->pool, NULL) == 0)
         fpp__pool_flush(&t->pool);
     int64_t now = fpp__now_ns();
     if (n > 0 || fpp__pool_in_flight(&t->pool) == 0)

@@ -154,6 +154,8 @@ void fpp__tm_finished(fpp_tm *tm, fpp_task *t)
     fpp__tq_push(&tm->doneq, t);
 }
 
+bool fpp__tm_halted(const fpp_tm *tm) { return tm->raised || tm->interrupted; }
+
 /* Fails a task that never reached the executor. */
 static void finish_here(fpp_tm *tm, fpp_task *t)
 {
