@@ -463,8 +463,15 @@ Test(process, sigstop_and_sigcont_stall_workers_without_losing_anything, .fini =
 
 /* ------------------------------------------------------------ memory */
 
+#if defined(__SANITIZE_ADDRESS__)
+#define SKIP_UNDER_ASAN() cr_skip_test("AddressSanitizer's allocator and quarantine do not fit a memory cap")
+#else
+#define SKIP_UNDER_ASAN() ((void)0)
+#endif
+
 Test(memory, a_worker_grown_past_its_cap_is_replaced_after_its_task, .fini = assert_clean, .timeout = 60)
 {
+    SKIP_UNDER_ASAN();
     fpp_executor_opts o = {.workers = 1, .max_worker_rss_kib = 96 * 1024};
     fpp_executor *ex = mk_exec(PROC, &o);
     fpp_tm *tm = mk_tm(ex, FPP_RAISE, 0);
@@ -488,6 +495,7 @@ Test(memory, a_worker_grown_past_its_cap_is_replaced_after_its_task, .fini = ass
 
 Test(memory, an_allocation_past_the_cap_crashes_with_a_message_that_says_so, .fini = assert_clean, .timeout = 60)
 {
+    SKIP_UNDER_ASAN();
     fpp_executor_opts o = {.workers = 1, .max_worker_rss_kib = 64 * 1024};
     fpp_executor *ex = mk_exec(PROC, &o);
     fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
