@@ -224,6 +224,7 @@ static int publish(fpp__pool *p, fpp_task *t)
     p->cell_tag[p->tail & (p->lay.ncells - 1)] = tag;
     t->tag = tag;
     p->tail = (p->tail + 1) & FPP__POS_MASK;
+    p->unflushed++;
     return 0;
 }
 
@@ -247,14 +248,21 @@ int fpp__pool_dispatch(fpp__pool *p, fpp_task *t)
 
 void fpp__pool_flush(fpp__pool *p)
 {
+    /* Wake one sleeper per task published: a task needs one worker, and every extra one woken
+     * competes for the cores with the one that works. Spinning workers need no wake-up. */
+    uint32_t want = p->unflushed ? p->unflushed : 1;
+    p->unflushed = 0;
     /* Dekker pair with the worker's store of `sleeping` then claim (worker.c, claim). */
     atomic_thread_fence(memory_order_seq_cst);
-    for (uint32_t w = 0; w < p->lay.nworkers; w++) {
+    for (uint32_t w = 0; w < p->lay.nworkers && want > 0; w++) {
         fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
         if (atomic_load_explicit(&b->sleeping, memory_order_relaxed)) {
             uint32_t one = 1;
-            if (atomic_compare_exchange_strong(&b->sleeping, &one, 0))
+            if (atomic_compare_exchange_strong(&b->sleeping, &one, 0)) {
                 fpp__event_post(&b->wake);
+                p->woke_sleeper = true;
+                want--;
+            }
         }
     }
 }
@@ -389,9 +397,13 @@ void fpp__pool_wait(fpp__pool *p, uint32_t seen, int64_t deadline_ns)
         return;
     fpp_executor *ex = p->ex;
     /* Spin a few microseconds, then yield: a noop task comes back in well under that, and a
-     * bounded spin leaves the core to the workers when it does not. */
+     * bounded spin leaves the core to the workers when it does not. But right after waking a
+     * sleeping worker, do not spin: the scheduler often wakes it on this very core, where it
+     * would wait for our spin to end (measured: 29 us round trip spinning, 7 us sleeping). */
     int64_t t0 = fpp__now_ns();
-    for (int i = 0;; i++) {
+    bool spin = !p->woke_sleeper;
+    p->woke_sleeper = false;
+    for (int i = 0; spin; i++) {
         if (anything_ready(p) || fpp__pool_seq(p) != seen || atomic_load_explicit(&ex->poked, memory_order_relaxed))
             return;
         if ((i & 7) == 7) {
