@@ -389,6 +389,7 @@ typedef struct fpp__pool {
     uint64_t tail; /* next position to publish */
     uint32_t unflushed; /* tasks published since the last flush: how many sleepers to wake */
     bool woke_sleeper;  /* the last flush woke a sleeping worker */
+    int64_t spin_ns;    /* how long the parent spins before sleeping; adapts to the tasks */
     fpp__flight *fl;
     uint32_t nfl, free_fl, used_fl;
     uint32_t *cell_tag; /* per cell: the in-flight entry last published there, or UINT32_MAX */

@@ -106,6 +106,7 @@ int fpp__pool_create(fpp__pool *p, const fpp_executor_opts *o, bool shared)
         p->fl[i].arg_off = UINT64_MAX;
     }
     p->free_fl = 0;
+    p->spin_ns = 30000;
     for (uint32_t i = 0; i < p->lay.ncells; i++)
         p->cell_tag[i] = NIL;
     return 0;
@@ -400,18 +401,25 @@ void fpp__pool_wait(fpp__pool *p, uint32_t seen, int64_t deadline_ns)
      * bounded spin leaves the core to the workers when it does not. But right after waking a
      * sleeping worker, do not spin: the scheduler often wakes it on this very core, where it
      * would wait for our spin to end (measured: 29 us round trip spinning, 7 us sleeping). */
+    /* The spin adapts: it doubles (up to 30 us) when it catches a result, and halves when it
+     * ends in sleep anyway, so that with long tasks the parent does not take CPU time from
+     * workers that need both cores. */
     int64_t t0 = fpp__now_ns();
     bool spin = !p->woke_sleeper;
     p->woke_sleeper = false;
     for (int i = 0; spin; i++) {
-        if (anything_ready(p) || fpp__pool_seq(p) != seen || atomic_load_explicit(&ex->poked, memory_order_relaxed))
+        if (anything_ready(p) || fpp__pool_seq(p) != seen || atomic_load_explicit(&ex->poked, memory_order_relaxed)) {
+            p->spin_ns = FPP__MIN(p->spin_ns * 2 + 1000, (int64_t)30000);
             return;
+        }
         if ((i & 7) == 7) {
             int64_t now = fpp__now_ns();
             if (now >= deadline_ns)
                 return;
-            if (now - t0 > 30000)
+            if (now - t0 > p->spin_ns) {
+                p->spin_ns /= 2;
                 break;
+            }
             if (now - t0 > 5000)
                 sched_yield();
         }
