@@ -10,4 +10,4 @@ run "$b/error_policy" ignore
 run "$b/completed_tasks"
 run "$b/crash"
 printf '\n$ %s   (one Ctrl-C after 2 s)\n' "$b/backpressure"
-timeout -s INT 2 "$b/backpressure" || true
+timeout --foreground -s INT 2 "$b/backpressure" || true
