@@ -91,7 +91,6 @@ FPP__HIDDEN int fpp__sys_error(const char *call, const char *what);
 /* ---------------------------------------------------------------- registry */
 
 FPP__HIDDEN fpp_fn fpp__registry_fn(int id); /* NULL for an unknown id; lock-free read */
-FPP__HIDDEN int fpp__registry_count(void);
 FPP__HIDDEN void fpp__registry_freeze(int delta); /* +1 an executor exists, -1 freed */
 
 /* -------------------------------------------------------- shared segment */
@@ -277,13 +276,6 @@ static inline void fpp__tq_push(fpp__tq *q, fpp_task *t)
     t->next = NULL;
     if (q->tail) q->tail->next = t; else q->head = t;
     q->tail = t;
-    q->n++;
-}
-static inline void fpp__tq_push_front(fpp__tq *q, fpp_task *t)
-{
-    t->next = q->head;
-    q->head = t;
-    if (!q->tail) q->tail = t;
     q->n++;
 }
 static inline fpp_task *fpp__tq_pop(fpp__tq *q)

@@ -68,6 +68,7 @@ typedef struct proc {
     int evfd;
     pthread_mutex_t mu;
     queue cmds, events;   /* under mu */
+    _Atomic int pending;  /* events pushed and not yet taken: lets a poll skip the lock */
     sup_slot *ss;         /* the supervisor's */
     sup_slot spare;       /* the supervisor's: a forked worker waiting for a slot, or pid 0 */
     par_slot *ps;         /* the caller's */
@@ -129,6 +130,7 @@ static void post_event(proc *pr, const event *e)
     pthread_mutex_lock(&pr->mu);
     bool ok = q_push(&pr->events, e);
     pthread_mutex_unlock(&pr->mu);
+    atomic_fetch_add(&pr->pending, 1);
     (void)ok; /* sized for two events per slot, which is all a slot can have pending */
 }
 
@@ -398,13 +400,15 @@ static void spawn(proc *pr, uint32_t slot)
 static int handle_events(proc *pr)
 {
     int finished = 0;
-    for (;;) {
+    /* Called on every poll: most have nothing to take, and then take no lock. */
+    while (atomic_load_explicit(&pr->pending, memory_order_acquire) > 0) {
         event e;
         pthread_mutex_lock(&pr->mu);
         bool got = q_pop(&pr->events, &e);
         pthread_mutex_unlock(&pr->mu);
         if (!got)
             break;
+        atomic_fetch_sub(&pr->pending, 1);
         par_slot *s = &pr->ps[e.slot];
         if (e.gen != s->gen)
             continue;

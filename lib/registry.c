@@ -90,8 +90,6 @@ fpp_fn fpp__registry_fn(int id)
     return table[id].fn;
 }
 
-int fpp__registry_count(void) { return atomic_load_explicit(&count, memory_order_acquire); }
-
 void fpp__registry_freeze(int delta)
 {
     pthread_mutex_lock(&lock);

@@ -156,12 +156,6 @@ void fpp__tm_finished(fpp_tm *tm, fpp_task *t)
 
 bool fpp__tm_halted(const fpp_tm *tm) { return tm->raised || tm->interrupted; }
 
-/* Fails a task that never reached the executor. */
-static void finish_here(fpp_tm *tm, fpp_task *t)
-{
-    fpp__tm_finished(tm, t);
-}
-
 /* ------------------------------------------------------------- feeding */
 
 static void monitor_check(fpp_tm *tm)
@@ -249,7 +243,7 @@ static int pull(fpp_tm *tm)
     if (oversize) {
         fpp__task_fail(t, FPP_FAILED, 0, "FPP_ETOOBIG: argument of %zu bytes exceeds max_arg_size (%zu bytes)",
                        len, tm->ex->opts.max_arg_size);
-        finish_here(tm, t);
+        fpp__tm_finished(tm, t); /* it never reached the executor */
     } else {
         fpp__tq_push(&tm->pending, t);
     }
@@ -284,7 +278,7 @@ static void feed(fpp_tm *tm)
         fpp__tq_pop(&tm->pending);
         if (rc < 0) {
             fpp__task_fail(t, FPP_FAILED, 0, "could not hand the task to the executor: %s", fpp_strerror(rc));
-            finish_here(tm, t);
+            fpp__tm_finished(tm, t); /* it never reached the executor */
             continue;
         }
         t->where = FPP__AT_EXEC;
@@ -301,7 +295,7 @@ static void cancel_pending(fpp_tm *tm)
     while (tm->pending.head) {
         fpp_task *t = fpp__tq_pop(&tm->pending);
         fpp__task_fail(t, FPP_CANCELLED, 0, "cancelled");
-        finish_here(tm, t);
+        fpp__tm_finished(tm, t); /* it never reached the executor */
     }
     while (tm->maps) {
         map *m = tm->maps;

@@ -71,11 +71,10 @@ BOTH_EXECUTORS(policy, raise_through_as_completed_hands_out_the_failed_task, .ti
     fpp_executor_free(ex);
 }
 
-BOTH_EXECUTORS(policy, a_crash_raises_too)
+/* Process executor only: a crash takes a thread executor's whole process down. */
+Test(policy, a_crash_raises_too, .fini = assert_clean)
 {
-    if (k == THR)
-        return; /* a crash takes a thread executor's process down: nothing to test */
-    fpp_executor *ex = mk_exec(k, NULL);
+    fpp_executor *ex = mk_exec(PROC, NULL);
     fpp_tm *tm = mk_tm(ex, FPP_RAISE, 0);
     fpp_submit(tm, F_SEGV, NULL, 0);
     cr_expect_eq(fpp_run(tm), FPP_ETASK);
