@@ -40,7 +40,9 @@ extern "C" {
     XX(ESYS, -5, "a system call failed")                                    \
     XX(ESTATE, -6, "call not allowed in this state")                        \
     XX(ETASK, -7, "a task failed under the raise policy")                   \
-    XX(EINTR, -8, "stopped by SIGINT")
+    XX(EINTR, -8, "stopped by SIGINT")                                      \
+    XX(EINIT, -9, "a worker could not start: its initializer failed")       \
+    XX(ETIMEDOUT, -10, "timed out waiting")
 
 typedef enum fpp_errno {
 #define FPP__ERR_ENUM(name, val, msg) FPP_##name = (val),
@@ -99,6 +101,14 @@ typedef struct fpp_executor_opts {
                                       is left to finish (its result is dropped) */
     unsigned max_tasks_per_worker; /* 0: never. Else a worker is replaced after N tasks */
     size_t max_worker_rss_kib;     /* 0: none. Else a worker grown past it is replaced */
+    /* 0.2 */
+    const char *worker_init;       /* NULL: none. A registered function's name, run once in
+                                      every worker (process or thread) before its first task,
+                                      with the bytes below; its result is ignored */
+    const void *worker_init_arg;   /* copied at creation */
+    size_t worker_init_arg_len;
+    int keep_fds;                  /* non-zero: workers keep every fd open at creation (else
+                                      only 0, 1 and 2) */
 } fpp_executor_opts;
 
 /* Creates an executor whose workers are processes forked from this one: a task that
@@ -118,10 +128,22 @@ FPP_API void fpp_executor_free(fpp_executor *ex);
 /* The number of workers (>= 1), or FPP_EINVAL. */
 FPP_API int fpp_executor_workers(const fpp_executor *ex);
 
+/* For language bindings: functions called around every fork() fpp makes (the fork server, in
+ * the thread calling fpp_process_executor or, after the fork server died, in the thread
+ * calling into the task manager; workers, inside the fork server): prepare before, parent in
+ * the forking process after, child in the new process. Any may be NULL. Process-wide; set it
+ * before creating executors. Returns 0. */
+FPP_API int fpp_set_fork_hooks(void (*prepare)(void), void (*parent)(void), void (*child)(void));
+
 /* ---------------------------------------------------------- task manager */
 
 typedef enum { FPP_RAISE = 0, FPP_LOG, FPP_IGNORE } fpp_policy;
-enum { FPP_TM_NO_SIGINT = 1 << 0 }; /* flags */
+enum {
+    FPP_TM_NO_SIGINT = 1 << 0,    /* leave SIGINT to the application */
+    FPP_TM_ORDERED = 1 << 1,      /* results in submission order, not completion order */
+    FPP_TM_RETRY_FAILED = 1 << 2, /* retries apply to FPP_FAILED too */
+    FPP_TM_PROGRESS = 1 << 3,     /* a live progress line on stderr when it is a terminal */
+};
 
 typedef struct fpp_tm_opts {
     fpp_policy error_policy; /* default FPP_RAISE */
@@ -129,7 +151,12 @@ typedef struct fpp_tm_opts {
     size_t max_in_flight;    /* backpressure bound; 0: the ring's capacity plus 2 per worker;
                                 at most 1 << 28 */
     int retain_completed;    /* non-zero: keep finished tasks for fpp_completed() */
-    unsigned flags;          /* FPP_TM_NO_SIGINT */
+    unsigned flags;          /* FPP_TM_* */
+    /* 0.2 */
+    unsigned retries;        /* a task that crashed or timed out runs again, up to this many
+                                more times (with FPP_TM_RETRY_FAILED, failed tasks too);
+                                at most 1000 */
+    uint64_t expected_total; /* for the progress line's percentage and ETA; 0: unknown */
 } fpp_tm_opts;
 
 typedef struct fpp_tm fpp_tm;
@@ -178,9 +205,36 @@ FPP_API const fpp_task *fpp_tm_failure(const fpp_tm *tm);
 typedef struct fpp_stats {
     uint64_t submitted, done, failed, crashed, timed_out, cancelled, worker_restarts;
     size_t in_flight;
+    uint64_t retried; /* 0.2: attempts run beyond each task's first */
 } fpp_stats;
 /* Counters since fpp_tm_create (worker_restarts: the executor's, since its creation). */
 FPP_API void fpp_tm_stats(const fpp_tm *tm, fpp_stats *out);
+
+/* ------------------------------------------------- tasks you can hold (0.2) */
+
+typedef struct fpp_task_opts {
+    void *user;          /* any pointer, returned by fpp_task_user */
+    unsigned timeout_ms; /* 0: the executor's task_timeout_ms */
+} fpp_task_opts;
+
+/* fpp_submit with options; o NULL: none. */
+FPP_API int64_t fpp_submit_ex(fpp_tm *tm, int fn, const void *arg, size_t arg_len,
+                              const fpp_task_opts *o);
+/* Waits for task id: 1 and *task (kept: release it); that task is then never returned by
+ * fpp_as_completed. FPP_EINVAL: no such id; FPP_ESTATE: already returned by fpp_as_completed or
+ * fpp_wait; FPP_ETASK, FPP_EINTR as fpp_as_completed. */
+FPP_API int fpp_wait(fpp_tm *tm, int64_t id, fpp_task **task);
+/* 1: cancelled (queued: never runs; running: its worker is killed and replaced on the process
+ * executor, abandoned on the thread executor); 0: already finished; FPP_EINVAL: no such id.
+ * The task comes back FPP_CANCELLED as usual. */
+FPP_API int fpp_cancel(fpp_tm *tm, int64_t id);
+/* fpp_as_completed that gives up after timeout_ms (< 0: waits for ever): FPP_ETIMEDOUT with
+ * *task NULL. */
+FPP_API int fpp_as_completed_for(fpp_tm *tm, fpp_task **task, int timeout_ms);
+/* From any thread or a signal handler (async-signal-safe): the blocking call in progress
+ * (fpp_submit waiting for room, fpp_wait, fpp_as_completed[_for], fpp_run), or the next such
+ * call, returns FPP_EINTR as for Ctrl-C. Returns 0, or FPP_EINVAL for NULL. */
+FPP_API int fpp_tm_interrupt(fpp_tm *tm);
 
 /* ----------------------------------------------------------------- tasks */
 
@@ -199,6 +253,14 @@ FPP_API const char *fpp_task_error(const fpp_task *t);
 FPP_API int fpp_task_signal(const fpp_task *t);
 /* "done", "failed", "crashed", "timeout", "cancelled". */
 FPP_API const char *fpp_status_name(fpp_status s);
+/* 0.2: the user pointer given to fpp_submit_ex (NULL otherwise). */
+FPP_API void *fpp_task_user(const fpp_task *t);
+/* 0.2: 1 + the retries it took. */
+FPP_API unsigned fpp_task_attempts(const fpp_task *t);
+/* 0.2: t stays valid until fpp_task_release or fpp_tm_free; returns t. */
+FPP_API fpp_task *fpp_task_keep(fpp_task *t);
+/* 0.2: ends a kept task's life. NULL does nothing. */
+FPP_API void fpp_task_release(fpp_task *t);
 
 /* --------------------------------------------------------------- logging */
 

@@ -1,6 +1,7 @@
 /* executor.c: the public executor calls: options and their defaults, construction through a
  * backend (process_executor.c, thread_executor.c), and freeing. An executor freezes the
  * function registry while it exists, because its workers hold a copy of it. */
+#include <pthread.h>
 #include <unistd.h>
 
 #include "fpp_internal.h"
@@ -41,7 +42,26 @@ int fpp__opts_resolve(fpp_executor_opts *o, const fpp_executor_opts *in)
     return 0;
 }
 
-static int create(fpp_executor **out, const fpp_executor_opts *opts, int (*start)(fpp_executor *))
+static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
+static fpp__fork_hooks hooks;
+
+int fpp_set_fork_hooks(void (*prepare)(void), void (*parent)(void), void (*child)(void))
+{
+    pthread_mutex_lock(&hooks_lock);
+    hooks = (fpp__fork_hooks){prepare, parent, child};
+    pthread_mutex_unlock(&hooks_lock);
+    return 0;
+}
+
+fpp__fork_hooks fpp__fork_hooks_get(void)
+{
+    pthread_mutex_lock(&hooks_lock);
+    fpp__fork_hooks h = hooks;
+    pthread_mutex_unlock(&hooks_lock);
+    return h;
+}
+
+int fpp__executor_create(fpp_executor **out, const fpp_executor_opts *opts, int (*start)(fpp_executor *))
 {
     if (!out) {
         fpp__log(FPP_LOG_ERROR, "executor: NULL out pointer");
@@ -56,6 +76,7 @@ static int create(fpp_executor **out, const fpp_executor_opts *opts, int (*start
         fpp__free(ex);
         return rc;
     }
+    ex->owner = fpp__proc_token();
     fpp__registry_freeze(+1);
     rc = start(ex);
     if (rc) {
@@ -69,12 +90,12 @@ static int create(fpp_executor **out, const fpp_executor_opts *opts, int (*start
 
 int fpp_process_executor(fpp_executor **out, const fpp_executor_opts *opts)
 {
-    return create(out, opts, fpp__process_start);
+    return fpp__executor_create(out, opts, fpp__process_start);
 }
 
 int fpp_thread_executor(fpp_executor **out, const fpp_executor_opts *opts)
 {
-    return create(out, opts, fpp__thread_start);
+    return fpp__executor_create(out, opts, fpp__thread_start);
 }
 
 void fpp_executor_free(fpp_executor *ex)
@@ -83,7 +104,7 @@ void fpp_executor_free(fpp_executor *ex)
         return;
     if (ex->tm)
         fpp_tm_free(ex->tm);
-    ex->ops->destroy(ex);
+    ex->ops->destroy(ex, true);
     fpp__registry_freeze(-1);
     fpp__free(ex);
 }

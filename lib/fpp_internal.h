@@ -22,6 +22,9 @@
 #include "fpp.h"
 
 #define FPP__HIDDEN __attribute__((visibility("hidden")))
+/* Internal, but exported from libfpp for fpp's own out-of-library backends (libfpp_mpi): no
+ * API promise, never declared in fpp.h. Keep this set small. */
+#define FPP__BACKEND __attribute__((visibility("default")))
 
 /* ------------------------------------------------------------- small tools */
 
@@ -80,6 +83,9 @@ FPP__HIDDEN char *fpp__strdup(const char *s);
 /* A buffer of at least n bytes (its real size in *cap), from the large-buffer cache when it can. */
 FPP__HIDDEN void *fpp__buf_get(size_t n, size_t *cap);
 FPP__HIDDEN void fpp__buf_put(void *p, size_t cap);
+
+/* owner.c: a token unique to this process, different in the child of any fork (one load). */
+FPP__HIDDEN uint64_t fpp__proc_token(void);
 
 /* ----------------------------------------------------------------- logging */
 
@@ -261,6 +267,12 @@ struct fpp_task {
     int signo;
     uint8_t where;
     uint32_t tag;          /* the executor's in-flight tag while FPP__AT_EXEC */
+    void *user;            /* fpp_task_opts.user */
+    unsigned timeout_ms;   /* fpp_task_opts.timeout_ms; 0: the executor's */
+    unsigned attempts;     /* attempts started so far (1 + retries) */
+    int slot;              /* set by the executor: the worker slot it last ran on, or -1 */
+    int avoid_slot;        /* set by the task manager for a retry: run elsewhere if possible */
+    void *hold;            /* the executor's hold on the result bytes (zero-copy), or NULL */
     size_t arg_len, result_len, result_cap;
     unsigned char *arg;    /* arg_inline, heap, or NULL */
     unsigned char *result; /* res_inline, heap, or NULL */
@@ -318,8 +330,19 @@ typedef struct fpp__exec_ops {
     void (*cancel)(fpp_executor *ex, bool wait);
     /* Makes a waiting poll return at once. Async-signal-safe. */
     void (*wake)(fpp_executor *ex);
-    /* Stops every worker and frees the executor. */
-    void (*destroy)(fpp_executor *ex);
+    /* Stops every worker and frees the executor. owner false: called in a process other than
+     * the creator (a forked child): release only this process's memory and descriptors, touch
+     * nothing shared, signal nobody. */
+    void (*destroy)(fpp_executor *ex, bool owner);
+    /* 0.2. Cancels one task in the executor: queued, it never runs; running, its worker is
+     * killed and replaced (process) or abandoned (thread). The task is finished CANCELLED
+     * through fpp__tm_finished before this returns 1; 0: the executor does not hold it. */
+    int (*cancel_task)(fpp_executor *ex, fpp_task *t);
+    /* 0.2. The task manager is done with t's result bytes while t->hold is set: keep true
+     * (the task is kept or retained, or the executor detaches): move the bytes to memory the
+     * task owns; false (the task is recycled): drop them. Clears t->hold. May be NULL for a
+     * backend that never sets hold. */
+    void (*unpin)(fpp_executor *ex, fpp_task *t, bool keep);
 } fpp__exec_ops;
 
 struct fpp_executor {
@@ -329,6 +352,7 @@ struct fpp_executor {
     _Atomic uint64_t restarts;
     _Atomic int poked;      /* fpp__exec_poke was called: the next poll returns at once */
     void *impl;             /* the backend's own state */
+    uint64_t owner;         /* fpp__proc_token() of the creating process */
 };
 
 /* Makes the executor's current or next poll return at once (async-signal-safe). */
@@ -339,6 +363,13 @@ static inline void fpp__exec_poke(fpp_executor *ex, _Atomic uint32_t *parent_wak
 }
 
 FPP__HIDDEN int fpp__opts_resolve(fpp_executor_opts *o, const fpp_executor_opts *in);
+/* Creates an executor on a backend's start function (which fills ex->ops and ex->impl, or
+ * cleans up and returns an error). For fpp's own backends, in or out of libfpp. */
+FPP__BACKEND int fpp__executor_create(fpp_executor **out, const fpp_executor_opts *opts,
+                                      int (*start)(fpp_executor *ex));
+/* The fork hooks of fpp_set_fork_hooks (each may be NULL). */
+typedef struct fpp__fork_hooks { void (*prepare)(void), (*parent)(void), (*child)(void); } fpp__fork_hooks;
+FPP__HIDDEN fpp__fork_hooks fpp__fork_hooks_get(void);
 /* The backends' constructors: fill ex->ops and ex->impl, or clean up and return an error. */
 FPP__HIDDEN int fpp__process_start(fpp_executor *ex);
 FPP__HIDDEN int fpp__thread_start(fpp_executor *ex);

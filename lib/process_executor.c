@@ -600,8 +600,9 @@ static void p_wake(fpp_executor *ex)
     fpp__exec_poke(ex, &pr->pool.hdr->parent_wake);
 }
 
-static void p_destroy(fpp_executor *ex)
+static void p_destroy(fpp_executor *ex, bool owner)
 {
+    FPP__UNUSED(owner);
     proc *pr = ex->impl;
     if (!pr)
         return;
@@ -706,7 +707,7 @@ int fpp__process_start(fpp_executor *ex)
     return 0;
 fail:;
     int saved = errno;
-    p_destroy(ex);
+    p_destroy(ex, true);
     errno = saved;
     return rc;
 }

@@ -144,8 +144,9 @@ static void t_wake(fpp_executor *ex)
     fpp__exec_poke(ex, &t->pool.hdr->parent_wake);
 }
 
-static void t_destroy(fpp_executor *ex)
+static void t_destroy(fpp_executor *ex, bool owner)
 {
+    FPP__UNUSED(owner);
     thr *t = ex->impl;
     if (!t)
         return;
@@ -212,6 +213,6 @@ int fpp__thread_start(fpp_executor *ex)
     }
     return 0;
 fail:
-    t_destroy(ex);
+    t_destroy(ex, true);
     return rc;
 }
