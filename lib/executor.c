@@ -2,6 +2,7 @@
  * backend (process_executor.c, thread_executor.c), and freeing. An executor freezes the
  * function registry while it exists, because its workers hold a copy of it. */
 #include <pthread.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "fpp_internal.h"
@@ -39,6 +40,47 @@ int fpp__opts_resolve(fpp_executor_opts *o, const fpp_executor_opts *in)
         o->max_arg_size = 64 * 1024;
     if (!o->max_result_size)
         o->max_result_size = 1024 * 1024;
+    if (!o->worker_init && o->worker_init_arg_len) {
+        fpp__log(FPP_LOG_ERROR, "executor: worker_init_arg_len = %zu without a worker_init", o->worker_init_arg_len);
+        return FPP_EINVAL;
+    }
+    if (o->worker_init_arg_len && !o->worker_init_arg) {
+        fpp__log(FPP_LOG_ERROR, "executor: worker_init_arg is NULL with a length of %zu", o->worker_init_arg_len);
+        return FPP_EINVAL;
+    }
+    if (o->worker_init_arg_len > o->max_arg_size) {
+        fpp__log(FPP_LOG_ERROR, "executor: worker_init_arg of %zu bytes exceeds max_arg_size (%zu bytes)",
+                 o->worker_init_arg_len, o->max_arg_size);
+        return FPP_ETOOBIG;
+    }
+    return 0;
+}
+
+/* Resolves the initializer's name and copies its bytes into the executor. */
+static int init_resolve(fpp_executor *ex)
+{
+    ex->init_fn = -1;
+    fpp_executor_opts *o = &ex->opts;
+    const void *arg = o->worker_init_arg; /* the caller's bytes: copied below, never freed */
+    o->worker_init_arg = NULL;
+    if (!o->worker_init) {
+        o->worker_init_arg_len = 0;
+        return 0;
+    }
+    int id = fpp_lookup(o->worker_init);
+    if (id < 0) {
+        fpp__log(FPP_LOG_ERROR, "executor: worker_init names no registered function (\"%.64s\")", o->worker_init);
+        return FPP_ENOFN;
+    }
+    ex->init_fn = id;
+    o->worker_init = fpp_fn_name(id); /* lives as long as the process */
+    if (o->worker_init_arg_len) {
+        void *copy = fpp__malloc(o->worker_init_arg_len);
+        if (!copy)
+            return FPP_ENOMEM;
+        memcpy(copy, arg, o->worker_init_arg_len);
+        o->worker_init_arg = copy;
+    }
     return 0;
 }
 
@@ -72,7 +114,12 @@ int fpp__executor_create(fpp_executor **out, const fpp_executor_opts *opts, int 
     if (!ex)
         return FPP_ENOMEM;
     int rc = fpp__opts_resolve(&ex->opts, opts);
+    if (rc == 0)
+        rc = init_resolve(ex);
+    else
+        ex->opts.worker_init_arg = NULL;
     if (rc) {
+        fpp__free((void *)ex->opts.worker_init_arg);
         fpp__free(ex);
         return rc;
     }
@@ -81,6 +128,7 @@ int fpp__executor_create(fpp_executor **out, const fpp_executor_opts *opts, int 
     rc = start(ex);
     if (rc) {
         fpp__registry_freeze(-1);
+        fpp__free((void *)ex->opts.worker_init_arg);
         fpp__free(ex);
         return rc;
     }
@@ -106,6 +154,7 @@ void fpp_executor_free(fpp_executor *ex)
         fpp_tm_free(ex->tm);
     ex->ops->destroy(ex, true);
     fpp__registry_freeze(-1);
+    fpp__free((void *)ex->opts.worker_init_arg);
     fpp__free(ex);
 }
 

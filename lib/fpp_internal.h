@@ -1,11 +1,13 @@
 /* fpp_internal.h: what the files of lib/ share and users never see.
  *
- * Owns: the layout of the shared segment (header, task ring cells, worker blocks, arenas),
- * the parent-side pool state, the task object, and the small interface every executor
- * implements (fpp__exec_ops). Symbols here are fpp__* and hidden from the shared library.
+ * Owns: the layout of a pool's memory (each worker's slot memory: block, task queue, result
+ * arena; the argument arena), the event count every sleep uses, the parent-side pool state,
+ * the task object, and the small interface every executor implements (fpp__exec_ops).
+ * Symbols here are fpp__* and hidden from the shared library (FPP__BACKEND ones excepted).
  *
- * Lock order (the only locks in the parent): tm calls hold none; the supervisor's queue
- * mutex and the log mutex are leaves, never held while taking another lock. */
+ * Threads: everything in pool/ring/harvest/watchdog/flight runs on the thread calling into the
+ * task manager; only fpp__exec_poke runs anywhere (signal handlers included). The only locks
+ * in the parent are leaves (the log sink, the fork-hook table, the large-buffer cache). */
 #ifndef FPP_INTERNAL_H
 #define FPP_INTERNAL_H
 
@@ -51,28 +53,30 @@ static inline void fpp__cpu_relax(void)
 #endif
 }
 
-/* Event counts in shared memory, on raw futexes. Not glibc semaphores: glibc trusts the
- * fields inside a sem_t and aborts the process when a futex call on a scribbled one fails,
- * and these words are writable by untrusted workers. A futex call here can only fail with a
- * return code. A waiter reads the count, checks its condition, then waits on that value; a
- * poster bumps the count and wakes. */
-static inline void fpp__event_post(_Atomic uint32_t *w)
-{
-    atomic_fetch_add_explicit(w, 1, memory_order_seq_cst);
-    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
-}
-
-/* Waits while *w == seen, until deadline_ns (CLOCK_MONOTONIC; INT64_MAX: no deadline). */
-static inline void fpp__event_wait(_Atomic uint32_t *w, uint32_t seen, int64_t deadline_ns)
-{
-    struct timespec ts, *tp = NULL;
-    if (deadline_ns != INT64_MAX) {
-        ts.tv_sec = deadline_ns / 1000000000;
-        ts.tv_nsec = deadline_ns % 1000000000;
-        tp = &ts;
-    }
-    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_BITSET, seen, tp, NULL, FUTEX_BITSET_MATCH_ANY);
-}
+/* Event counts (ec.c): the one way anything in fpp sleeps and is woken, in shared memory or
+ * not. A 32-bit futex word: bit 0 says "someone is about to sleep or sleeps here", the other
+ * bits count posts. Not glibc semaphores: glibc trusts the fields of a sem_t and aborts the
+ * process when a futex call on a scribbled one fails; a word here can only be wrong, never
+ * fatal. The protocol, checkable in one place (ec.c):
+ *   waiter:  v = fpp__ec_arm(e);  if (condition) done;  else fpp__ec_wait(e, v, deadline);
+ *   poster:  make the condition true (stores);  fpp__ec_post(e);
+ * fpp__ec_arm is a seq_cst read-modify-write and fpp__ec_post starts with a seq_cst fence, so
+ * either the poster sees the waiter's bit (and wakes it), or the waiter's check sees the
+ * poster's stores: no lost wake-up. A post changes the word, so a wait on a stale value
+ * returns at once. Every wait has a deadline; a scribbled word costs a spurious wake-up or a
+ * wait until the deadline, never a spin and never a crash. */
+typedef struct fpp__ec { _Atomic uint32_t w; } fpp__ec;
+FPP__HIDDEN uint32_t fpp__ec_arm(fpp__ec *e);
+FPP__HIDDEN void fpp__ec_post(fpp__ec *e);
+/* A post that always counts (fpp__ec_count moves): for rare events polled by count. */
+FPP__HIDDEN void fpp__ec_bump(fpp__ec *e);
+/* Sleeps while the word still holds armed, until deadline_ns (CLOCK_MONOTONIC). */
+FPP__HIDDEN void fpp__ec_wait(fpp__ec *e, uint32_t armed, int64_t deadline_ns);
+/* The parent's sleep on several words at once (futex_waitv); armed[i] from fpp__ec_arm.
+ * Returns 0, or -1 when futex_waitv is unavailable (the caller then sleeps in short slices). */
+FPP__HIDDEN int fpp__ec_waitv(fpp__ec **e, const uint32_t *armed, int n, int64_t deadline_ns);
+/* The count part of a word, for "has anything been posted since I looked". */
+static inline uint32_t fpp__ec_count(fpp__ec *e) { return atomic_load(&e->w) >> 1; }
 
 /* All allocation goes through these, so that a test build can fail the Nth call. */
 FPP__HIDDEN void *fpp__malloc(size_t n);
@@ -86,6 +90,10 @@ FPP__HIDDEN void fpp__buf_put(void *p, size_t cap);
 
 /* owner.c: a token unique to this process, different in the child of any fork (one load). */
 FPP__HIDDEN uint64_t fpp__proc_token(void);
+/* owner.c: the descriptors fpp opened (closed in fork servers even with keep_fds). */
+FPP__HIDDEN void fpp__fd_own(int fd);
+FPP__HIDDEN void fpp__fd_close(int fd);  /* forgets it and closes it */
+FPP__HIDDEN bool fpp__fd_is_ours(int fd);
 
 /* ----------------------------------------------------------------- logging */
 
@@ -99,36 +107,40 @@ FPP__HIDDEN int fpp__sys_error(const char *call, const char *what);
 FPP__HIDDEN fpp_fn fpp__registry_fn(int id); /* NULL for an unknown id; lock-free read */
 FPP__HIDDEN void fpp__registry_freeze(int delta); /* +1 an executor exists, -1 freed */
 
-/* -------------------------------------------------------- shared segment */
+/* ----------------------------------------------------------- pool memory */
 
-/* Everything a worker could write is validated by the parent before use; the parent keeps
- * its own copy of every size and offset below and never reads them back from the segment. */
+/* A pool's memory is not one segment shared by all: each worker has its own slot memory
+ * (block, task queue, result arena), and the argument arena is the only thing every worker
+ * maps, read-only. So a worker can write nothing but its own slot; whatever it writes there
+ * can only hurt its own tasks. The process executor puts each in a sealed memfd (shm.c); the
+ * thread executor in private anonymous memory. Everything a worker could write is validated
+ * by the parent before use; the parent keeps its own copy of every index and size and never
+ * reads them back. */
 
-#define FPP__MAGIC 0x31707066u /* "fpp1" */
-#define FPP__INLINE_ARG 32     /* argument bytes carried in the ring cell */
+#define FPP__INLINE_ARG 32     /* argument bytes carried in the queue cell */
 #define FPP__INLINE_RES 40     /* result or message bytes carried in a completion record */
 #define FPP__ERR_MAX 512       /* longest error message a worker may return */
 #define FPP__CRING 64          /* completion records per worker (power of two) */
 #define FPP__ARENA_ALIGN 64u
 #define FPP__MAX_WORKERS 1024
 
-/* Task ring cell states: (ring position << 16) | tag. Tags: FREE (the cell waits for the
- * producer at that position), READY (holds the task at that position), TAKEN+w (worker w is
- * claiming it). See ring.c for the protocol and the recovery argument. */
-#define FPP__ST_FREE 0u
-#define FPP__ST_READY 1u
-#define FPP__ST_TAKEN 2u
-#define FPP__ST(pos, tag) (((uint64_t)(pos) << 16) | (uint64_t)(tag))
-#define FPP__ST_POS(s) ((s) >> 16)
-#define FPP__ST_TAG(s) ((uint32_t)((s) & 0xffffu))
-#define FPP__POS_MASK ((UINT64_C(1) << 48) - 1)
+/* Task queue cell states: (position << 2) | tag, positions free-running per worker queue.
+ * READY(p): the parent published position p; CLAIMED(p): the worker took p (or acknowledged
+ * its revocation); REVOKED(p): the parent took p back before the worker claimed it. See ring.c
+ * for the protocol and the recovery argument. */
+#define FPP__Q_READY 1u
+#define FPP__Q_CLAIMED 2u
+#define FPP__Q_REVOKED 3u
+#define FPP__Q(pos, tag) (((uint64_t)(pos) << 2) | (uint64_t)(tag))
+#define FPP__Q_POS(s) ((s) >> 2)
+#define FPP__Q_TAG(s) ((uint32_t)((s) & 3u))
 
 typedef struct fpp__cell {
     _Atomic uint64_t state;
-    uint64_t ticket; /* (generation << 32) | tag of the parent's in-flight table */
+    uint64_t ticket;   /* 64 bits, never reused: the parent's publish sequence */
     uint32_t fn;
     uint32_t arg_len;
-    uint64_t arg_off; /* in the argument arena when arg_len > FPP__INLINE_ARG */
+    uint64_t arg_off;  /* in the argument arena when arg_len > FPP__INLINE_ARG */
     unsigned char arg[FPP__INLINE_ARG];
 } fpp__cell;
 
@@ -142,98 +154,118 @@ typedef struct fpp__crec {
     unsigned char data[FPP__INLINE_RES];
 } fpp__crec;
 
-/* Worker phases, written by the worker. */
-enum { FPP__PH_IDLE = 0, FPP__PH_RUNNING = 1, FPP__PH_RETIRED = 2 };
+/* What a worker says of itself (untrusted: used for messages and to wait for start-up). */
+enum { FPP__WS_STARTING = 0, FPP__WS_READY = 1, FPP__WS_INIT_FAILED = 2, FPP__WS_RETIRED = 3 };
 
 typedef struct fpp__wblock {
     /* Written by the worker. */
-    _Alignas(FPP__LINE) _Atomic uint32_t phase;
-    _Atomic uint32_t sleeping;
-    _Atomic uint64_t ticket;     /* the task held while RUNNING */
-    _Atomic int64_t started_ns;  /* when it started (CLOCK_MONOTONIC) */
-    _Atomic uint64_t need;       /* arena or ring space the worker waits for */
+    _Alignas(FPP__LINE) _Atomic uint64_t running; /* ticket it is claiming or running; 0: none yet */
     _Atomic uint64_t ctail;      /* completion records published */
+    _Atomic uint64_t need;       /* arena bytes it waits for; 0: none */
     _Atomic uint64_t tasks;      /* tasks finished by this worker */
+    _Atomic uint32_t wstate;     /* FPP__WS_* */
+    _Atomic uint32_t pid;
+    _Atomic uint64_t rss_start_kib; /* resident memory when it started */
+    char msg[FPP__ERR_MAX];      /* FPP__WS_INIT_FAILED: why */
     /* Written by the parent. */
     _Alignas(FPP__LINE) _Atomic uint64_t chead; /* completion records consumed */
     _Atomic uint64_t atail;                     /* arena bytes released */
-    _Atomic uint64_t apos;                      /* where a new worker starts in the arena */
-    _Atomic uint32_t drain;                     /* 1: take no more tasks */
-    _Alignas(FPP__LINE) _Atomic uint32_t wake;  /* event count the worker sleeps on */
+    /* The worker sleeps on wake (the parent posts: tasks published, room made); the parent
+     * sleeps on bell (the worker posts: a record published, start-up done). */
+    _Alignas(FPP__LINE) fpp__ec wake;
+    _Alignas(FPP__LINE) fpp__ec bell;
     _Alignas(FPP__LINE) fpp__crec ring[FPP__CRING];
 } fpp__wblock;
 
-typedef struct fpp__hdr {
-    uint32_t magic, version;
-    uint32_t ncells, nworkers;
-    _Alignas(FPP__LINE) _Atomic uint64_t head; /* consumers' claim hint; any worker writes */
-    _Alignas(FPP__LINE) _Atomic uint32_t parent_sleeping;
-    _Alignas(FPP__LINE) _Atomic uint32_t parent_wake; /* event count the parent sleeps on */
-    /* The process executor's spare worker waits here for the slot it is to take. */
-    _Alignas(FPP__LINE) _Atomic uint32_t spare_pid; /* the spare to start now (futex word) */
-    _Atomic uint32_t spare_slot;                     /* and the slot it takes */
-} fpp__hdr;
-
-/* Where everything lies; computed once from the options, kept private by each side. */
+/* Where everything lies; computed once from the options, kept privately by each side. */
 typedef struct fpp__layout {
-    uint32_t ncells, nworkers;
-    size_t cells_off, args_off, args_size, wblock_size, warena_size, worker_off, worker_stride;
-    size_t arenas_off;
-    size_t total;
+    uint32_t qcells, nworkers;     /* queue cells per worker (power of two), workers */
+    size_t cells_off, arena_off, arena_size, slot_size; /* within one slot memory */
+    size_t args_size;              /* the argument arena */
     size_t max_arg, max_result;
 } fpp__layout;
 
-/* What a worker knows of its pool: trusted values copied before the worker started. */
-typedef struct fpp__wctx {
-    unsigned char *base;
-    fpp__layout lay;
-    uint32_t slot;
-    bool process;          /* forked worker (false: thread) */
-    unsigned max_tasks;    /* recycle after this many tasks; 0: never */
-    size_t max_rss_kib;    /* retire when grown past it; 0: no cap */
-    _Atomic int *stop;     /* thread executor: set to end the thread */
-} fpp__wctx;
-
-/* Runs the worker loop until told to stop, retired or dead. Returns the exit status. */
-FPP__HIDDEN int fpp__worker_main(fpp__wctx *w);
-
-static inline fpp__hdr *fpp__hdr_of(unsigned char *base) { return (fpp__hdr *)base; }
-static inline fpp__cell *fpp__cells_of(unsigned char *base, const fpp__layout *l)
-{
-    return (fpp__cell *)(base + l->cells_off);
-}
-static inline fpp__wblock *fpp__wblock_of(unsigned char *base, const fpp__layout *l, uint32_t w)
-{
-    return (fpp__wblock *)(base + l->worker_off + (size_t)w * l->worker_stride);
-}
-static inline unsigned char *fpp__warena_of(unsigned char *base, const fpp__layout *l, uint32_t w)
-{
-    return base + l->arenas_off + (size_t)w * l->warena_size;
-}
-
 FPP__HIDDEN int fpp__layout_compute(fpp__layout *l, const fpp_executor_opts *o);
 
-/* shm.c: the segment itself. */
-FPP__HIDDEN int fpp__shm_create(size_t size, size_t prefault, unsigned char **base);
-FPP__HIDDEN int fpp__mem_create(size_t size, unsigned char **base); /* private, for threads */
-FPP__HIDDEN void fpp__mem_destroy(unsigned char *base, size_t size);
+static inline fpp__wblock *fpp__slot_block(unsigned char *slot) { return (fpp__wblock *)slot; }
+static inline fpp__cell *fpp__slot_cells(unsigned char *slot, const fpp__layout *l)
+{
+    return (fpp__cell *)(slot + l->cells_off);
+}
+static inline unsigned char *fpp__slot_arena(unsigned char *slot, const fpp__layout *l)
+{
+    return slot + l->arena_off;
+}
 
-/* ring.c: the task ring, worker side and parent side. */
-FPP__HIDDEN void fpp__ring_init(fpp__cell *cells, uint32_t ncells);
-/* Parent: publish at position pos. 0 published, 1 cell busy (ring full), FPP_ESTATE corrupt. */
-FPP__HIDDEN int fpp__ring_push_parent(fpp__cell *cells, uint32_t ncells, uint64_t pos,
-                                      const fpp__cell *src);
-/* Worker: claim the next ready cell for worker w. 1 claimed (*pos set), 0 empty. */
-FPP__HIDDEN int fpp__ring_claim_worker(fpp__hdr *h, fpp__cell *cells, uint32_t ncells,
-                                       uint32_t w, uint64_t *pos);
-FPP__HIDDEN void fpp__ring_release_worker(fpp__cell *cells, uint32_t ncells, uint64_t pos,
-                                          uint32_t w);
-/* Parent: take back an unclaimed task at pos. 1 revoked, 0 a worker claimed it first. */
-FPP__HIDDEN int fpp__ring_revoke_parent(fpp__cell *cells, uint32_t ncells, uint64_t pos);
-/* Parent, after worker w is dead: 1 if the cell at pos is still claimed by w (the task never
- * started), in which case the cell is released. */
-FPP__HIDDEN int fpp__ring_reclaim_parent(fpp__cell *cells, uint32_t ncells, uint64_t pos,
-                                         uint32_t w);
+/* shm.c: memory for pools. A region is a sealed memfd mapped shared (process executor; fd
+ * kept so it can be handed to a worker, -1 once closed) or private anonymous memory (thread
+ * executor). The parent's mappings are MADV_DONTFORK: no fork of the parent (another
+ * executor's fork server, the application's own fork) inherits them. */
+typedef struct fpp__region {
+    unsigned char *base;
+    size_t size;
+    int fd;
+} fpp__region;
+/* shared: a memfd of size bytes (the first prefault bytes backed now, so that no room is an
+ * FPP_ESYS here and never a fault later), sealed against shrinking and growing. */
+FPP__HIDDEN int fpp__region_create(fpp__region *r, const char *name, size_t size, size_t prefault,
+                                   bool shared);
+/* Seals a shared region for good (F_SEAL_SEAL); no_writes: also against any new writable
+ * mapping or write (the parent's own mapping stays writable): workers can map it read-only. */
+FPP__HIDDEN int fpp__region_seal(fpp__region *r, bool no_writes);
+FPP__HIDDEN void fpp__region_close_fd(fpp__region *r);
+FPP__HIDDEN void fpp__region_destroy(fpp__region *r);
+
+/* A worker slot's memory: a region plus references (the slot's current worker, and each
+ * result the parent hands out from its arena, zero-copy). A new worker always gets new slot
+ * memory; the old one lives until its last reference goes. */
+typedef struct fpp__slotmem {
+    fpp__region r;
+    _Atomic unsigned refs;
+} fpp__slotmem;
+FPP__HIDDEN fpp__slotmem *fpp__slotmem_new(const fpp__layout *l, bool shared);
+FPP__HIDDEN void fpp__slotmem_ref(fpp__slotmem *m);
+FPP__HIDDEN void fpp__slotmem_unref(fpp__slotmem *m);
+/* In a forked child: frees the bookkeeping of a shared region's memory, unmaps nothing. */
+FPP__HIDDEN void fpp__region_forget(fpp__region *r);
+
+/* What a worker knows of its pool: trusted values copied before the worker started. */
+typedef struct fpp__wctx {
+    unsigned char *slot;         /* its slot memory */
+    const unsigned char *args;   /* the argument arena (read-only) */
+    fpp__layout lay;
+    uint32_t slot_id;
+    bool process;                /* forked worker (false: thread) */
+    unsigned max_tasks;          /* recycle after this many tasks; 0: never */
+    size_t max_rss_kib;          /* retire when grown past it; 0: no cap */
+    _Atomic int stop;            /* thread: set to end the thread */
+    _Atomic int abandoned;       /* thread: the pool gave up on it; publish nothing more */
+    uint64_t token;              /* fpp__proc_token() when it started: a forked copy differs */
+} fpp__wctx;
+
+/* Runs the worker loop until told to stop, retired or abandoned. Returns the exit status. */
+FPP__HIDDEN int fpp__worker_main(fpp__wctx *w);
+/* Runs an initializer (registered function fn on the given bytes) in a starting worker w: 0,
+ * or -1 with its message in msg. */
+FPP__HIDDEN int fpp__worker_init(int fn, const void *arg, size_t len, fpp__wctx *w, char *msg,
+                                 size_t cap);
+
+/* ring.c: the task queue of one worker (see the protocol there). */
+FPP__HIDDEN void fpp__ring_init(fpp__cell *cells, uint32_t n);
+/* Parent: publish src at position pos. 0 published, 1 the cell is not free yet. */
+FPP__HIDDEN int fpp__ring_publish(fpp__cell *cells, uint32_t n, uint64_t pos, const fpp__cell *src);
+/* Parent: take back the task at pos if no worker claimed it. 1 revoked, 0 claimed. */
+FPP__HIDDEN int fpp__ring_revoke(fpp__cell *cells, uint32_t n, uint64_t pos);
+/* Parent: what the cell says of the task published at pos: 1 claimed (or the cell was reused
+ * since, which needs a claim first), 0 still READY, -1 revoked, -2 nonsense. */
+FPP__HIDDEN int fpp__ring_claimed(fpp__cell *cells, uint32_t n, uint64_t pos);
+/* Worker: the next task of its queue at *head, copied to *out and claimed. 1 claimed, 0
+ * nothing ready. Acknowledges revoked cells on the way. *ticket_word gets the ticket before
+ * the claim (the parent's timeout clock). */
+FPP__HIDDEN int fpp__ring_claim(fpp__cell *cells, uint32_t n, uint64_t *head, fpp__cell *out,
+                                _Atomic uint64_t *ticket_word);
+/* Worker: is there anything at head to look at (READY or REVOKED)? */
+FPP__HIDDEN bool fpp__ring_pending(fpp__cell *cells, uint32_t n, uint64_t head);
 
 /* arena.c: the argument arena's allocator (parent only, metadata in parent memory). */
 typedef struct fpp__buddy {
@@ -351,15 +383,18 @@ struct fpp_executor {
     fpp_tm *tm;             /* the task manager attached, or NULL */
     _Atomic uint64_t restarts;
     _Atomic int poked;      /* fpp__exec_poke was called: the next poll returns at once */
+    fpp__ec poke;           /* posted by fpp__exec_poke: a sleeping poll wakes */
     void *impl;             /* the backend's own state */
     uint64_t owner;         /* fpp__proc_token() of the creating process */
+    int init_fn;            /* opts.worker_init's id, or -1 (opts.worker_init_arg: our copy) */
 };
 
-/* Makes the executor's current or next poll return at once (async-signal-safe). */
-static inline void fpp__exec_poke(fpp_executor *ex, _Atomic uint32_t *parent_wake)
+/* Makes the executor's current or next poll return at once (async-signal-safe: an atomic
+ * store and a futex wake). */
+static inline void fpp__exec_poke(fpp_executor *ex)
 {
     atomic_store(&ex->poked, 1);
-    fpp__event_post(parent_wake);
+    fpp__ec_post(&ex->poke);
 }
 
 FPP__HIDDEN int fpp__opts_resolve(fpp_executor_opts *o, const fpp_executor_opts *in);
@@ -376,87 +411,165 @@ FPP__HIDDEN int fpp__thread_start(fpp_executor *ex);
 
 /* ------------------------------------------------------------------- pool */
 
-/* The parent-side state of a ring-and-arena pool, shared by the process and thread
- * executors (pool.c). Only the parent's thread calling into the task manager touches it. */
+/* The parent-side state of a pool of per-worker task queues, shared by the process and the
+ * thread executor (pool.c, flight.c, harvest.c, watchdog.c). Only the thread calling into the
+ * task manager touches it.
+ *
+ * Invariants: an in-flight entry is FREE, QUEUED (its task is in its worker's queue or
+ * running there) or ABANDONED (the parent finished its task, but the worker may still run
+ * it: the entry and its argument block are kept until the worker reports or dies). Every
+ * QUEUED or ABANDONED entry is on exactly one worker's list, in queue order, and that worker's
+ * records must come back in that order. Every task dispatched leaves the pool exactly once,
+ * through fpp__tm_finished. */
 enum { FPP__FL_FREE = 0, FPP__FL_QUEUED, FPP__FL_ABANDONED };
 typedef struct fpp__flight {
-    fpp_task *task;   /* NULL once abandoned */
-    uint64_t pos;     /* ring position it was published at */
-    uint64_t arg_off; /* argument arena block, or UINT64_MAX */
-    uint32_t gen;
+    fpp_task *task;       /* NULL once abandoned */
+    uint64_t ticket;
+    uint64_t pos;         /* position in its worker's queue */
+    uint64_t arg_off;     /* argument arena block, or UINT64_MAX */
+    int64_t claimed_ns;   /* when the parent first saw it claimed; 0: not yet */
     uint32_t arg_len;
+    uint32_t w;           /* its worker slot */
+    uint32_t prev, next;  /* the worker's list (oldest first), or the free list */
     uint8_t state;
-    uint8_t strikes;  /* audits in a row that found no one holding it */
-    uint32_t next_free;
+    bool claimed;         /* known to be claimed */
 } fpp__flight;
 
 typedef struct fpp__wpriv {
-    uint64_t chead;       /* completion records consumed */
-    uint64_t apos;        /* end of the last result taken from the arena */
-    uint64_t seen_ticket; /* last RUNNING ticket seen, for timeouts */
-    int64_t seen_ns;
-    uint64_t timeout_ticket; /* ticket whose timeout made us kill this worker */
-    int64_t timeout_ms;
-    bool alive;
-    bool corrupt; /* its block was found scribbled over; reported once */
-    uint64_t audit_chead; /* chead at the previous audit: progress between audits */
-    int stuck;            /* audits in a row that found it stuck */
+    fpp__slotmem *mem;     /* the current worker's slot memory; NULL: no worker */
+    fpp__wblock *b;
+    fpp__cell *cells;
+    unsigned char *arena;
+    uint32_t *cell_entry;  /* per queue cell: the entry last published there, or UINT32_MAX */
+    uint64_t tail;         /* next queue position */
+    uint64_t chead;        /* completion records consumed */
+    uint64_t apos;         /* arena: end of the last result taken */
+    uint32_t first, last, n; /* its entries, oldest first, and how many */
+    uint32_t unflushed;    /* published since the last flush */
+    uint32_t depth;        /* how many tasks to queue on it: adapts to the tasks' length */
+    int64_t svc_ns;        /* estimated time per task */
+    int64_t last_done_ns;  /* when it last returned a record (or last went from idle to busy) */
+    bool alive;            /* a worker runs in the slot and takes tasks */
+    bool corrupt;          /* reported to bad() already */
+    uint64_t timeout_ticket; /* the task whose timeout made us stop it */
+    unsigned timeout_ms;
 } fpp__wpriv;
 
 typedef struct fpp__pool {
     fpp__layout lay;
-    unsigned char *base;
-    bool shared;
-    fpp__hdr *hdr;
-    fpp__cell *cells;
-    uint64_t tail; /* next position to publish */
-    uint32_t unflushed; /* tasks published since the last flush: how many sleepers to wake */
-    bool woke_sleeper;  /* the last flush woke a sleeping worker */
-    int64_t spin_ns;    /* how long the parent spins before sleeping; adapts to the tasks */
+    bool shared;            /* memfds (process executor) or private memory (threads) */
+    fpp__region args;       /* the argument arena */
+    fpp__buddy argbuddy;
     fpp__flight *fl;
     uint32_t nfl, free_fl, used_fl;
-    uint32_t *cell_tag; /* per cell: the in-flight entry last published there, or UINT32_MAX */
-    fpp__buddy args;
+    uint64_t next_ticket;
     fpp__wpriv *wp;
-    fpp__tq retry;   /* tasks to publish again (their worker died before starting them) */
-    uint64_t bogus;  /* completion records refused */
+    uint32_t cursor;        /* where the next dispatch starts looking */
+    fpp__tq retry;          /* tasks to publish again (revoked: never started) */
+    uint64_t bogus;         /* records refused */
+    int64_t spin_ns;        /* how long the parent spins before sleeping; adapts */
+    bool woke_worker;       /* the last flush woke a sleeping worker */
     fpp_executor *ex;
-    void (*bad)(struct fpp__pool *p, uint32_t w); /* a worker wrote nonsense: replace it */
+    void *owner;            /* the backend's state */
+    /* Backend hooks: worker w wrote nonsense (replace it); stop worker w's running task
+     * (timeout or cancel: kill the process, or abandon the thread). */
+    void (*bad)(struct fpp__pool *p, uint32_t w);
+    void (*stop)(struct fpp__pool *p, uint32_t w);
+    /* Further words a sleeping parent wakes on (the fork server's mailbox, the poke), with the
+     * values seen when the current poll began (fpp__pool_mark). */
+    fpp__ec *extra[2];
+    uint32_t extra_seen[2];
+    int nextra;
 } fpp__pool;
 
 FPP__HIDDEN int fpp__pool_create(fpp__pool *p, const fpp_executor_opts *o, bool shared);
-FPP__HIDDEN void fpp__pool_destroy(fpp__pool *p);
+/* owner false (a forked child of the parent): the shared regions are not mapped in this
+ * process (MADV_DONTFORK); only heap memory and descriptors are released. */
+FPP__HIDDEN void fpp__pool_destroy(fpp__pool *p, bool owner);
+/* A new worker starts in the empty slot w on mem (the pool takes over the caller's reference). */
+FPP__HIDDEN void fpp__pool_attach(fpp__pool *p, uint32_t w, fpp__slotmem *mem);
+/* Takes t: publishes it in a worker's queue. 0 taken, 1 no room now, < 0 an error. */
 FPP__HIDDEN int fpp__pool_dispatch(fpp__pool *p, fpp_task *t);
+/* Wakes the workers that got tasks since the last flush. */
 FPP__HIDDEN void fpp__pool_flush(fpp__pool *p);
 /* Harvests every worker's completion records; returns how many tasks finished. */
 FPP__HIDDEN int fpp__pool_collect(fpp__pool *p);
 FPP__HIDDEN int fpp__pool_collect_worker(fpp__pool *p, uint32_t w);
-/* Sleeps until a worker posts, or deadline; spins a little first. `seen` is the value of
- * hdr->parent_wake read before the caller last looked for work: any post since then ends the
- * wait at once. */
-FPP__HIDDEN void fpp__pool_wait(fpp__pool *p, uint32_t seen, int64_t deadline_ns);
-static inline uint32_t fpp__pool_seq(fpp__pool *p) { return atomic_load(&p->hdr->parent_wake); }
-/* Worker w is dead: drain it, fail the task it ran (st, signo, message), publish again what it
- * claimed but never started. Returns the number of tasks finished. */
+/* Notes the extra words' values at the start of a poll: a later post ends the wait. */
+FPP__HIDDEN void fpp__pool_mark(fpp__pool *p);
+/* Sleeps until a worker posts, an extra word moves, or deadline; spins a little first. */
+FPP__HIDDEN void fpp__pool_wait(fpp__pool *p, int64_t deadline_ns);
+FPP__HIDDEN size_t fpp__pool_in_flight(const fpp__pool *p);
+/* Moves queued tasks from a stalled or busy worker to an idle one. */
+FPP__HIDDEN void fpp__pool_steal(fpp__pool *p);
+
+/* watchdog.c */
+/* The worker in slot w is gone (dead, or abandoned): its records are harvested, its unclaimed
+ * tasks go out again, the task it held fails with st, signo and "<why> while running task N";
+ * the slot is left empty. Returns the number of tasks finished. */
 FPP__HIDDEN int fpp__pool_recover(fpp__pool *p, uint32_t w, fpp_status st, int signo,
                                   const char *why);
 /* Revokes queued tasks (CANCELLED) and abandons running ones (also CANCELLED for the task
  * manager; their entries wait for the worker to report or die). Marks in kill[] (nworkers
  * entries, or NULL) the workers running abandoned tasks; returns how many. */
 FPP__HIDDEN int fpp__pool_cancel(fpp__pool *p, bool *kill);
-FPP__HIDDEN size_t fpp__pool_in_flight(const fpp__pool *p);
-/* Finishes an in-flight entry's task with st and a message (timeouts in thread mode). */
-FPP__HIDDEN void fpp__pool_abandon(fpp__pool *p, uint64_t ticket, fpp_status st,
-                                   const char *why);
-/* Checks RUNNING tasks against the timeout; calls kill(w) for each one over it. Returns the
- * earliest deadline still pending (INT64_MAX: none). */
-/* The watchdog, run when the pool has made no progress for a while: a worker block whose
- * indices are impossible is reported to bad(w); a task that nothing holds any more (its cell
- * and every worker block were scribbled over) fails as crashed on the second audit in a row;
- * the claim hint is put back on the oldest task still waiting. Returns tasks finished. */
+/* Cancels one task: 1 done (CANCELLED; its worker was stopped if it ran it), 0 not here. */
+FPP__HIDDEN int fpp__pool_cancel_task(fpp__pool *p, fpp_task *t);
+/* Checks claimed tasks against their timeout; stops the workers over it. Returns the earliest
+ * deadline still pending (INT64_MAX: none). */
+FPP__HIDDEN int64_t fpp__pool_timeouts(fpp__pool *p, unsigned default_ms);
+/* The watchdog, run when the pool made no progress for a while: a worker whose block or
+ * queue says impossible things is reported to bad(). Returns tasks finished. */
 FPP__HIDDEN int fpp__pool_audit(fpp__pool *p);
-FPP__HIDDEN int64_t fpp__pool_timeouts(fpp__pool *p, unsigned timeout_ms,
-                                       void (*over)(fpp__pool *p, uint32_t w, uint64_t ticket));
+
+/* flight.c: the in-flight table. */
+#define FPP__NIL UINT32_MAX
+FPP__HIDDEN int fpp__flight_init(fpp__pool *p, uint32_t n);
+FPP__HIDDEN uint32_t fpp__flight_get(fpp__pool *p);            /* FPP__NIL: none free */
+FPP__HIDDEN void fpp__flight_put(fpp__pool *p, uint32_t tag);  /* frees it and its argument */
+FPP__HIDDEN void fpp__flight_link(fpp__pool *p, uint32_t w, uint32_t tag);   /* at the end */
+FPP__HIDDEN void fpp__flight_unlink(fpp__pool *p, uint32_t tag);
+/* Finishes a task that leaves the pool (the executor records where it ran). */
+FPP__HIDDEN void fpp__pool_finish(fpp__pool *p, fpp_task *t, int slot);
+
+/* forkserver.c: the process every worker of a process executor is forked from. */
+enum { FPP__FS_SPAWN = 1, FPP__FS_QUIT, FPP__FS_SPAWNED, FPP__FS_FAILED, FPP__FS_DIED };
+#define FPP__EXIT_INIT 121  /* a worker's initializer failed (its message is in its block) */
+#define FPP__EXIT_SETUP 122 /* a worker could not map its memory */
+typedef struct fpp__fs_msg {
+    uint32_t op, slot, gen;
+    int32_t pid, status, err; /* status: as wait4, -1 unknown; err: errno of a failed call */
+    int64_t maxrss_kib;
+    char call[24];            /* FPP__FS_FAILED: the call that failed */
+} fpp__fs_msg;
+typedef struct fpp__fs_config {
+    fpp__layout lay;
+    int args_fd;
+    unsigned max_tasks;
+    size_t max_rss_kib;
+    int init_fn;
+    const void *init_arg;
+    size_t init_len;
+    bool keep_fds;
+} fpp__fs_config;
+typedef struct fpp__fs {
+    pid_t pid;
+    int pidfd;        /* -1 where pidfd_open is missing */
+    int sock;         /* the parent's end of the channel (SOCK_SEQPACKET, non-blocking) */
+    fpp__ec *mailbox; /* a shared page the server posts after each message it sends */
+    uint32_t seen;    /* mailbox count when the channel was last read empty */
+} fpp__fs;
+/* Forks the server from the calling thread (fork hooks around it). 0 or FPP_ESYS. */
+FPP__HIDDEN int fpp__fs_start(fpp__fs *fs, const fpp__fs_config *cfg);
+/* Asks for a worker in slot (generation gen) on the slot memory behind memfd. */
+FPP__HIDDEN int fpp__fs_spawn(fpp__fs *fs, uint32_t slot, uint32_t gen, int memfd);
+/* The next message: 1 (*pidfd: the descriptor it carried, or -1), 0 none now, -1 channel gone. */
+FPP__HIDDEN int fpp__fs_recv(fpp__fs *fs, fpp__fs_msg *m, int *pidfd);
+/* True while the server process lives. */
+FPP__HIDDEN bool fpp__fs_alive(fpp__fs *fs);
+/* Ends the server (it kills and reaps every process it started, and anything they left),
+ * waiting up to grace_ns before killing it; reaps it. owner false: only closes our side. */
+FPP__HIDDEN void fpp__fs_stop(fpp__fs *fs, int64_t grace_ns, bool owner);
 
 /* ---------------------------------------------------------- task manager */
 

@@ -1,4 +1,7 @@
-/* owner.c: which process is this? A token that is different in every process, cheap to read
+/* owner.c: what belongs to this process: a token that says which process this is, and the
+ * set of file descriptors fpp itself opened.
+ *
+ * The token: different in every process, that is different in every process, cheap to read
  * (one load), and that changes in the child of any fork, however it was made (fork(), a raw
  * clone, daemon()), without any handler running.
  *
@@ -9,8 +12,9 @@
  * worker, an atexit handler run by a task's exit()). Workers use it to notice that a task
  * forked and that they are the copy (which must never touch the pool).
  *
- * Threads: the first call may race between threads of one process; both draw a non-zero
+ * Threads: the first call of fpp__proc_token may race between threads of one process; both draw a non-zero
  * value and one CAS wins, so every thread sees the same token afterwards. */
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -63,4 +67,40 @@ uint64_t fpp__proc_token(void)
     if (!atomic_compare_exchange_strong(w, &expect, r))
         return expect;
     return r;
+}
+
+/* --------------------------------------------------------------- our fds */
+
+/* The file descriptors fpp itself opened (memfds, sockets, pidfds): a fork server started with
+ * keep_fds keeps the application's descriptors for its workers but closes these, so that no
+ * worker holds another executor's memory or channels. A bitmap, written under a mutex, read
+ * without it only in a fork child (a copy nobody else writes). */
+#define FD_BITS 65536
+static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t fd_map[FD_BITS / 64];
+
+void fpp__fd_own(int fd)
+{
+    if (fd < 0 || fd >= FD_BITS)
+        return;
+    pthread_mutex_lock(&fd_lock);
+    fd_map[fd / 64] |= UINT64_C(1) << (fd % 64);
+    pthread_mutex_unlock(&fd_lock);
+}
+
+void fpp__fd_close(int fd)
+{
+    if (fd < 0)
+        return;
+    if (fd < FD_BITS) {
+        pthread_mutex_lock(&fd_lock);
+        fd_map[fd / 64] &= ~(UINT64_C(1) << (fd % 64));
+        pthread_mutex_unlock(&fd_lock);
+    }
+    close(fd);
+}
+
+bool fpp__fd_is_ours(int fd)
+{
+    return fd >= 0 && fd < FD_BITS && (fd_map[fd / 64] >> (fd % 64)) & 1;
 }

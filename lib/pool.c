@@ -1,415 +1,340 @@
-/* pool.c: the parent's side of a ring-and-arena pool: the layout of the segment, publishing
- * tasks, harvesting completion records, recovering from a dead worker, cancelling. Both the
- * process and the thread executor are built on it; only the thread calling into the task
- * manager runs this code.
+/* pool.c: the parent's side of a pool of per-worker task queues: creating it, giving a new
+ * worker its slot, choosing which worker gets each task and publishing it there, waking
+ * workers, moving queued tasks away from a worker that makes no progress, and the parent's
+ * sleep. Harvesting is in harvest.c, recovery, cancel, timeouts and the audit in watchdog.c,
+ * the in-flight table in flight.c. Only the thread calling into the task manager runs this.
  *
- * Trust: nothing a worker wrote is used before it is checked, and each shared field is read
- * once into a local (no double fetch). A ticket must name a live entry of the in-flight table
- * with the same generation; a length must fit its limit; an arena offset must lie in the free
- * part of that worker's arena, past what the parent already took. A record that fails a check
- * is dropped (its task, if it names one, fails with a clear message). The parent keeps its own
- * copy of every index (fpp__wpriv) and only writes the shared ones for the workers' benefit.
- *
- * Invariants: an in-flight entry is FREE, QUEUED (its task is in the ring or running) or
- * ABANDONED (its task was finished by the parent but a worker may still run it: the entry and
- * its argument block are kept until the worker reports or dies). Every task dispatched
- * leaves the pool exactly once through fpp__tm_finished. */
+ * Choosing a worker: round robin over the live workers with room, where room is a queue
+ * depth that adapts to the tasks: deep (the whole queue) for tasks of microseconds, so that a
+ * worker never runs dry while the parent is busy; two for tasks of a millisecond or more
+ * (one running, one ready), so that little waits behind a long task. A task retried after a
+ * crash or a timeout avoids the worker it last ran on while another is alive. What still ends
+ * up behind a long or stopped task is moved to an idle worker (fpp__pool_steal): revoking a
+ * task that its worker has not claimed is one CAS. */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sched.h>
 
 #include "fpp_internal.h"
 
-#define NIL UINT32_MAX
 #define ARGS_PREFAULT_MAX ((size_t)64 << 20)
-
-static size_t pow2_at_least(size_t n)
-{
-    size_t p = 1;
-    while (p < n)
-        p <<= 1;
-    return p;
-}
-
-int fpp__layout_compute(fpp__layout *l, const fpp_executor_opts *o)
-{
-    memset(l, 0, sizeof *l);
-    l->ncells = (uint32_t)o->queue_capacity;
-    l->nworkers = (uint32_t)o->workers;
-    l->max_arg = o->max_arg_size;
-    l->max_result = o->max_result_size;
-    l->cells_off = FPP__PAGE;
-    l->wblock_size = FPP__ALIGN_UP(sizeof(fpp__wblock), FPP__PAGE);
-    size_t blocks_off = l->cells_off + FPP__ALIGN_UP((size_t)l->ncells * sizeof(fpp__cell), FPP__PAGE);
-    /* Worker blocks come right after the ring so that everything the parent writes (header,
-     * ring, blocks, argument arena) is one prefix of the segment that can be backed at once. */
-    l->worker_off = blocks_off;
-    l->worker_stride = l->wblock_size;
-    l->args_off = blocks_off + (size_t)l->nworkers * l->wblock_size;
-    l->args_size = FPP__MAX(pow2_at_least(2 * l->max_arg), (size_t)1 << 20);
-    /* At least two of the largest results, and room to keep several results of up to 16 MiB
-     * in flight while the parent copies the previous ones out (sparse: only what is written is
-     * backed). */
-    size_t lanes = l->max_result <= ((size_t)16 << 20) ? 4 : 2;
-    l->warena_size = FPP__ALIGN_UP(lanes * l->max_result + 2 * FPP__ARENA_ALIGN, FPP__PAGE);
-    l->arenas_off = l->args_off + l->args_size;
-    l->total = l->arenas_off + (size_t)l->nworkers * l->warena_size;
-    return 0;
-}
-
-static unsigned char *arena(fpp__pool *p, uint32_t w)
-{
-    return fpp__warena_of(p->base, &p->lay, w);
-}
+#define STEAL_AFTER_NS 100000      /* a worker silent this long gives up what it has not claimed */
+#define SPIN_MAX_NS 30000          /* the parent's spin before sleeping, at most */
+#define SLICE_NS 1000000           /* the sleep slice where futex_waitv is missing */
 
 int fpp__pool_create(fpp__pool *p, const fpp_executor_opts *o, bool shared)
 {
     memset(p, 0, sizeof *p);
     fpp__layout_compute(&p->lay, o);
     p->shared = shared;
-    int rc;
-    if (shared)
-        rc = fpp__shm_create(p->lay.total, p->lay.args_off + FPP__MIN(p->lay.args_size, ARGS_PREFAULT_MAX), &p->base);
-    else
-        rc = fpp__mem_create(p->lay.total, &p->base);
+    p->args.fd = -1;
+    int rc = fpp__region_create(&p->args, "fpp-args", p->lay.args_size,
+                                FPP__MIN(p->lay.args_size, ARGS_PREFAULT_MAX), shared);
     if (rc)
         return rc;
-    p->hdr = fpp__hdr_of(p->base);
-    p->cells = fpp__cells_of(p->base, &p->lay);
-    p->hdr->magic = FPP__MAGIC;
-    p->hdr->version = 1;
-    p->hdr->ncells = p->lay.ncells;
-    p->hdr->nworkers = p->lay.nworkers;
-    atomic_init(&p->hdr->head, 0);
-    atomic_init(&p->hdr->parent_sleeping, 0);
-    atomic_init(&p->hdr->parent_wake, 0);
-    fpp__ring_init(p->cells, p->lay.ncells);
-    for (uint32_t w = 0; w < p->lay.nworkers; w++) {
-        fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
-        atomic_init(&b->wake, 0);
-    }
-    rc = fpp__buddy_init(&p->args, p->lay.args_size);
+    /* The parent's mapping stays writable; every other is read-only for good. */
+    rc = fpp__region_seal(&p->args, true);
     if (rc)
         goto fail;
-    p->nfl = p->lay.ncells + 2 * p->lay.nworkers + 16;
-    p->fl = fpp__calloc(p->nfl, sizeof *p->fl);
-    p->wp = fpp__calloc(p->lay.nworkers, sizeof *p->wp);
-    p->cell_tag = fpp__malloc(p->lay.ncells * sizeof *p->cell_tag);
-    if (!p->fl || !p->wp || !p->cell_tag) {
+    rc = fpp__buddy_init(&p->argbuddy, p->lay.args_size);
+    if (rc)
+        goto fail;
+    uint32_t W = p->lay.nworkers, Q = p->lay.qcells;
+    rc = fpp__flight_init(p, W * Q + 2 * W + 16);
+    if (rc)
+        goto fail;
+    p->wp = fpp__calloc(W, sizeof *p->wp);
+    if (!p->wp) {
         rc = FPP_ENOMEM;
         goto fail;
     }
-    for (uint32_t i = 0; i < p->nfl; i++) {
-        p->fl[i].next_free = i + 1 < p->nfl ? i + 1 : NIL;
-        p->fl[i].arg_off = UINT64_MAX;
+    for (uint32_t w = 0; w < W; w++) {
+        fpp__wpriv *wp = &p->wp[w];
+        wp->first = wp->last = FPP__NIL;
+        wp->depth = Q;
+        wp->cell_entry = fpp__malloc(Q * sizeof *wp->cell_entry);
+        if (!wp->cell_entry) {
+            rc = FPP_ENOMEM;
+            goto fail;
+        }
     }
-    p->free_fl = 0;
-    p->spin_ns = 30000;
-    for (uint32_t i = 0; i < p->lay.ncells; i++)
-        p->cell_tag[i] = NIL;
+    p->spin_ns = SPIN_MAX_NS;
     return 0;
 fail:
-    fpp__pool_destroy(p);
+    fpp__pool_destroy(p, true);
     return rc;
 }
 
-void fpp__pool_destroy(fpp__pool *p)
+void fpp__pool_destroy(fpp__pool *p, bool owner)
 {
-    fpp__buddy_fini(&p->args);
-    fpp__free(p->fl);
-    fpp__free(p->wp);
-    fpp__free(p->cell_tag);
-    if (p->base) {
-        if (p->shared)
-            munmap(p->base, p->lay.total);
-        else
-            fpp__mem_destroy(p->base, p->lay.total);
+    bool unmap = owner || !p->shared;
+    for (uint32_t w = 0; p->wp && w < p->lay.nworkers; w++) {
+        fpp__slotmem *m = p->wp[w].mem;
+        if (m && !unmap) {
+            fpp__region_forget(&m->r); /* another process's mapping: not ours to touch */
+            fpp__free(m);
+        } else {
+            fpp__slotmem_unref(m);
+        }
+        fpp__free(p->wp[w].cell_entry);
     }
+    fpp__free(p->wp);
+    fpp__free(p->fl);
+    fpp__buddy_fini(&p->argbuddy);
+    if (unmap)
+        fpp__region_destroy(&p->args);
+    else
+        fpp__region_forget(&p->args);
     memset(p, 0, sizeof *p);
 }
 
-/* ------------------------------------------------------------ in-flight table */
-
-static void entry_free(fpp__pool *p, uint32_t tag)
+void fpp__pool_attach(fpp__pool *p, uint32_t w, fpp__slotmem *mem)
 {
-    fpp__flight *e = &p->fl[tag];
-    if (p->cell_tag[e->pos & (p->lay.ncells - 1)] == tag)
-        p->cell_tag[e->pos & (p->lay.ncells - 1)] = NIL;
-    if (e->arg_off != UINT64_MAX)
-        fpp__buddy_free(&p->args, e->arg_off, e->arg_len);
-    e->arg_off = UINT64_MAX;
-    e->task = NULL;
-    e->state = FPP__FL_FREE;
-    e->gen++; /* a record naming the old generation is refused from now on */
-    e->next_free = p->free_fl;
-    p->free_fl = tag;
-    p->used_fl--;
+    fpp__wpriv *wp = &p->wp[w];
+    wp->mem = mem;
+    wp->b = fpp__slot_block(mem->r.base);
+    wp->cells = fpp__slot_cells(mem->r.base, &p->lay);
+    wp->arena = fpp__slot_arena(mem->r.base, &p->lay);
+    wp->tail = p->lay.qcells; /* positions start one lap in (ring.c) */
+    wp->chead = wp->apos = 0;
+    wp->first = wp->last = FPP__NIL;
+    wp->n = wp->unflushed = 0;
+    wp->depth = p->lay.qcells;
+    wp->svc_ns = 0;
+    wp->last_done_ns = 0;
+    wp->corrupt = false;
+    wp->timeout_ticket = 0;
+    for (uint32_t i = 0; i < p->lay.qcells; i++)
+        wp->cell_entry[i] = FPP__NIL;
+    wp->alive = true;
 }
-
-static void finish(fpp__pool *p, fpp_task *t)
-{
-    t->tag = NIL;
-    fpp__tm_finished(p->ex->tm, t);
-}
-
-size_t fpp__pool_in_flight(const fpp__pool *p) { return p->used_fl; }
 
 /* ---------------------------------------------------------------- publishing */
 
-static int publish(fpp__pool *p, fpp_task *t)
+/* Publishes t in worker w's queue. 0 done, 1 no room there (queue or argument arena). */
+static int publish_on(fpp__pool *p, uint32_t w, fpp_task *t)
 {
-    if (p->free_fl == NIL)
+    fpp__wpriv *wp = &p->wp[w];
+    uint32_t Q = p->lay.qcells;
+    uint32_t idx = (uint32_t)(wp->tail & (Q - 1));
+    if (atomic_load_explicit(&wp->cells[idx].state, memory_order_relaxed) != FPP__Q(wp->tail - Q, FPP__Q_CLAIMED))
+        return 1; /* the worker has not passed that cell yet */
+    /* Whatever was published in this cell a lap ago was claimed (the cell says so), even once
+     * the cell holds the next task. */
+    uint32_t old = wp->cell_entry[idx];
+    if (old != FPP__NIL && p->fl[old].state != FPP__FL_FREE && p->fl[old].w == w && p->fl[old].pos == wp->tail - Q)
+        p->fl[old].claimed = true;
+    wp->cell_entry[idx] = FPP__NIL;
+    uint32_t tag = fpp__flight_get(p);
+    if (tag == FPP__NIL)
         return 1;
-    fpp__cell *c = &p->cells[p->tail & (p->lay.ncells - 1)];
-    uint64_t s = atomic_load_explicit(&c->state, memory_order_acquire);
-    if (s != FPP__ST(p->tail, FPP__ST_FREE)) {
-        /* "Still held for position tail - N" is believed only if the parent itself has a live
-         * task there; otherwise a worker wrote it, and the cell is taken back. */
-        uint64_t prev = (p->tail - p->lay.ncells) & FPP__POS_MASK;
-        uint32_t owner = p->cell_tag[p->tail & (p->lay.ncells - 1)];
-        if (FPP__ST_POS(s) == prev && FPP__ST_TAG(s) != FPP__ST_FREE && owner != NIL &&
-            p->fl[owner].state != FPP__FL_FREE && p->fl[owner].pos == prev)
-            return 1; /* full */
-        fpp__log(FPP_LOG_ERROR, "task ring cell %llu corrupted (state %#llx, tail %llu): repairing it",
-                 (unsigned long long)(p->tail & (p->lay.ncells - 1)), (unsigned long long)s, (unsigned long long)p->tail);
-        atomic_store(&c->state, FPP__ST(p->tail, FPP__ST_FREE));
-    }
+    fpp__flight *e = &p->fl[tag];
     fpp__cell d;
-    d.arg_len = (uint32_t)t->arg_len;
+    d.ticket = e->ticket;
     d.fn = (uint32_t)t->fn;
+    d.arg_len = (uint32_t)t->arg_len;
     d.arg_off = 0;
-    uint64_t off = UINT64_MAX;
+    e->arg_off = UINT64_MAX;
+    e->arg_len = (uint32_t)t->arg_len;
     if (t->arg_len <= FPP__INLINE_ARG) {
         memset(d.arg, 0, sizeof d.arg);
         if (t->arg_len)
             memcpy(d.arg, t->arg, t->arg_len);
     } else {
-        int64_t o = fpp__buddy_alloc(&p->args, t->arg_len);
-        if (o < 0)
+        int64_t o = fpp__buddy_alloc(&p->argbuddy, t->arg_len);
+        if (o < 0) {
+            fpp__flight_put(p, tag);
             return 1; /* the argument arena is full until tasks finish */
-        off = (uint64_t)o;
-        unsigned char *dst = p->base + p->lay.args_off + off;
+        }
+        unsigned char *dst = p->args.base + o;
+        e->arg_off = (uint64_t)o;
 #ifdef MADV_POPULATE_WRITE
-        if (p->shared && off + t->arg_len > ARGS_PREFAULT_MAX &&
+        if (p->shared && (uint64_t)o + t->arg_len > ARGS_PREFAULT_MAX &&
             madvise((void *)((uintptr_t)dst & ~(uintptr_t)(FPP__PAGE - 1)),
                     FPP__ALIGN_UP(t->arg_len + ((uintptr_t)dst & (FPP__PAGE - 1)), FPP__PAGE),
                     MADV_POPULATE_WRITE) != 0) {
-            fpp__buddy_free(&p->args, off, t->arg_len);
+            fpp__flight_put(p, tag);
             return fpp__sys_error("madvise", "MADV_POPULATE_WRITE of an argument");
         }
 #endif
         memcpy(dst, t->arg, t->arg_len);
-        d.arg_off = off;
+        d.arg_off = (uint64_t)o;
     }
-    uint32_t tag = p->free_fl;
-    fpp__flight *e = &p->fl[tag];
-    if (++e->gen == 0)
-        e->gen = 1;
-    d.ticket = ((uint64_t)e->gen << 32) | tag;
-    int rc = fpp__ring_push_parent(p->cells, p->lay.ncells, p->tail, &d);
-    if (rc != 0) {
-        if (off != UINT64_MAX)
-            fpp__buddy_free(&p->args, off, t->arg_len);
-        return rc == 1 ? 1 : rc;
+    if (fpp__ring_publish(wp->cells, Q, wp->tail, &d) != 0) {
+        fpp__flight_put(p, tag);
+        return 1;
     }
-    p->free_fl = e->next_free;
-    p->used_fl++;
+    wp->cell_entry[idx] = tag;
     e->task = t;
-    e->pos = p->tail;
-    e->arg_off = off;
-    e->arg_len = (uint32_t)t->arg_len;
-    e->state = FPP__FL_QUEUED;
-    e->strikes = 0;
-    p->cell_tag[p->tail & (p->lay.ncells - 1)] = tag;
+    e->pos = wp->tail;
+    if (wp->n == 0)
+        wp->last_done_ns = fpp__now_ns(); /* busy from now: the steal clock starts */
+    fpp__flight_link(p, w, tag);
     t->tag = tag;
-    p->tail = (p->tail + 1) & FPP__POS_MASK;
-    p->unflushed++;
+    t->slot = (int)w;
+    wp->tail++;
+    wp->unflushed++;
     return 0;
+}
+
+/* Another live worker than w exists. */
+static bool other_alive(fpp__pool *p, uint32_t w)
+{
+    for (uint32_t i = 0; i < p->lay.nworkers; i++)
+        if (i != w && p->wp[i].alive)
+            return true;
+    return false;
+}
+
+static int place(fpp__pool *p, fpp_task *t)
+{
+    uint32_t W = p->lay.nworkers;
+    int avoid = t->avoid_slot;
+    if (avoid >= 0 && ((uint32_t)avoid >= W || !other_alive(p, (uint32_t)avoid)))
+        avoid = -1;
+    for (uint32_t k = 0; k < W; k++) {
+        uint32_t w = p->cursor + k < W ? p->cursor + k : p->cursor + k - W;
+        fpp__wpriv *wp = &p->wp[w];
+        if (!wp->alive || wp->n >= wp->depth || (int)w == avoid)
+            continue;
+        int rc = publish_on(p, w, t);
+        if (rc == 0) {
+            p->cursor = w + 1 < W ? w + 1 : 0;
+            return 0;
+        }
+        if (rc < 0)
+            return rc;
+    }
+    return 1;
 }
 
 int fpp__pool_dispatch(fpp__pool *p, fpp_task *t)
 {
-    /* Tasks whose worker died before starting them go first, in their order. */
+    /* Tasks taken back from a worker go first, in their order. */
     while (p->retry.head) {
-        int rc = publish(p, p->retry.head);
+        int rc = place(p, p->retry.head);
         if (rc == 1)
             return 1;
         fpp_task *r = fpp__tq_pop(&p->retry);
         if (rc < 0) { /* this one cannot go out again: it fails, the others go on */
             fpp__task_fail(r, FPP_FAILED, 0, "could not hand the task to a worker again: %s", fpp_strerror(rc));
-            finish(p, r);
+            fpp__pool_finish(p, r, -1);
         }
     }
     if (!t)
         return 0;
-    return publish(p, t);
+    return place(p, t);
 }
 
 void fpp__pool_flush(fpp__pool *p)
 {
-    /* Wake one sleeper per task published: a task needs one worker, and every extra one woken
-     * competes for the cores with the one that works. Spinning workers need no wake-up. */
-    uint32_t want = p->unflushed ? p->unflushed : 1;
-    p->unflushed = 0;
-    /* Dekker pair with the worker's store of `sleeping` then claim (worker.c, claim). */
-    atomic_thread_fence(memory_order_seq_cst);
-    for (uint32_t w = 0; w < p->lay.nworkers && want > 0; w++) {
-        fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
-        if (atomic_load_explicit(&b->sleeping, memory_order_relaxed)) {
-            uint32_t one = 1;
-            if (atomic_compare_exchange_strong(&b->sleeping, &one, 0)) {
-                fpp__event_post(&b->wake);
-                p->woke_sleeper = true;
-                want--;
-            }
-        }
+    for (uint32_t w = 0; w < p->lay.nworkers; w++) {
+        fpp__wpriv *wp = &p->wp[w];
+        if (!wp->unflushed || !wp->mem)
+            continue;
+        wp->unflushed = 0;
+        uint32_t before = atomic_load_explicit(&wp->b->wake.w, memory_order_relaxed);
+        fpp__ec_post(&wp->b->wake);
+        if (before & 1u)
+            p->woke_worker = true;
     }
 }
 
-/* ---------------------------------------------------------------- harvesting */
+/* ------------------------------------------------------------------- steal */
 
-static void copy_message(char *dst, size_t cap, const unsigned char *src, size_t len)
+/* Revokes the newest task worker v has not claimed. Returns it, or NULL. */
+static fpp_task *take_back(fpp__pool *p, uint32_t v)
 {
-    if (len >= cap)
-        len = cap - 1;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = src[i];
-        dst[i] = (ch >= 0x20 && ch < 0x7f) || ch == '\t' ? (char)ch : '?';
-    }
-    dst[len] = 0;
-}
-
-static int handle(fpp__pool *p, uint32_t w, const fpp__crec *r)
-{
-    fpp__wpriv *wp = &p->wp[w];
-    uint64_t A = p->lay.warena_size;
-    const unsigned char *data = r->data;
-    const char *bad = NULL;
-    size_t limit = r->status == FPP__R_DONE ? p->lay.max_result : FPP__ERR_MAX;
-    if (r->status != FPP__R_DONE && r->status != FPP__R_FAILED)
-        bad = "unknown status";
-    else if (r->len > limit)
-        bad = "length over its limit";
-    else if (r->len > FPP__INLINE_RES) {
-        uint64_t skip = r->off - wp->apos;
-        if (skip >= A || (r->off % A) + r->len > A)
-            bad = "arena offset out of range";
-        else {
-            data = arena(p, w) + (r->off % A);
-            wp->apos = FPP__ALIGN_UP(r->off + r->len, FPP__ARENA_ALIGN);
-        }
-    }
-
-    uint32_t tag = (uint32_t)r->ticket, gen = (uint32_t)(r->ticket >> 32);
-    if (tag >= p->nfl || p->fl[tag].gen != gen || p->fl[tag].state == FPP__FL_FREE) {
-        p->bogus++;
-        fpp__log(FPP_LOG_WARN, "worker slot %u returned a record for no task in flight (ticket %#llx): dropped",
-                 w, (unsigned long long)r->ticket);
-        return 0;
-    }
+    fpp__wpriv *wp = &p->wp[v];
+    uint32_t tag = wp->last;
+    if (tag == FPP__NIL || tag == wp->first)
+        return NULL; /* leave it the task at its head: it may be running it */
     fpp__flight *e = &p->fl[tag];
-    uint64_t cs = atomic_load_explicit(&p->cells[e->pos & (p->lay.ncells - 1)].state, memory_order_acquire);
-    if (FPP__ST_POS(cs) == e->pos && FPP__ST_TAG(cs) != FPP__ST_FREE) {
-        /* Its cell is still READY or being claimed: no worker can have run it. A forged record;
-         * the task stays where it is. */
-        p->bogus++;
-        fpp__log(FPP_LOG_WARN, "worker slot %u returned a record for task %lld, which no worker has started: dropped",
-                 w, e->task ? (long long)e->task->id : -1LL);
-        return 0;
-    }
+    if (e->state != FPP__FL_QUEUED || e->claimed || !fpp__ring_revoke(wp->cells, p->lay.qcells, e->pos))
+        return NULL;
     fpp_task *t = e->task;
-    bool abandoned = e->state == FPP__FL_ABANDONED;
-    entry_free(p, tag);
-    if (abandoned || !t)
-        return 0;
-    if (bad) {
-        p->bogus++;
-        fpp__task_fail(t, FPP_FAILED, 0, "worker returned a corrupted completion record (%s)", bad);
-    } else if (r->status == FPP__R_DONE) {
-        if (fpp__task_set_result(t, data, r->len) != 0)
-            fpp__task_fail(t, FPP_FAILED, 0, "out of memory for a result of %u bytes", r->len);
-    } else {
-        char msg[FPP__ERR_MAX];
-        copy_message(msg, sizeof msg, data, r->len);
-        fpp__task_fail(t, FPP_FAILED, 0, "%s", msg);
-    }
-    finish(p, t);
-    return 1;
+    fpp__flight_unlink(p, tag);
+    fpp__flight_put(p, tag);
+    t->tag = FPP__NIL;
+    return t;
 }
 
-int fpp__pool_collect_worker(fpp__pool *p, uint32_t w)
+void fpp__pool_steal(fpp__pool *p)
 {
-    fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
-    fpp__wpriv *wp = &p->wp[w];
-    /* A3: acquire; pairs with R3 in the worker's publish. */
-    uint64_t tail = atomic_load_explicit(&b->ctail, memory_order_acquire);
-    uint64_t avail = tail - wp->chead;
-    if (avail == 0)
-        return 0;
-    if (avail > FPP__CRING) {
-        if (!wp->corrupt) {
-            wp->corrupt = true;
-            p->bogus++;
-            fpp__log(FPP_LOG_ERROR, "worker slot %u: its block is corrupted (completion index %llu ahead); replacing the worker",
-                     w, (unsigned long long)avail);
-            if (p->bad)
-                p->bad(p, w);
+    uint32_t W = p->lay.nworkers;
+    if (W < 2)
+        return;
+    int64_t now = 0;
+    for (uint32_t i = 0; i < W; i++) {
+        fpp__wpriv *idle = &p->wp[i];
+        if (!idle->alive || idle->n != 0 || idle->corrupt)
+            continue;
+        /* An idle worker: take from the worker that has been silent longest. */
+        uint32_t best = FPP__NIL;
+        for (uint32_t v = 0; v < W; v++) {
+            fpp__wpriv *wv = &p->wp[v];
+            if (v == i || wv->n < 2 || !wv->mem)
+                continue;
+            if (!now)
+                now = fpp__now_ns();
+            if (now - wv->last_done_ns < STEAL_AFTER_NS)
+                continue;
+            if (best == FPP__NIL || wv->last_done_ns < p->wp[best].last_done_ns)
+                best = v;
         }
-        return 0;
+        if (best == FPP__NIL)
+            return;
+        fpp_task *t = take_back(p, best);
+        if (!t)
+            continue;
+        if (publish_on(p, i, t) != 0)
+            fpp__tq_push(&p->retry, t);
     }
-    int n = 0;
-    for (uint64_t i = 0; i < avail; i++) {
-        fpp__crec r;
-        memcpy(&r, &b->ring[wp->chead & (FPP__CRING - 1)], sizeof r);
-        wp->chead++;
-        n += handle(p, w, &r);
-    }
-    atomic_store_explicit(&b->chead, wp->chead, memory_order_release);
-    atomic_store_explicit(&b->atail, wp->apos, memory_order_release);
-    if (atomic_load_explicit(&b->need, memory_order_relaxed))
-        fpp__event_post(&b->wake);
-    return n;
 }
 
-int fpp__pool_collect(fpp__pool *p)
+/* ----------------------------------------------------------------- sleeping */
+
+void fpp__pool_mark(fpp__pool *p)
 {
-    int n = 0;
-    for (uint32_t w = 0; w < p->lay.nworkers; w++)
-        n += fpp__pool_collect_worker(p, w);
-    return n;
+    for (int i = 0; i < p->nextra; i++)
+        p->extra_seen[i] = fpp__ec_count(p->extra[i]);
 }
 
 static bool anything_ready(fpp__pool *p)
 {
+    if (atomic_load_explicit(&p->ex->poked, memory_order_relaxed))
+        return true;
+    for (int i = 0; i < p->nextra; i++)
+        if (fpp__ec_count(p->extra[i]) != p->extra_seen[i])
+            return true;
     for (uint32_t w = 0; w < p->lay.nworkers; w++) {
-        fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
-        if (atomic_load_explicit(&b->ctail, memory_order_relaxed) != p->wp[w].chead ||
-            atomic_load_explicit(&b->need, memory_order_relaxed))
+        fpp__wpriv *wp = &p->wp[w];
+        if (wp->mem && !wp->corrupt &&
+            atomic_load_explicit(&wp->b->ctail, memory_order_relaxed) != wp->chead)
             return true;
     }
     return false;
 }
 
-void fpp__pool_wait(fpp__pool *p, uint32_t seen, int64_t deadline_ns)
+void fpp__pool_wait(fpp__pool *p, int64_t deadline_ns)
 {
     if (deadline_ns <= 0)
         return;
-    fpp_executor *ex = p->ex;
-    /* Spin a few microseconds, then yield: a noop task comes back in well under that, and a
-     * bounded spin leaves the core to the workers when it does not. But right after waking a
+    /* Spin a few microseconds, then yield: a short task comes back in well under that, and a
+     * bounded spin leaves the core to the workers when it does not. Right after waking a
      * sleeping worker, do not spin: the scheduler often wakes it on this very core, where it
-     * would wait for our spin to end (measured: 29 us round trip spinning, 7 us sleeping). */
-    /* The spin adapts: it doubles (up to 30 us) when it catches a result, and halves when it
-     * ends in sleep anyway, so that with long tasks the parent does not take CPU time from
-     * workers that need both cores. */
+     * would wait for our spin to end. The spin adapts: it doubles (up to SPIN_MAX_NS) when it
+     * catches a result, and halves when it ends in sleep anyway, so that with long tasks the
+     * parent does not take CPU time from workers that need both cores. A worker can only make
+     * the spin end early (by posting), never last longer: it is bounded by time. */
     int64_t t0 = fpp__now_ns();
-    bool spin = !p->woke_sleeper;
-    p->woke_sleeper = false;
+    bool spin = !p->woke_worker;
+    p->woke_worker = false;
     for (int i = 0; spin; i++) {
-        if (anything_ready(p) || fpp__pool_seq(p) != seen || atomic_load_explicit(&ex->poked, memory_order_relaxed)) {
-            p->spin_ns = FPP__MIN(p->spin_ns * 2 + 1000, (int64_t)30000);
+        if (anything_ready(p)) {
+            p->spin_ns = FPP__MIN(p->spin_ns * 2 + 1000, (int64_t)SPIN_MAX_NS);
             return;
         }
         if ((i & 7) == 7) {
@@ -425,267 +350,42 @@ void fpp__pool_wait(fpp__pool *p, uint32_t seen, int64_t deadline_ns)
         }
         fpp__cpu_relax();
     }
-    atomic_store_explicit(&p->hdr->parent_sleeping, 1, memory_order_relaxed);
-    /* Dekker pair with notify_parent in worker.c. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (!anything_ready(p) && !atomic_load(&ex->poked)) {
-        /* A hostile worker can make this return early (it only costs a loop), never late:
-         * the deadline bounds it. */
-        int64_t d = deadline_ns == INT64_MAX ? fpp__now_ns() + (int64_t)3600 * 1000000000 : deadline_ns;
-        fpp__event_wait(&p->hdr->parent_wake, seen, d);
+    /* Sleep on every live worker's bell and on the extra words (event counts: arm, check,
+     * wait; ec.c has the argument). */
+    fpp__ec *e[128];
+    uint32_t armed[128];
+    int n = 0;
+    for (int i = 0; i < p->nextra; i++) {
+        e[n] = p->extra[i];
+        armed[n] = fpp__ec_arm(p->extra[i]);
+        if ((armed[n] >> 1) != p->extra_seen[i])
+            return;
+        n++;
     }
-    atomic_store_explicit(&p->hdr->parent_sleeping, 0, memory_order_relaxed);
-}
-
-/* ---------------------------------------------------------------- recovery */
-
-int fpp__pool_recover(fpp__pool *p, uint32_t w, fpp_status st, int signo, const char *why)
-{
-    int n = fpp__pool_collect_worker(p, w);
-    fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
-    fpp__wpriv *wp = &p->wp[w];
-
-    /* Claimed but never started: publish again, in their order. */
-    fpp__tq again = {0};
-    for (uint32_t i = 0; i < p->nfl; i++) {
-        fpp__flight *e = &p->fl[i];
-        if (e->state == FPP__FL_FREE || !fpp__ring_reclaim_parent(p->cells, p->lay.ncells, e->pos, w))
-            continue;
-        fpp_task *t = e->task;
-        bool queued = e->state == FPP__FL_QUEUED;
-        entry_free(p, i);
-        if (queued && t)
-            fpp__tq_push(&again, t);
-    }
-    while (again.head) {
-        fpp_task *t = fpp__tq_pop(&again);
-        fpp__tq_push(&p->retry, t);
-    }
-
-    /* The task it was running, if it had not reported it. The phase is not trusted: any live
-     * entry the block names whose cell is no longer READY was taken by this worker. */
-    uint64_t ticket = atomic_load(&b->ticket);
-    uint32_t tag = (uint32_t)ticket, gen = (uint32_t)(ticket >> 32);
-    if (tag < p->nfl && p->fl[tag].gen == gen && p->fl[tag].state != FPP__FL_FREE &&
-        atomic_load(&p->cells[p->fl[tag].pos & (p->lay.ncells - 1)].state) !=
-            FPP__ST(p->fl[tag].pos, FPP__ST_READY)) {
-        fpp_task *t = p->fl[tag].task;
-        bool queued = p->fl[tag].state == FPP__FL_QUEUED;
-        entry_free(p, tag);
-        if (queued && t) {
-            if (st == FPP_TIMEOUT && wp->timeout_ticket == ticket)
-                fpp__task_fail(t, FPP_TIMEOUT, 0, "task %lld exceeded its timeout of %lld ms; %s",
-                               (long long)t->id, (long long)wp->timeout_ms, why);
-            else
-                fpp__task_fail(t, st == FPP_TIMEOUT ? FPP_CRASHED : st, signo,
-                               "%s while running task %lld", why, (long long)t->id);
-            finish(p, t);
-            n++;
-        }
-    }
-
-    /* Ready the block for the next worker in this slot. */
-    atomic_store(&b->phase, FPP__PH_IDLE);
-    atomic_store(&b->ticket, 0);
-    atomic_store(&b->sleeping, 0);
-    atomic_store(&b->need, 0);
-    atomic_store(&b->drain, 0);
-    atomic_store(&b->ctail, wp->chead);
-    atomic_store(&b->chead, wp->chead);
-    atomic_store(&b->apos, wp->apos);
-    atomic_store(&b->atail, wp->apos);
-    atomic_store(&b->wake, 0);
-    wp->seen_ticket = 0;
-    wp->timeout_ticket = 0;
-    wp->corrupt = false;
-    wp->stuck = 0;
-    return n;
-}
-
-/* ---------------------------------------------------------------- cancelling */
-
-static int worker_of(fpp__pool *p, const fpp__flight *e, uint32_t tag)
-{
-    fpp__cell *c = &p->cells[e->pos & (p->lay.ncells - 1)];
-    uint64_t s = atomic_load_explicit(&c->state, memory_order_acquire);
-    if (FPP__ST_POS(s) == e->pos && FPP__ST_TAG(s) >= FPP__ST_TAKEN &&
-        FPP__ST_TAG(s) - FPP__ST_TAKEN < p->lay.nworkers)
-        return (int)(FPP__ST_TAG(s) - FPP__ST_TAKEN);
-    uint64_t ticket = ((uint64_t)e->gen << 32) | tag;
+    bool fits = true;
     for (uint32_t w = 0; w < p->lay.nworkers; w++) {
-        fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
-        if (atomic_load_explicit(&b->phase, memory_order_acquire) == FPP__PH_RUNNING &&
-            atomic_load_explicit(&b->ticket, memory_order_relaxed) == ticket)
-            return (int)w;
-    }
-    return -1;
-}
-
-int fpp__pool_cancel(fpp__pool *p, bool *kill)
-{
-    int busy = 0;
-    for (uint32_t i = 0; i < p->nfl; i++) {
-        fpp__flight *e = &p->fl[i];
-        if (e->state != FPP__FL_QUEUED)
+        fpp__wpriv *wp = &p->wp[w];
+        if (!wp->mem || wp->corrupt)
             continue;
-        fpp_task *t = e->task;
-        if (fpp__ring_revoke_parent(p->cells, p->lay.ncells, e->pos)) {
-            entry_free(p, i);
-        } else {
-            int w = worker_of(p, e, i);
-            if (w >= 0 && kill && !kill[w]) {
-                kill[w] = true;
-                busy++;
-            }
-            e->state = FPP__FL_ABANDONED;
-            e->task = NULL;
+        if (n == 128) {
+            fits = false;
+            break;
         }
-        fpp__task_fail(t, FPP_CANCELLED, 0, "cancelled");
-        finish(p, t);
+        e[n] = &wp->b->bell;
+        armed[n++] = fpp__ec_arm(&wp->b->bell);
     }
-    while (p->retry.head) {
-        fpp_task *t = fpp__tq_pop(&p->retry);
-        fpp__task_fail(t, FPP_CANCELLED, 0, "cancelled");
-        finish(p, t);
-    }
-    return busy;
-}
-
-void fpp__pool_abandon(fpp__pool *p, uint64_t ticket, fpp_status st, const char *why)
-{
-    uint32_t tag = (uint32_t)ticket, gen = (uint32_t)(ticket >> 32);
-    if (tag >= p->nfl || p->fl[tag].gen != gen || p->fl[tag].state != FPP__FL_QUEUED)
+    if (anything_ready(p))
         return;
-    fpp_task *t = p->fl[tag].task;
-    p->fl[tag].state = FPP__FL_ABANDONED;
-    p->fl[tag].task = NULL;
-    fpp__task_fail(t, st, 0, "%s", why);
-    finish(p, t);
-}
-
-int64_t fpp__pool_timeouts(fpp__pool *p, unsigned timeout_ms,
-                           void (*over)(fpp__pool *p, uint32_t w, uint64_t ticket))
-{
-    if (!timeout_ms)
-        return INT64_MAX;
-    int64_t now = fpp__now_ns(), limit = (int64_t)timeout_ms * 1000000, earliest = INT64_MAX;
-    for (uint32_t w = 0; w < p->lay.nworkers; w++) {
-        fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
-        fpp__wpriv *wp = &p->wp[w];
-        if (!wp->alive || atomic_load_explicit(&b->phase, memory_order_acquire) != FPP__PH_RUNNING)
-            continue;
-        uint64_t ticket = atomic_load_explicit(&b->ticket, memory_order_relaxed);
-        if (ticket != wp->seen_ticket) {
-            int64_t started = atomic_load_explicit(&b->started_ns, memory_order_relaxed);
-            /* A worker's own clock reading is believed only if it is plausible. */
-            if (started > now || started < now - limit - 1000000000)
-                started = now;
-            wp->seen_ticket = ticket;
-            wp->seen_ns = started;
-        }
-        if (wp->timeout_ticket == ticket)
-            continue; /* already dealt with */
-        int64_t deadline = wp->seen_ns + limit;
-        if (now >= deadline) {
-            wp->timeout_ticket = ticket;
-            wp->timeout_ms = timeout_ms;
-            over(p, w, ticket);
-        } else if (deadline < earliest) {
-            earliest = deadline;
-        }
-    }
-    return earliest;
-}
-
-/* ------------------------------------------------------------------ audit */
-
-int fpp__pool_audit(fpp__pool *p)
-{
-    int n = fpp__pool_collect(p);
-    uint32_t N = p->lay.ncells;
-    fpp__hdr *h = p->hdr;
-    if (h->magic != FPP__MAGIC || h->version != 1 || h->ncells != N || h->nworkers != p->lay.nworkers) {
-        /* Someone wrote over the header: put back what the parent knows. */
-        fpp__log(FPP_LOG_ERROR, "shared header corrupted (magic %#x): repairing it", h->magic);
-        h->magic = FPP__MAGIC;
-        h->version = 1;
-        h->ncells = N;
-        h->nworkers = p->lay.nworkers;
-        atomic_store(&h->parent_sleeping, 0);
-    }
-    uint64_t oldest = 0, oldest_age = 0;
-    bool waiting = false;
-    for (uint32_t i = 0; i < p->nfl; i++) {
-        fpp__flight *e = &p->fl[i];
-        if (e->state != FPP__FL_QUEUED)
-            continue;
-        uint64_t s = atomic_load_explicit(&p->cells[e->pos & (N - 1)].state, memory_order_acquire);
-        bool held = false;
-        if (s == FPP__ST(e->pos, FPP__ST_READY)) {
-            uint64_t age = (p->tail - e->pos) & FPP__POS_MASK;
-            if (!waiting || age > oldest_age) {
-                oldest = e->pos;
-                oldest_age = age;
-            }
-            waiting = held = true;
-        } else if (FPP__ST_POS(s) == e->pos && FPP__ST_TAG(s) >= FPP__ST_TAKEN &&
-                   FPP__ST_TAG(s) - FPP__ST_TAKEN < p->lay.nworkers &&
-                   p->wp[FPP__ST_TAG(s) - FPP__ST_TAKEN].alive) {
-            held = true;
+    int64_t d = deadline_ns == INT64_MAX ? fpp__now_ns() + (int64_t)3600 * 1000000000 : deadline_ns;
+    if (!fits || n == 0 || fpp__ec_waitv(e, armed, n, d) != 0) {
+        /* Too many workers for one futex_waitv, or no futex_waitv: sleep in slices on the
+         * last extra word (the poke: it still ends the sleep at once). */
+        d = FPP__MIN(d, fpp__now_ns() + SLICE_NS);
+        if (p->nextra) {
+            fpp__ec_wait(e[p->nextra - 1], armed[p->nextra - 1], d);
         } else {
-            uint64_t ticket = ((uint64_t)e->gen << 32) | i;
-            for (uint32_t w = 0; w < p->lay.nworkers && !held; w++) {
-                fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
-                held = p->wp[w].alive && atomic_load(&b->ticket) == ticket &&
-                       atomic_load(&b->phase) == FPP__PH_RUNNING;
-            }
-        }
-        if (held) {
-            e->strikes = 0;
-            continue;
-        }
-        if (++e->strikes < 2)
-            continue; /* it may have completed between our harvest and now: look again later */
-        fpp_task *t = e->task;
-        entry_free(p, i);
-        if (t) {
-            fpp__task_fail(t, FPP_CRASHED, 0,
-                           "task %lld was lost: a worker scribbled over the shared memory that tracked it",
-                           (long long)t->id);
-            finish(p, t);
-            n++;
+            struct timespec ts = {0, SLICE_NS};
+            nanosleep(&ts, NULL);
         }
     }
-    /* A worker that runs nothing the parent knows of, has returned nothing since the last
-     * audit, and leaves ready tasks waiting is stuck (hung after writing its block, or its
-     * wake-ups scribbled): replace it. */
-    for (uint32_t w = 0; w < p->lay.nworkers; w++) {
-        fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
-        fpp__wpriv *wp = &p->wp[w];
-        uint64_t ticket = atomic_load(&b->ticket);
-        uint32_t tag = (uint32_t)ticket;
-        bool running = atomic_load(&b->phase) == FPP__PH_RUNNING && tag < p->nfl &&
-                       p->fl[tag].gen == (uint32_t)(ticket >> 32) && p->fl[tag].state != FPP__FL_FREE;
-        /* Three audits in a row (most of a second) rule out a worker that is merely slow to
-         * be scheduled; a false positive costs an idle worker, never a task. */
-        if (waiting && wp->alive && !running && wp->chead == wp->audit_chead)
-            wp->stuck++;
-        else
-            wp->stuck = 0;
-        if (wp->stuck >= 3 && p->bad) {
-            fpp__log(FPP_LOG_ERROR, "worker slot %u: no progress while tasks wait, and it runs no task: replacing it", w);
-            wp->stuck = 0;
-            p->bad(p, w);
-        }
-        wp->audit_chead = wp->chead;
-    }
-    if (waiting) {
-        uint64_t head = atomic_load(&p->hdr->head) & FPP__POS_MASK;
-        if (((p->tail - head) & FPP__POS_MASK) < oldest_age) /* head is past the oldest waiting task */
-            atomic_store(&p->hdr->head, oldest);
-        else if (((p->tail - head) & FPP__POS_MASK) > N)  /* or nowhere near the ring at all */
-            atomic_store(&p->hdr->head, oldest);
-        fpp__pool_flush(p);
-    }
-    return n;
 }

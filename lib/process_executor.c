@@ -1,381 +1,83 @@
-/* process_executor.c: the crash-isolated executor. Workers are processes forked from this one
- * by a supervisor thread, which also reaps them and kills them on request.
+/* process_executor.c: the crash-isolated executor, the parent's side. Workers are processes
+ * forked by the fork server (forkserver.c); this file asks for them, attaches each to its slot
+ * of the pool, kills them when a task must stop, and turns their deaths into recovery.
  *
- * Why a thread does the forking: PR_SET_PDEATHSIG fires when the *thread* that forked a child
- * ends, so workers forked by the supervisor (which lives exactly as long as the executor) die
- * with the executor or the process, and not when some caller thread ends. The supervisor
- * holds a pidfd per worker and sleeps in poll() on them and on an eventfd for commands; a
- * pidfd lets it signal a worker without racing pid reuse, since it reaps the worker itself.
- * Where pidfd_open does not exist (kernels before 5.3, valgrind), it polls wait4(WNOHANG)
- * every 2 ms instead; kill() is just as safe there, since only the supervisor reaps.
+ * Everything here runs on the thread calling into the task manager: there is no supervisor
+ * thread. The fork server's messages arrive on a socket, announced by its mailbox event count
+ * (one load per poll; the parent sleeps on it with the workers' bells and the poke, pool.c).
+ * Kills go straight to the worker through its pidfd (no round trip, no pid reuse race); deaths
+ * come back from the fork server, which reaps (so workers are never the application's
+ * children: a waitpid(-1) or SIGCHLD set to SIG_IGN in the application cannot steal them).
  *
- * Threads and what they own:
- *   supervisor   forks, pidfds, kill, wait4; never touches the pool or tasks
- *   caller       everything else (the pool, tasks, slots' parent-side state)
- * They talk through two small queues under `mu` (a leaf lock) plus the eventfd (caller ->
- * supervisor) and the pool's parent_wake event count (supervisor -> caller).
+ * A slot is EMPTY, SPAWNING (asked for, with new slot memory ready) or ALIVE (attached to the
+ * pool). A dead worker's slot is recovered (fpp__pool_recover) before a new worker is asked
+ * for, and every worker gets new slot memory.
  *
- * Invariant: a slot is EMPTY, SPAWNING or ALIVE; a dead worker's slot is recovered
- * (fpp__pool_recover) before a new worker is forked into it, so the new worker starts from a
- * block and arena position the parent vouches for.
- *
- * Respawn is a hand-off, not a fork: the supervisor keeps one spare worker forked in advance,
- * sleeping on the header's spare_pid futex. A replacement is that spare told its slot
- * (about the cost of a wake-up), and the next spare is forked afterwards, off the critical
- * path. Forking a parent that holds a lot of memory costs milliseconds; handing off does not. */
+ * When workers cannot start (fork failing, or an initializer failing), the executor backs off
+ * (10 ms doubling to 1 s between attempts, one log line a second at most); after five failures
+ * in a row the breaker trips: while no worker is alive, every waiting and later task ends
+ * FPP_CRASHED "workers cannot start: <cause>"; an attempt a second goes on, and the first
+ * worker that starts closes the breaker. A fork server that dies is replaced (forked from the
+ * parent, as at creation), its workers with it; one that does not answer for FS_STALL_NS is
+ * killed and replaced. */
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdio_ext.h>
 #include <string.h>
-#include <linux/futex.h>
-#include <sys/eventfd.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "fpp_internal.h"
 
-enum { CMD_SPAWN = 1, CMD_KILL, CMD_QUIT };
-enum { EV_SPAWNED = 1, EV_SPAWN_FAILED, EV_DIED };
+#define AUDIT_NS 250000000         /* the watchdog looks after this long without progress */
+#define FS_STALL_NS 2000000000     /* a fork server silent this long with a spawn asked is stuck */
+#define BACKOFF_MIN_NS 10000000
+#define BACKOFF_MAX_NS 1000000000
+#define BREAKER_FAILURES 5
+#define START_WAIT_NS 10000000000LL /* creation gives up on its first workers after this */
+
 enum { SL_EMPTY = 0, SL_SPAWNING, SL_ALIVE };
 
-typedef struct cmd { int op; uint32_t slot, gen; } cmd;
-typedef struct event { int op; uint32_t slot, gen; pid_t pid; int status, err; long maxrss_kib; } event;
-typedef struct queue { void *items; size_t size, cap, head, n; } queue;
-
-typedef struct sup_slot { pid_t pid; int pidfd; uint32_t gen; } sup_slot;
-#define NO_SLOT UINT32_MAX
-typedef struct par_slot {
-    pid_t pid;
-    uint32_t gen;
+typedef struct pslot {
     int state;
-    bool killed;       /* we asked for its death (cancel or timeout) */
-    bool timed_out;
-} par_slot;
+    pid_t pid;
+    int pidfd;
+    uint32_t gen;
+    bool killed;            /* we asked for its death (cancel, timeout, corrupt, stop) */
+    fpp__slotmem *pending;  /* SPAWNING: its memory, attached when it is SPAWNED */
+    int64_t since_ns;       /* SPAWNING: when it was asked for */
+} pslot;
 
 typedef struct proc {
     fpp__pool pool;
     fpp_executor *ex;
-    pthread_t sup;
-    bool sup_started;
-    int evfd;
-    pthread_mutex_t mu;
-    queue cmds, events;   /* under mu */
-    _Atomic int pending;  /* events pushed and not yet taken: lets a poll skip the lock */
-    sup_slot *ss;         /* the supervisor's */
-    sup_slot spare;       /* the supervisor's: a forked worker waiting for a slot, or pid 0 */
-    par_slot *ps;         /* the caller's */
-    int alive, killing;
-    int64_t next_spawn_ns;
-    int64_t last_progress_ns; /* for the watchdog */
-    pid_t parent_pid;
-    _Atomic bool stopping; /* read by the supervisor */
-    bool paused;           /* after Ctrl-C: no worker until the next dispatch */
+    fpp__fs fs;
+    fpp__fs_config cfg;
+    pslot *ps;
+    int alive;
+    int failures;              /* workers in a row that could not start */
+    int start_rc;              /* during creation: why the first workers could not start */
+    int64_t next_spawn_ns;     /* empty slots are filled from then on */
+    int64_t last_fail_log_ns;
+    bool broken;               /* the breaker tripped */
+    char cause[FPP__ERR_MAX + 64];
+    int64_t last_progress_ns;
+    bool paused;               /* after Ctrl-C: no worker until the next dispatch */
+    bool stopping;
 } proc;
 
-/* ------------------------------------------------------------------ queues */
+static void spawn(proc *pr, uint32_t w);
+static void fs_died(proc *pr, const char *why);
 
-static int q_init(queue *q, size_t size, size_t cap)
-{
-    q->items = fpp__calloc(cap, size);
-    q->size = size;
-    q->cap = cap;
-    q->head = q->n = 0;
-    return q->items ? 0 : FPP_ENOMEM;
-}
-
-static bool q_push(queue *q, const void *item)
-{
-    if (q->n == q->cap)
-        return false;
-    memcpy((char *)q->items + ((q->head + q->n) % q->cap) * q->size, item, q->size);
-    q->n++;
-    return true;
-}
-
-static bool q_pop(queue *q, void *item)
-{
-    if (!q->n)
-        return false;
-    memcpy(item, (char *)q->items + q->head * q->size, q->size);
-    q->head = (q->head + 1) % q->cap;
-    q->n--;
-    return true;
-}
-
-static void send_cmd(proc *pr, int op, uint32_t slot, uint32_t gen)
-{
-    cmd c = {op, slot, gen};
-    pthread_mutex_lock(&pr->mu);
-    bool ok = q_push(&pr->cmds, &c);
-    pthread_mutex_unlock(&pr->mu);
-    if (!ok)
-        fpp__log(FPP_LOG_ERROR, "process executor: supervisor command queue full (command %d dropped)", op);
-    uint64_t one = 1;
-    ssize_t n = write(pr->evfd, &one, sizeof one);
-    (void)n;
-}
-
-/* ------------------------------------------------------------ the supervisor */
-
-static void post_event(proc *pr, const event *e)
-{
-    pthread_mutex_lock(&pr->mu);
-    bool ok = q_push(&pr->events, e);
-    pthread_mutex_unlock(&pr->mu);
-    atomic_fetch_add(&pr->pending, 1);
-    (void)ok; /* sized for two events per slot, which is all a slot can have pending */
-}
-
-/* The child's side of fork: only async-signal-safe calls until the worker loop starts.
- * slot NO_SLOT: a spare, which waits until the supervisor gives it a slot. */
-static void child(proc *pr, uint32_t slot)
-{
-    /* Handlers are the parent's: put every signal back to its default, SIGINT to ignored
-     * (the parent decides about Ctrl-C for the whole pool). */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_DFL;
-    for (int s = 1; s < NSIG; s++)
-        if (s != SIGKILL && s != SIGSTOP)
-            sigaction(s, &sa, NULL);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGINT, &sa, NULL);
-    /* Die with the supervisor thread, which lives as long as the executor; if the parent is
-     * already gone, the death signal was missed: leave now. */
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != pr->parent_pid)
-        _exit(127);
-    /* Hold no descriptor the parent does not need us to hold: keep only stdio. */
-    if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0)
-        for (int fd = 3; fd < 1024; fd++)
-            close(fd);
-    /* Drop the parent's unwritten stdio buffers: a task that calls exit() would otherwise
-     * write them a second time. __fpurge takes no lock, which matters in a forked child. */
-    __fpurge(stdout);
-    __fpurge(stderr);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-
-    const fpp__layout *l = &pr->pool.lay;
-    fpp__hdr *h = pr->pool.hdr;
-    uint32_t me = (uint32_t)getpid();
-    while (slot == NO_SLOT) {
-        /* A spare: sleep on the spare_pid futex until the supervisor names us, then take the
-         * slot (the CAS makes the hand-off happen once). */
-        uint32_t who = atomic_load(&h->spare_pid);
-        if (who == me && atomic_compare_exchange_strong(&h->spare_pid, &who, 0)) {
-            slot = atomic_load(&h->spare_slot);
-            if (slot >= l->nworkers)
-                _exit(126);
-            break;
-        }
-        syscall(SYS_futex, &h->spare_pid, FUTEX_WAIT, who, NULL, NULL, 0);
-    }
-    /* Give up the other workers' arenas, so that a task scribbling through memory cannot
-     * reach results that are not its own; the argument arena is read-only to us. */
-    for (uint32_t w = 0; w < l->nworkers; w++)
-        if (w != slot)
-            munmap(fpp__warena_of(pr->pool.base, l, w), l->warena_size);
-    mprotect(pr->pool.base + l->args_off, l->args_size, PROT_READ);
-
-    fpp__wctx w = {
-        .base = pr->pool.base,
-        .lay = *l,
-        .slot = slot,
-        .process = true,
-        .max_tasks = pr->ex->opts.max_tasks_per_worker,
-        .max_rss_kib = pr->ex->opts.max_worker_rss_kib,
-        .stop = NULL,
-    };
-    _exit(fpp__worker_main(&w));
-}
-
-/* Forks a process (a worker for slot, or a spare with NO_SLOT) and opens its pidfd. */
-static int fork_one(proc *pr, uint32_t slot, sup_slot *out)
-{
-    pid_t pid = fork();
-    if (pid == 0)
-        child(pr, slot);
-    if (pid < 0)
-        return errno;
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd < 0 && errno == ENOSYS) {
-        fd = -1; /* watched by polling wait4 */
-    } else if (fd < 0) {
-        /* Without a pidfd we cannot watch it: take it back at once. */
-        int e = errno;
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        return e;
-    }
-    out->pid = pid;
-    out->pidfd = fd;
-    return 0;
-}
-
-static void sup_spawn(proc *pr, uint32_t slot, uint32_t gen)
-{
-    event e = {.op = EV_SPAWN_FAILED, .slot = slot, .gen = gen};
-    if (pr->spare.pid) {
-        /* Hand the spare its slot: it is running within a wake-up. */
-        pr->ss[slot] = pr->spare;
-        pr->ss[slot].gen = gen;
-        pr->spare.pid = 0;
-        pr->spare.pidfd = -1;
-        atomic_store(&pr->pool.hdr->spare_slot, slot);
-        atomic_store(&pr->pool.hdr->spare_pid, (uint32_t)pr->ss[slot].pid);
-        syscall(SYS_futex, &pr->pool.hdr->spare_pid, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
-        e.op = EV_SPAWNED;
-        e.pid = pr->ss[slot].pid;
-        post_event(pr, &e);
-        return;
-    }
-    int err = fork_one(pr, slot, &pr->ss[slot]);
-    if (err) {
-        e.err = err;
-        post_event(pr, &e);
-        return;
-    }
-    pr->ss[slot].gen = gen;
-    e.op = EV_SPAWNED;
-    e.pid = pr->ss[slot].pid;
-    post_event(pr, &e);
-}
-
-/* Keeps one spare forked (after the urgent work of a loop round is done). */
-static void sup_refill_spare(proc *pr)
-{
-    if (pr->spare.pid || pr->stopping)
-        return;
-    if (fork_one(pr, NO_SLOT, &pr->spare) != 0) {
-        pr->spare.pid = 0;
-        pr->spare.pidfd = -1;
-    }
-}
-
-static void sup_reap(proc *pr, uint32_t slot, bool block)
-{
-    sup_slot *s = &pr->ss[slot];
-    int status = 0;
-    struct rusage ru;
-    memset(&ru, 0, sizeof ru);
-    pid_t r;
-    do
-        r = wait4(s->pid, &status, block ? 0 : WNOHANG, &ru);
-    while (r < 0 && errno == EINTR);
-    if (r == 0)
-        return; /* not dead yet */
-    /* r < 0 (ECHILD): someone else reaped it (waitpid(-1) in the application, or SIGCHLD
-     * ignored); the pidfd said it ended, which is all we need. */
-    event e = {.op = EV_DIED, .slot = slot, .gen = s->gen, .pid = s->pid,
-               .status = r < 0 ? -1 : status, .maxrss_kib = ru.ru_maxrss};
-    if (s->pidfd >= 0)
-        close(s->pidfd);
-    s->pidfd = -1;
-    s->pid = 0;
-    post_event(pr, &e);
-}
-
-static void sup_kill(proc *pr, uint32_t slot)
-{
-    sup_slot *s = &pr->ss[slot];
-    if (s->pid && (s->pidfd < 0 || syscall(SYS_pidfd_send_signal, s->pidfd, SIGKILL, NULL, 0) != 0))
-        kill(s->pid, SIGKILL);
-}
-
-static void *supervisor(void *arg)
-{
-    proc *pr = arg;
-    uint32_t n = pr->pool.lay.nworkers;
-    struct pollfd *fds = fpp__calloc(n + 2, sizeof *fds);
-    bool quit = false;
-    while (!quit) {
-        fds[0] = (struct pollfd){.fd = pr->evfd, .events = POLLIN};
-        for (uint32_t i = 0; fds && i < n; i++)
-            fds[i + 1] = (struct pollfd){.fd = pr->ss[i].pidfd, .events = POLLIN};
-        if (fds)
-            fds[n + 1] = (struct pollfd){.fd = pr->spare.pid ? pr->spare.pidfd : -1, .events = POLLIN};
-        bool polled = pr->spare.pid && pr->spare.pidfd < 0;
-        for (uint32_t i = 0; i < n; i++)
-            polled = polled || (pr->ss[i].pid && pr->ss[i].pidfd < 0);
-        if (fds)
-            poll(fds, n + 2, polled ? 2 : -1);
-        else
-            poll(&(struct pollfd){.fd = pr->evfd, .events = POLLIN}, 1, 10);
-        if (pr->spare.pid && (polled || (fds && (fds[n + 1].revents & (POLLIN | POLLHUP | POLLERR))))) {
-            /* The spare died before it had a slot (killed from outside): just forget it. */
-            if (wait4(pr->spare.pid, NULL, WNOHANG, NULL) != 0) {
-                if (pr->spare.pidfd >= 0)
-                    close(pr->spare.pidfd);
-                pr->spare.pid = 0;
-                pr->spare.pidfd = -1;
-            }
-        }
-        bool posted = false;
-        uint64_t v;
-        ssize_t rd = read(pr->evfd, &v, sizeof v);
-        (void)rd;
-        for (;;) {
-            cmd c;
-            pthread_mutex_lock(&pr->mu);
-            bool got = q_pop(&pr->cmds, &c);
-            pthread_mutex_unlock(&pr->mu);
-            if (!got)
-                break;
-            if (c.op == CMD_SPAWN) {
-                sup_spawn(pr, c.slot, c.gen);
-                posted = true;
-            } else if (c.op == CMD_KILL) {
-                if (pr->ss[c.slot].gen == c.gen && pr->ss[c.slot].pid)
-                    sup_kill(pr, c.slot);
-            } else if (c.op == CMD_QUIT) {
-                quit = true;
-            }
-        }
-        for (uint32_t i = 0; i < n; i++) {
-            if (!pr->ss[i].pid)
-                continue;
-            if (quit) {
-                sup_kill(pr, i);
-                sup_reap(pr, i, true);
-                posted = true;
-            } else if (!fds || pr->ss[i].pidfd < 0 || (fds[i + 1].revents & (POLLIN | POLLHUP | POLLERR))) {
-                sup_reap(pr, i, false);
-                posted = posted || !pr->ss[i].pid;
-            }
-        }
-        if (posted)
-            fpp__event_post(&pr->pool.hdr->parent_wake);
-        if (!quit)
-            sup_refill_spare(pr);
-    }
-    if (pr->spare.pid) {
-        kill(pr->spare.pid, SIGKILL);
-        waitpid(pr->spare.pid, NULL, 0);
-        if (pr->spare.pidfd >= 0)
-            close(pr->spare.pidfd);
-        pr->spare.pid = 0;
-    }
-    fpp__free(fds);
-    return NULL;
-}
-
-/* ------------------------------------------------------ the caller's side */
+/* ------------------------------------------------------------------ helpers */
 
 static void describe(char *buf, size_t n, pid_t pid, int status, bool *signaled, int *signo)
 {
     *signaled = false;
     *signo = 0;
     if (status == -1)
-        snprintf(buf, n, "worker %ld died (reaped elsewhere, status unknown)", (long)pid);
+        snprintf(buf, n, "worker %ld died (status unknown)", (long)pid);
     else if (WIFSIGNALED(status)) {
         *signaled = true;
         *signo = WTERMSIG(status);
@@ -388,111 +90,292 @@ static void describe(char *buf, size_t n, pid_t pid, int status, bool *signaled,
         snprintf(buf, n, "worker %ld exited with status %d", (long)pid, WEXITSTATUS(status));
 }
 
-static void spawn(proc *pr, uint32_t slot)
+static void sanitize(char *dst, size_t cap, const char *src, size_t len)
 {
-    par_slot *s = &pr->ps[slot];
-    s->gen++;
-    s->state = SL_SPAWNING;
-    s->killed = s->timed_out = false;
-    send_cmd(pr, CMD_SPAWN, slot, s->gen);
-}
-
-static int handle_events(proc *pr)
-{
-    int finished = 0;
-    /* Called on every poll: most have nothing to take, and then take no lock. */
-    while (atomic_load_explicit(&pr->pending, memory_order_acquire) > 0) {
-        event e;
-        pthread_mutex_lock(&pr->mu);
-        bool got = q_pop(&pr->events, &e);
-        pthread_mutex_unlock(&pr->mu);
-        if (!got)
-            break;
-        atomic_fetch_sub(&pr->pending, 1);
-        par_slot *s = &pr->ps[e.slot];
-        if (e.gen != s->gen)
-            continue;
-        if (e.op == EV_SPAWNED) {
-            s->pid = e.pid;
-            s->state = SL_ALIVE;
-            pr->pool.wp[e.slot].alive = true;
-            pr->alive++;
-        } else if (e.op == EV_SPAWN_FAILED) {
-            errno = e.err;
-            fpp__sys_error("fork", "worker");
-            s->state = SL_EMPTY;
-            pr->next_spawn_ns = fpp__now_ns() + 100000000; /* try again in 100 ms */
-        } else if (e.op == EV_DIED) {
-            char why[160];
-            bool signaled;
-            int signo;
-            describe(why, sizeof why, e.pid, e.status, &signaled, &signo);
-            fpp__wblock *b = fpp__wblock_of(pr->pool.base, &pr->pool.lay, e.slot);
-            bool retired = atomic_load(&b->phase) == FPP__PH_RETIRED && !signaled &&
-                           e.status != -1 && WEXITSTATUS(e.status) == 0;
-            if (pr->ex->opts.max_worker_rss_kib && signaled &&
-                (size_t)e.maxrss_kib * 2 >= pr->ex->opts.max_worker_rss_kib) {
-                /* Killed with half its cap or more in use: the likely cause is memory (malloc
-                 * failing at RLIMIT_AS and the task not checking, or the OOM killer). */
-                size_t len = strlen(why);
-                snprintf(why + len, sizeof why - len,
-                         " at its memory cap (peak %ld KiB of max_worker_rss_kib %zu KiB: out of memory)",
-                         e.maxrss_kib, pr->ex->opts.max_worker_rss_kib);
-            }
-            fpp_status st = s->timed_out ? FPP_TIMEOUT : FPP_CRASHED;
-            finished += fpp__pool_recover(&pr->pool, e.slot, st, signaled ? signo : 0, why);
-            if (!retired && !s->killed)
-                fpp__log(FPP_LOG_DEBUG, "%s; replacing it", why);
-            if (s->killed && pr->killing > 0)
-                pr->killing--;
-            s->state = SL_EMPTY;
-            s->pid = 0;
-            pr->pool.wp[e.slot].alive = false;
-            pr->alive--;
-            atomic_fetch_add(&pr->ex->restarts, 1);
-            if (!pr->stopping && !pr->paused)
-                spawn(pr, e.slot);
-        }
-    }
-    if (!pr->stopping && !pr->paused && pr->next_spawn_ns && fpp__now_ns() >= pr->next_spawn_ns) {
-        pr->next_spawn_ns = 0;
-        for (uint32_t w = 0; w < pr->pool.lay.nworkers; w++)
-            if (pr->ps[w].state == SL_EMPTY)
-                spawn(pr, w);
-    }
-    return finished;
+    size_t i = 0;
+    for (; i < len && i + 1 < cap && src[i]; i++)
+        dst[i] = (src[i] >= 0x20 && src[i] < 0x7f) ? src[i] : '?';
+    dst[i] = 0;
 }
 
 static void kill_slot(proc *pr, uint32_t w)
 {
-    par_slot *s = &pr->ps[w];
+    pslot *s = &pr->ps[w];
+    pr->pool.wp[w].alive = false; /* no more tasks for it */
     if (s->state != SL_ALIVE || s->killed)
         return;
     s->killed = true;
-    pr->killing++;
-    atomic_store(&fpp__wblock_of(pr->pool.base, &pr->pool.lay, w)->drain, 1);
-    send_cmd(pr, CMD_KILL, w, s->gen);
+    if (s->pidfd < 0 || syscall(SYS_pidfd_send_signal, s->pidfd, SIGKILL, NULL, 0) != 0)
+        kill(s->pid, SIGKILL);
 }
 
-static void over_timeout(fpp__pool *p, uint32_t w, uint64_t ticket)
+/* Pool hooks: a worker to stop (timeout, cancel) or that wrote nonsense: it is killed; its
+ * recovery comes with its death. */
+static void stop_worker(fpp__pool *p, uint32_t w) { kill_slot(p->owner, w); }
+
+/* A worker could not start: back off, say so (once a second at most), trip the breaker. */
+static void start_failure(proc *pr, int rc, const char *fmt, ...) FPP_PRINTF(3, 4);
+static void start_failure(proc *pr, int rc, const char *fmt, ...)
 {
-    proc *pr = (proc *)p; /* the pool is the first member */
-    par_slot *s = &pr->ps[w];
-    if (s->state != SL_ALIVE || s->killed)
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pr->cause, sizeof pr->cause, fmt, ap);
+    va_end(ap);
+    if (!pr->start_rc)
+        pr->start_rc = rc;
+    pr->failures++;
+    int64_t now = fpp__now_ns();
+    int64_t backoff = BACKOFF_MIN_NS << FPP__MIN(pr->failures - 1, 7);
+    pr->next_spawn_ns = now + FPP__MIN(backoff, (int64_t)BACKOFF_MAX_NS);
+    if (pr->failures >= BREAKER_FAILURES && !pr->broken) {
+        pr->broken = true;
+        fpp__log(FPP_LOG_ERROR, "process executor: workers cannot start: %s (%d times in a row); "
+                 "tasks fail while no worker runs", pr->cause, pr->failures);
+        pr->last_fail_log_ns = now;
+    } else if (now - pr->last_fail_log_ns >= 1000000000) {
+        fpp__log(FPP_LOG_WARN, "process executor: a worker could not start: %s; trying again", pr->cause);
+        pr->last_fail_log_ns = now;
+    }
+}
+
+static void started(proc *pr)
+{
+    if (pr->broken)
+        fpp__log(FPP_LOG_INFO, "process executor: workers start again");
+    pr->failures = 0;
+    pr->broken = false;
+    pr->next_spawn_ns = 0;
+}
+
+/* ------------------------------------------------------------ worker deaths */
+
+static int died(proc *pr, uint32_t w, pid_t pid, int status, int64_t maxrss_kib)
+{
+    pslot *s = &pr->ps[w];
+    fpp__wpriv *wp = &pr->pool.wp[w];
+    char why[FPP__ERR_MAX + 160];
+    bool signaled;
+    int signo;
+    describe(why, sizeof why, pid, status, &signaled, &signo);
+    uint32_t ws = wp->b ? atomic_load(&wp->b->wstate) : FPP__WS_STARTING;
+    bool ran = wp->b && (ws == FPP__WS_READY || ws == FPP__WS_RETIRED || atomic_load(&wp->b->tasks) > 0);
+    bool exited = status != -1 && WIFEXITED(status);
+    size_t cap = pr->ex->opts.max_worker_rss_kib;
+    if (cap && signaled && wp->b) {
+        /* Killed near its cap: the likely cause is memory (malloc failing at RLIMIT_AS and the
+         * task not checking, or the OOM killer). Only then does the message name the cap. */
+        int64_t start = (int64_t)atomic_load(&wp->b->rss_start_kib);
+        int64_t grown = maxrss_kib > start ? maxrss_kib - start : 0;
+        if (grown * 10 >= (int64_t)cap * 9) {
+            size_t len = strlen(why);
+            snprintf(why + len, sizeof why - len, " at its memory cap (grew %lld KiB; max_worker_rss_kib %zu KiB: out of memory)",
+                     (long long)grown, cap);
+        }
+    }
+    if (exited && WEXITSTATUS(status) == FPP__EXIT_INIT && ws == FPP__WS_INIT_FAILED) {
+        char msg[FPP__ERR_MAX];
+        sanitize(msg, sizeof msg, wp->b->msg, sizeof wp->b->msg);
+        start_failure(pr, FPP_EINIT, "worker_init %s failed: %s", pr->ex->opts.worker_init, msg);
+    } else if (exited && WEXITSTATUS(status) == FPP__EXIT_SETUP) {
+        start_failure(pr, FPP_ESYS, "a new worker could not map its memory");
+    } else if (!ran && !s->killed) {
+        start_failure(pr, FPP_EINIT, "%s before it was ready%s", why, pr->ex->init_fn >= 0 ? " (in worker_init)" : "");
+    } else if (ran) {
+        started(pr);
+    }
+    bool retired = ws == FPP__WS_RETIRED && exited && WEXITSTATUS(status) == 0;
+    fpp_status st = wp->timeout_ticket ? FPP_TIMEOUT : FPP_CRASHED;
+    int n = fpp__pool_recover(&pr->pool, w, st, signaled ? signo : 0, why);
+    if (!retired && !s->killed && ran)
+        fpp__log(FPP_LOG_DEBUG, "%s; replacing it", why);
+    if (s->pidfd >= 0)
+        fpp__fd_close(s->pidfd);
+    s->pidfd = -1;
+    s->pid = 0;
+    s->state = SL_EMPTY;
+    s->killed = false;
+    pr->alive--;
+    atomic_fetch_add(&pr->ex->restarts, 1);
+    if (!pr->stopping && !pr->paused && (!pr->next_spawn_ns || fpp__now_ns() >= pr->next_spawn_ns))
+        spawn(pr, w);
+    return n;
+}
+
+/* ---------------------------------------------------- the fork server's side */
+
+static void spawn(proc *pr, uint32_t w)
+{
+    pslot *s = &pr->ps[w];
+    if (s->state != SL_EMPTY || pr->stopping)
         return;
-    fpp__wblock *b = fpp__wblock_of(pr->pool.base, &pr->pool.lay, w);
-    /* Dekker pair with the worker's RUNNING mark then check of drain: after this, either we
-     * see it has moved past the timed-out task (and spare it), or it sees drain and starts
-     * nothing new before the kill lands. */
-    atomic_store(&b->drain, 1);
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load(&b->phase) != FPP__PH_RUNNING || atomic_load(&b->ticket) != ticket) {
-        atomic_store(&b->drain, 0);
-        pr->pool.wp[w].timeout_ticket = 0; /* it finished after all: look again next time */
+    fpp__slotmem *mem = fpp__slotmem_new(&pr->pool.lay, true);
+    if (!mem) {
+        start_failure(pr, FPP_ESYS, "no memory for a worker (memfd_create, ftruncate or mmap failed)");
         return;
     }
-    s->timed_out = true;
-    kill_slot(pr, w);
+    s->gen++;
+    if (fpp__fs_spawn(&pr->fs, w, s->gen, mem->r.fd) != 0) {
+        fpp__slotmem_unref(mem);
+        fs_died(pr, "its channel failed");
+        return;
+    }
+    s->state = SL_SPAWNING;
+    s->pending = mem;
+    s->since_ns = fpp__now_ns();
+}
+
+static void spawn_due(proc *pr)
+{
+    if (pr->stopping || pr->paused || (pr->next_spawn_ns && fpp__now_ns() < pr->next_spawn_ns))
+        return;
+    for (uint32_t w = 0; w < pr->pool.lay.nworkers; w++)
+        if (pr->ps[w].state == SL_EMPTY)
+            spawn(pr, w);
+}
+
+static int handle_msg(proc *pr, const fpp__fs_msg *m, int pidfd)
+{
+    if (m->slot >= pr->pool.lay.nworkers) {
+        if (pidfd >= 0)
+            fpp__fd_close(pidfd);
+        return 0;
+    }
+    pslot *s = &pr->ps[m->slot];
+    if (m->gen != s->gen) {
+        if (pidfd >= 0)
+            fpp__fd_close(pidfd);
+        return 0;
+    }
+    switch (m->op) {
+    case FPP__FS_SPAWNED:
+        if (s->state != SL_SPAWNING)
+            break;
+        s->pid = m->pid;
+        s->pidfd = pidfd;
+        pidfd = -1;
+        s->state = SL_ALIVE;
+        s->killed = false;
+        fpp__region_close_fd(&s->pending->r); /* the worker has it now */
+        fpp__pool_attach(&pr->pool, m->slot, s->pending);
+        s->pending = NULL;
+        pr->alive++;
+        break;
+    case FPP__FS_FAILED:
+        if (s->state != SL_SPAWNING)
+            break;
+        fpp__slotmem_unref(s->pending);
+        s->pending = NULL;
+        s->state = SL_EMPTY;
+        errno = m->err;
+        start_failure(pr, FPP_ESYS, "%s(worker): %s", m->call[0] ? m->call : "fork", strerror(m->err));
+        break;
+    case FPP__FS_DIED:
+        if (s->state != SL_ALIVE)
+            break;
+        if (pidfd >= 0)
+            fpp__fd_close(pidfd);
+        return died(pr, m->slot, m->pid, m->status, m->maxrss_kib);
+    }
+    if (pidfd >= 0)
+        fpp__fd_close(pidfd);
+    return 0;
+}
+
+/* Reads what the fork server said since the last look (no system call when it said nothing). */
+static int handle_fs(proc *pr)
+{
+    uint32_t c = fpp__ec_count(pr->fs.mailbox);
+    if (c == pr->fs.seen)
+        return 0;
+    int n = 0;
+    for (;;) {
+        fpp__fs_msg m;
+        int fd;
+        int got = fpp__fs_recv(&pr->fs, &m, &fd);
+        if (got == 0)
+            break;
+        if (got < 0) {
+            fs_died(pr, "its channel closed");
+            return n;
+        }
+        n += handle_msg(pr, &m, fd);
+    }
+    pr->fs.seen = c;
+    return n;
+}
+
+static int start_fs(proc *pr)
+{
+    int rc = fpp__fs_start(&pr->fs, &pr->cfg);
+    if (rc)
+        return rc;
+    pr->pool.extra[0] = pr->fs.mailbox;
+    pr->fs.seen = fpp__ec_count(pr->fs.mailbox);
+    return 0;
+}
+
+/* The fork server is gone (or stuck): its workers went with it. Recover every slot, start a
+ * new server, fill the slots again. */
+static void fs_died(proc *pr, const char *why)
+{
+    if (pr->stopping)
+        return;
+    fpp__log(FPP_LOG_WARN, "process executor: the fork server (pid %ld) %s; starting a new one",
+             (long)pr->fs.pid, why);
+    /* Read what it said before it went: deaths with their status come first. */
+    for (;;) {
+        fpp__fs_msg m;
+        int fd;
+        if (fpp__fs_recv(&pr->fs, &m, &fd) != 1)
+            break;
+        handle_msg(pr, &m, fd);
+    }
+    for (uint32_t w = 0; w < pr->pool.lay.nworkers; w++) {
+        pslot *s = &pr->ps[w];
+        if (s->state == SL_ALIVE) {
+            kill_slot(pr, w); /* in case a task switched off its death signal */
+            char msg[96];
+            snprintf(msg, sizeof msg, "worker %ld died with the fork server", (long)s->pid);
+            fpp__pool_recover(&pr->pool, w, FPP_CRASHED, SIGKILL, msg);
+            if (s->pidfd >= 0)
+                fpp__fd_close(s->pidfd);
+            s->pidfd = -1;
+            pr->alive--;
+            atomic_fetch_add(&pr->ex->restarts, 1);
+        } else if (s->state == SL_SPAWNING) {
+            fpp__slotmem_unref(s->pending);
+            s->pending = NULL;
+        }
+        s->state = SL_EMPTY;
+        s->killed = false;
+    }
+    if (pr->fs.pidfd < 0 || syscall(SYS_pidfd_send_signal, pr->fs.pidfd, SIGKILL, NULL, 0) != 0)
+        kill(pr->fs.pid, SIGKILL);
+    fpp__fs_stop(&pr->fs, 0, true);
+    int rc = start_fs(pr);
+    if (rc) {
+        start_failure(pr, rc, "the fork server could not be started again");
+        return;
+    }
+    if (!pr->paused)
+        spawn_due(pr);
+}
+
+/* --------------------------------------------------------------- the ops */
+
+/* While the breaker is tripped and no worker runs, what waits fails with the cause. */
+static int breaker_fail(proc *pr)
+{
+    if (!pr->broken || pr->alive > 0 || !pr->pool.retry.head)
+        return 0;
+    int n = 0;
+    while (pr->pool.retry.head) {
+        fpp_task *t = fpp__tq_pop(&pr->pool.retry);
+        fpp__task_fail(t, FPP_CRASHED, 0, "workers cannot start: %s", pr->cause);
+        fpp__pool_finish(&pr->pool, t, -1);
+        n++;
+    }
+    return n;
 }
 
 static int p_dispatch(fpp_executor *ex, fpp_task *t)
@@ -500,13 +383,14 @@ static int p_dispatch(fpp_executor *ex, fpp_task *t)
     proc *pr = ex->impl;
     if (pr->paused) { /* stopped by Ctrl-C: bring the workers back (spares make it quick) */
         pr->paused = false;
-        for (uint32_t w = 0; w < pr->pool.lay.nworkers; w++)
-            if (pr->ps[w].state == SL_EMPTY)
-                spawn(pr, w);
-        return 1;
+        spawn_due(pr);
     }
-    if (pr->killing > 0)
-        return 1; /* workers being killed could still take new work: wait for them */
+    if (pr->broken && pr->alive == 0) {
+        /* Taken, to fail in the next poll with the breaker's cause. */
+        t->tag = FPP__NIL;
+        fpp__tq_push(&pr->pool.retry, t);
+        return 0;
+    }
     return fpp__pool_dispatch(&pr->pool, t);
 }
 
@@ -516,13 +400,7 @@ static void p_flush(fpp_executor *ex)
     fpp__pool_flush(&pr->pool);
 }
 
-static void bad_worker(fpp__pool *p, uint32_t w)
-{
-    kill_slot((proc *)p, w);
-}
-
-/* The watchdog: after AUDIT_NS without progress while tasks are in flight. */
-#define AUDIT_NS 250000000
+/* The watchdog, after AUDIT_NS without progress while tasks are in flight. */
 static int audit(proc *pr, int n)
 {
     int64_t now = fpp__now_ns();
@@ -533,41 +411,50 @@ static int audit(proc *pr, int n)
     if (now - pr->last_progress_ns < AUDIT_NS)
         return 0;
     pr->last_progress_ns = now;
+    if (!fpp__fs_alive(&pr->fs)) {
+        fs_died(pr, "died");
+        return 0;
+    }
+    for (uint32_t w = 0; w < pr->pool.lay.nworkers; w++) {
+        if (pr->ps[w].state == SL_SPAWNING && now - pr->ps[w].since_ns > FS_STALL_NS) {
+            fs_died(pr, "does not answer");
+            return 0;
+        }
+    }
     return fpp__pool_audit(&pr->pool);
 }
 
 static int p_poll(fpp_executor *ex, int64_t deadline)
 {
     proc *pr = ex->impl;
-    uint32_t seen = fpp__pool_seq(&pr->pool); /* before looking: a later post ends the wait */
+    fpp__pool *p = &pr->pool;
+    fpp__pool_mark(p); /* before looking: a later post ends the wait */
     if (atomic_exchange(&ex->poked, 0))
         deadline = 0;
-    int n = fpp__pool_collect(&pr->pool) + handle_events(pr);
-    int64_t tdl = fpp__pool_timeouts(&pr->pool, ex->opts.task_timeout_ms, over_timeout);
+    int n = handle_fs(pr) + fpp__pool_collect(p);
+    spawn_due(pr);
+    n += breaker_fail(pr);
+    int64_t tdl = fpp__pool_timeouts(p, ex->opts.task_timeout_ms);
+    fpp__pool_steal(p);
     if (n == 0 && deadline > 0) {
-        int64_t d = deadline;
-        if (tdl < d)
-            d = tdl;
-        if (pr->next_spawn_ns && pr->next_spawn_ns < d)
-            d = pr->next_spawn_ns;
-        if (fpp__pool_in_flight(&pr->pool) > 0 && pr->last_progress_ns + AUDIT_NS < d)
-            d = FPP__MAX(pr->last_progress_ns + AUDIT_NS, fpp__now_ns() + 1000000);
-        /* While tasks run under a timeout, look at them at least every quarter of it. */
-        if (ex->opts.task_timeout_ms) {
-            int64_t cap = fpp__now_ns() + FPP__MAX((int64_t)ex->opts.task_timeout_ms * 250000, 1000000);
-            if (cap < d)
-                d = cap;
-        }
-        fpp__pool_wait(&pr->pool, seen, d);
-        n += fpp__pool_collect(&pr->pool) + handle_events(pr);
-        fpp__pool_timeouts(&pr->pool, ex->opts.task_timeout_ms, over_timeout);
+        int64_t now = fpp__now_ns();
+        int64_t d = FPP__MIN(deadline, tdl);
+        if (pr->next_spawn_ns && !pr->paused)
+            d = FPP__MIN(d, FPP__MAX(pr->next_spawn_ns, now + 1000000));
+        if (fpp__pool_in_flight(p) > 0)
+            d = FPP__MIN(d, FPP__MAX(pr->last_progress_ns + AUDIT_NS, now + 1000000));
+        /* While tasks run under a timeout, look at them at least every millisecond. */
+        if (tdl != INT64_MAX)
+            d = FPP__MIN(d, now + 1000000);
+        fpp__pool_wait(p, d);
+        n += handle_fs(pr) + fpp__pool_collect(p);
+        fpp__pool_timeouts(p, ex->opts.task_timeout_ms);
     }
     n += audit(pr, n);
-    /* Tasks whose worker died before starting them go out again now, whether or not the
-     * task manager has anything new to dispatch. */
-    if (pr->pool.retry.head && pr->killing == 0 && !pr->paused && !(ex->tm && fpp__tm_halted(ex->tm)) &&
-        fpp__pool_dispatch(&pr->pool, NULL) == 0)
-        fpp__pool_flush(&pr->pool);
+    /* Tasks taken back from a worker go out again now, whether or not the task manager has
+     * anything new to dispatch. */
+    if (p->retry.head && !pr->paused && !(ex->tm && fpp__tm_halted(ex->tm)) && fpp__pool_dispatch(p, NULL) == 0)
+        fpp__pool_flush(p);
     return n;
 }
 
@@ -577,47 +464,43 @@ static void p_cancel(fpp_executor *ex, bool wait)
     uint32_t n = pr->pool.lay.nworkers;
     bool *kill = fpp__calloc(n, sizeof *kill);
     fpp__pool_cancel(&pr->pool, kill);
-    for (uint32_t w = 0; kill && w < n; w++)
-        if (kill[w] || wait) /* Ctrl-C stops every worker, busy or not */
+    for (uint32_t w = 0; w < n; w++)
+        if ((kill && kill[w]) || wait) /* Ctrl-C stops every worker, busy or not */
             kill_slot(pr, w);
+    fpp__free(kill);
+    /* Ctrl-C: nothing is forked until the next dispatch. The workers are told to die and are
+     * reaped by the fork server, off the caller's path. */
     if (wait)
         pr->paused = true;
-    fpp__free(kill);
-    if (!wait)
-        return;
-    int64_t until = fpp__now_ns() + 2000000000;
-    while (pr->killing > 0 && fpp__now_ns() < until) {
-        fpp__pool_collect(&pr->pool);
-        handle_events(pr);
-        if (pr->killing > 0)
-            fpp__pool_wait(&pr->pool, fpp__pool_seq(&pr->pool), fpp__now_ns() + 5000000);
-    }
 }
 
-static void p_wake(fpp_executor *ex)
+static int p_cancel_task(fpp_executor *ex, fpp_task *t)
 {
     proc *pr = ex->impl;
-    fpp__exec_poke(ex, &pr->pool.hdr->parent_wake);
+    return fpp__pool_cancel_task(&pr->pool, t);
 }
+
+static void p_wake(fpp_executor *ex) { fpp__exec_poke(ex); }
 
 static void p_destroy(fpp_executor *ex, bool owner)
 {
-    FPP__UNUSED(owner);
     proc *pr = ex->impl;
     if (!pr)
         return;
     pr->stopping = true;
-    if (pr->sup_started) {
-        send_cmd(pr, CMD_QUIT, 0, 0);
-        pthread_join(pr->sup, NULL);
+    for (uint32_t w = 0; pr->ps && w < pr->pool.lay.nworkers; w++) {
+        pslot *s = &pr->ps[w];
+        if (owner && s->state == SL_ALIVE)
+            kill_slot(pr, w);
+        if (s->pidfd >= 0)
+            fpp__fd_close(s->pidfd);
+        if (s->pending)
+            fpp__slotmem_unref(s->pending);
     }
-    if (pr->evfd >= 0)
-        close(pr->evfd);
-    fpp__pool_destroy(&pr->pool);
-    pthread_mutex_destroy(&pr->mu);
-    fpp__free(pr->cmds.items);
-    fpp__free(pr->events.items);
-    fpp__free(pr->ss);
+    /* The fork server kills and reaps every worker and whatever they left behind. */
+    if (pr->fs.sock >= 0 || pr->fs.pid > 0)
+        fpp__fs_stop(&pr->fs, 2000000000, owner);
+    fpp__pool_destroy(&pr->pool, owner);
     fpp__free(pr->ps);
     fpp__free(pr);
     ex->impl = NULL;
@@ -631,6 +514,8 @@ static const fpp__exec_ops process_ops = {
     .cancel = p_cancel,
     .wake = p_wake,
     .destroy = p_destroy,
+    .cancel_task = p_cancel_task,
+    .unpin = NULL,
 };
 
 int fpp__process_start(fpp_executor *ex)
@@ -641,73 +526,74 @@ int fpp__process_start(fpp_executor *ex)
     ex->impl = pr;
     ex->ops = &process_ops;
     pr->ex = ex;
-    pr->evfd = -1;
-    pthread_mutex_init(&pr->mu, NULL);
+    pr->fs.pid = -1;
+    pr->fs.sock = pr->fs.pidfd = -1;
     int rc = fpp__pool_create(&pr->pool, &ex->opts, true);
     if (rc)
         goto fail;
-    pr->pool.ex = ex;
-    pr->pool.bad = bad_worker;
-    uint32_t n = pr->pool.lay.nworkers;
-    pr->ss = fpp__calloc(n, sizeof *pr->ss);
+    fpp__pool *p = &pr->pool;
+    p->ex = ex;
+    p->owner = pr;
+    p->bad = stop_worker;
+    p->stop = stop_worker;
+    uint32_t n = p->lay.nworkers;
     pr->ps = fpp__calloc(n, sizeof *pr->ps);
-    if (!pr->ss || !pr->ps || q_init(&pr->cmds, sizeof(cmd), 4 * n + 16) ||
-        q_init(&pr->events, sizeof(event), 4 * n + 16)) {
+    if (!pr->ps) {
         rc = FPP_ENOMEM;
         goto fail;
     }
     for (uint32_t i = 0; i < n; i++)
-        pr->ss[i].pidfd = -1;
-    pr->spare.pidfd = -1;
-    atomic_store(&pr->pool.hdr->spare_slot, NO_SLOT);
-    atomic_store(&pr->pool.hdr->spare_pid, 0);
-    pr->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (pr->evfd < 0) {
-        rc = fpp__sys_error("eventfd", "supervisor");
+        pr->ps[i].pidfd = -1;
+    pr->cfg = (fpp__fs_config){
+        .lay = p->lay,
+        .args_fd = p->args.fd,
+        .max_tasks = ex->opts.max_tasks_per_worker,
+        .max_rss_kib = ex->opts.max_worker_rss_kib,
+        .init_fn = ex->init_fn,
+        .init_arg = ex->opts.worker_init_arg,
+        .init_len = ex->opts.worker_init_arg_len,
+        .keep_fds = ex->opts.keep_fds != 0,
+    };
+    rc = start_fs(pr);
+    if (rc)
         goto fail;
-    }
-    pr->parent_pid = getpid();
+    p->extra[1] = &ex->poke;
+    p->nextra = 2;
     pr->last_progress_ns = fpp__now_ns();
-
-    /* The supervisor never runs a signal handler: it starts with every signal blocked. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int e = pthread_create(&pr->sup, NULL, supervisor, pr);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (e) {
-        errno = e;
-        rc = fpp__sys_error("pthread_create", "supervisor");
-        goto fail;
-    }
-    pr->sup_started = true;
 
     for (uint32_t w = 0; w < n; w++)
         spawn(pr, w);
-    /* Wait until every first worker is up, or one could not be forked. */
-    int64_t until = fpp__now_ns() + 10000000000LL;
-    while (pr->alive < (int)n) {
-        handle_events(pr);
-        bool failed = false;
+    /* Wait until every first worker is up and its initializer done, or one failed. */
+    int64_t until = fpp__now_ns() + START_WAIT_NS;
+    for (;;) {
+        fpp__pool_mark(p);
+        handle_fs(pr);
+        if (pr->start_rc) {
+            fpp__log(FPP_LOG_ERROR, "process executor: could not start %u workers: %s", n, pr->cause);
+            rc = pr->start_rc;
+            goto fail;
+        }
+        uint32_t ready = 0;
         for (uint32_t w = 0; w < n; w++)
-            failed = failed || pr->ps[w].state == SL_EMPTY;
-        if (failed) {
-            fpp__log(FPP_LOG_ERROR, "process executor: could not start %u workers", n);
+            ready += pr->ps[w].state == SL_ALIVE && atomic_load(&p->wp[w].b->wstate) == FPP__WS_READY;
+        if (ready == n)
+            break;
+        if (!fpp__fs_alive(&pr->fs)) {
+            fpp__log(FPP_LOG_ERROR, "process executor: the fork server died while starting");
             rc = FPP_ESYS;
             goto fail;
         }
         if (fpp__now_ns() > until) {
-            fpp__log(FPP_LOG_ERROR, "process executor: workers did not start within 10 s");
+            fpp__log(FPP_LOG_ERROR, "process executor: workers did not start within %lld s",
+                     START_WAIT_NS / 1000000000);
             rc = FPP_ESYS;
             goto fail;
         }
-        if (pr->alive < (int)n)
-            fpp__pool_wait(&pr->pool, fpp__pool_seq(&pr->pool), fpp__now_ns() + 10000000);
+        fpp__pool_wait(p, fpp__now_ns() + 10000000);
     }
+    pr->failures = 0;
     return 0;
-fail:;
-    int saved = errno;
+fail:
     p_destroy(ex, true);
-    errno = saved;
     return rc;
 }

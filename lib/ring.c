@@ -1,138 +1,148 @@
-/* ring.c: the task ring, a bounded single-producer multi-consumer ring of 64-byte cells in
- * the shared segment. The producer is the parent; consumers are workers, any of which may die
- * at any instruction or scribble over the ring.
+/* ring.c: a worker's task queue, a bounded single-producer single-consumer ring of 64-byte
+ * cells in that worker's own slot memory. The producer is the parent; the consumer is the one
+ * worker the queue belongs to, which may stop or die at any instruction, or scribble over the
+ * whole queue. The parent chooses which worker gets each task (pool.c); no memory is written
+ * by two workers, so nothing one worker does can hold up or corrupt another worker's tasks.
  *
- * Each cell has one 64-bit state word, (position << 16) | tag, and is the only thing a worker
- * changes in the ring besides the `head` hint:
- *   FREE(p)      the cell waits for the producer to publish position p in it
- *   READY(p)     it holds the task published at position p
- *   TAKEN(p, w)  worker w has claimed position p and is copying the descriptor out
- * Transitions, each by one atomic operation:
- *   parent  FREE(p)     -> READY(p)       publish       (R1: release, pairs with A1)
- *   worker  READY(p)    -> TAKEN(p, w)    claim, CAS    (A1: acquire, pairs with R1)
- *   worker  TAKEN(p, w) -> FREE(p + N)    release       (R2: release, pairs with A2)
- *   parent  READY(p)    -> FREE(p + N)    revoke, CAS   (cancellation)
- *   parent  TAKEN(p, w) -> FREE(p + N)    reclaim, only once w is known dead
- * Positions are free-running and compared modulo 2^48 for equality only.
+ * Each cell has one 64-bit state word, (position << 2) | tag, and it is the only word of the
+ * queue a worker writes:
+ *   READY(p)     the parent published the task at position p in this cell
+ *   CLAIMED(p)   the worker took position p: it claimed the task, or acknowledged a revoke
+ *   REVOKED(p)   the parent took position p back before the worker claimed it
+ * Transitions, each one atomic operation:
+ *   parent  CLAIMED(p - N) -> READY(p)      publish, store  (R1: release, pairs with A1)
+ *   worker  READY(p)       -> CLAIMED(p)    claim, CAS      (A1: acquire on the load before it)
+ *   parent  READY(p)       -> REVOKED(p)    revoke, CAS     (cancel, timeout, steal, recovery)
+ *   worker  REVOKED(p)     -> CLAIMED(p)    acknowledge, CAS (the position is passed)
+ * Positions are free-running 62-bit numbers starting at N; cell i starts as CLAIMED(i), the
+ * lap before consumed. The claim and the revoke race on the same word: the CAS decides, so a
+ * task is either the worker's or the parent's, never both and never neither.
+ *
+ * Claiming in one step (as ck_ring_dequeue_spmc does): the worker copies the descriptor first,
+ * then CASes READY(p) -> CLAIMED(p). A successful CAS proves the copy good: the parent writes a
+ * cell's descriptor only while the cell says CLAIMED(p - N), before publishing p. So there is
+ * never a "claimed but not yet released" cell: a worker stopped at any instruction holds at
+ * most the one task it claimed, and the parent never waits on a cell.
  *
  * Synchronization table:
- *   publish      parent thread only; never concurrent with itself
- *   claim        any number of workers at once; the CAS decides
- *   release      only the worker that claimed, after copying the descriptor
- *   revoke       parent; races with claim, the CAS decides
- *   reclaim      parent; no race: the claimer is dead and reaped
+ *   publish      parent only; the cell must say CLAIMED(p - N), else "no room in this queue"
+ *   claim        the queue's worker only; races with revoke, the CAS decides
+ *   revoke       parent only
+ *   acknowledge  the queue's worker only
+ * Before its claim CAS the worker stores the ticket in its block's `running` word (relaxed; the
+ * CAS is acq_rel, so a parent that sees CLAIMED(p) with an acquire load also sees the ticket).
+ * `running` drives the timeout clock and the crash message; it is never trusted for recovery.
  *
- * Recovery argument. A worker marks its own block RUNNING with the task's ticket *before* it
- * releases the cell (R2), and calls the function only after that. So when a worker dies:
- *   - a cell still TAKEN by it holds a task whose function never started: the parent reclaims
- *     the cell and publishes the task again (not lost, not run twice);
- *   - otherwise its block's ticket, if RUNNING and not completed, is the one task it held:
- *     that task fails as crashed; every completion record it published is harvested first.
- * A claim cannot half-happen (it is one CAS), so no task is ever held by nobody. The parent
- * never waits on a cell: a publish that finds the cell not FREE(p) reports "busy" (still READY
- * or TAKEN for p - N) or "corrupt" (anything else), and never spins.
+ * Recovery argument. The parent keeps, per worker, the list of its in-flight entries in queue
+ * order, and knows each entry's position. An honest worker claims one task, runs it, publishes
+ * its completion record, then claims the next: so its records come back in list order, and at
+ * most one entry of its list is claimed and not yet reported. When a worker dies (or is
+ * abandoned):
+ *   - its published records are harvested first (validated: each must name the oldest entry of
+ *     its list, whose cell is no longer READY);
+ *   - an entry whose cell still says READY(p) is revoked by CAS, which cannot fail now that no
+ *     one can claim it, and published again: it never started, so it is not lost and will not
+ *     run twice;
+ *   - an entry whose cell says CLAIMED(p), or whose cell the parent reused (which needed
+ *     CLAIMED(p) first), was claimed: it fails as crashed (the worker may have started it,
+ *     and a task is never run twice by the pool). The window between the claim CAS and the
+ *     function call is a few instructions; a kill that lands exactly there fails a task that
+ *     had not started yet, the price of never trusting the worker's word for it;
+ *   - a second claimed-and-unreported entry is impossible for an honest worker: it is reported
+ *     as lost to a corrupted queue.
+ * The worker's slot memory is then dropped (a new worker gets new memory), so nothing the old
+ * worker wrote, or a process it left behind could write, reaches the next one.
  *
- * Worker-side robustness: a worker treats any state it does not expect as "not for me" and
- * moves the head hint on or stops; a scribbled head can only make workers idle, and the parent
- * notices a stall and puts head back on the oldest waiting task (fpp__pool_audit). */
+ * What a deliberately hostile worker can still do, and cannot (README, "A hostile task"): it
+ * can fail or forge the results of the tasks given to it (it runs them), hold them until their
+ * timeout, make the parent wake up for nothing; it cannot write another worker's queue, block,
+ * arena or results, the argument arena, or the parent's memory through fpp's mappings; it
+ * cannot make the pool run a claimed task twice, hand one task to two workers, or wedge the
+ * other workers (the parent never waits on a cell and moves unclaimed tasks away from a worker
+ * that makes no progress). */
 #include "fpp_internal.h"
 
-void fpp__ring_init(fpp__cell *cells, uint32_t ncells)
+void fpp__ring_init(fpp__cell *cells, uint32_t n)
 {
-    for (uint32_t i = 0; i < ncells; i++)
-        atomic_init(&cells[i].state, FPP__ST(i, FPP__ST_FREE));
+    /* Position i of lap 0 goes in cell i; before it, the cell holds the consumed position
+     * i - n. Positions start at n, so nothing is negative: publishing starts at position n. */
+    for (uint32_t i = 0; i < n; i++)
+        atomic_init(&cells[i].state, FPP__Q(i, FPP__Q_CLAIMED));
 }
 
-int fpp__ring_push_parent(fpp__cell *cells, uint32_t ncells, uint64_t pos, const fpp__cell *src)
+int fpp__ring_publish(fpp__cell *cells, uint32_t n, uint64_t pos, const fpp__cell *src)
 {
-    fpp__cell *c = &cells[pos & (ncells - 1)];
-    uint64_t s = atomic_load_explicit(&c->state, memory_order_acquire);
-    if (s != FPP__ST(pos, FPP__ST_FREE)) {
-        uint64_t prev = (pos - ncells) & FPP__POS_MASK;
-        if (FPP__ST_POS(s) == prev && FPP__ST_TAG(s) != FPP__ST_FREE)
-            return 1; /* position pos - N not consumed yet: the ring is full */
-        return FPP_ESTATE;
-    }
+    fpp__cell *c = &cells[pos & (n - 1)];
+    /* Acquire: the worker's reads of the old descriptor (before its claim CAS) happen before
+     * we overwrite it. */
+    if (atomic_load_explicit(&c->state, memory_order_acquire) != FPP__Q(pos - n, FPP__Q_CLAIMED))
+        return 1;
     c->ticket = src->ticket;
     c->fn = src->fn;
     c->arg_len = src->arg_len;
     c->arg_off = src->arg_off;
-    if (src->arg_len <= FPP__INLINE_ARG)
-        __builtin_memcpy(c->arg, src->arg, FPP__INLINE_ARG);
-    /* R1: release; pairs with A1 in fpp__ring_claim_worker, publishes the descriptor. */
-    atomic_store_explicit(&c->state, FPP__ST(pos, FPP__ST_READY), memory_order_release);
+    __builtin_memcpy(c->arg, src->arg, FPP__INLINE_ARG);
+    /* R1: release; pairs with the worker's acquire load in fpp__ring_claim. */
+    atomic_store_explicit(&c->state, FPP__Q(pos, FPP__Q_READY), memory_order_release);
     return 0;
 }
 
-int fpp__ring_claim_worker(fpp__hdr *h, fpp__cell *cells, uint32_t ncells, uint32_t w,
-                           uint64_t *out)
+int fpp__ring_revoke(fpp__cell *cells, uint32_t n, uint64_t pos)
 {
-    uint64_t pos = atomic_load_explicit(&h->head, memory_order_relaxed) & FPP__POS_MASK;
-    for (int guard = 0; guard < 4 * (int)ncells + 64; guard++) {
-        fpp__cell *c = &cells[pos & (ncells - 1)];
+    uint64_t expect = FPP__Q(pos, FPP__Q_READY);
+    return atomic_compare_exchange_strong_explicit(&cells[pos & (n - 1)].state, &expect,
+                                                   FPP__Q(pos, FPP__Q_REVOKED), memory_order_acq_rel,
+                                                   memory_order_acquire);
+}
+
+int fpp__ring_claimed(fpp__cell *cells, uint32_t n, uint64_t pos)
+{
+    uint64_t s = atomic_load_explicit(&cells[pos & (n - 1)].state, memory_order_acquire);
+    uint64_t spos = FPP__Q_POS(s);
+    uint32_t tag = FPP__Q_TAG(s);
+    if (spos == pos)
+        return tag == FPP__Q_READY ? 0 : tag == FPP__Q_CLAIMED ? 1 : tag == FPP__Q_REVOKED ? -1 : -2;
+    /* The parent reuses a cell for pos + n, + 2n... only after seeing CLAIMED(pos). */
+    uint64_t ahead = (spos - pos) & (UINT64_MAX >> 2);
+    if (ahead != 0 && ahead % n == 0 && ahead / n < (UINT64_C(1) << 40))
+        return 1;
+    return -2;
+}
+
+int fpp__ring_claim(fpp__cell *cells, uint32_t n, uint64_t *head, fpp__cell *out,
+                    _Atomic uint64_t *ticket_word)
+{
+    for (;;) {
+        uint64_t h = *head;
+        fpp__cell *c = &cells[h & (n - 1)];
+        /* A1: acquire; pairs with R1, makes the descriptor visible. */
         uint64_t s = atomic_load_explicit(&c->state, memory_order_acquire);
-        uint64_t spos = FPP__ST_POS(s);
-        uint32_t tag = FPP__ST_TAG(s);
-        if (spos == pos && tag == FPP__ST_READY) {
-            /* A1: acquire on success; pairs with R1, makes the descriptor visible. */
-            if (atomic_compare_exchange_strong_explicit(&c->state, &s,
-                                                        FPP__ST(pos, FPP__ST_TAKEN + w),
-                                                        memory_order_acquire,
-                                                        memory_order_relaxed)) {
-                uint64_t expect = pos;
-                atomic_compare_exchange_strong_explicit(&h->head, &expect,
-                                                        (pos + 1) & FPP__POS_MASK,
-                                                        memory_order_relaxed,
-                                                        memory_order_relaxed);
-                *out = pos;
+        if (s == FPP__Q(h, FPP__Q_READY)) {
+            out->ticket = c->ticket;
+            out->fn = c->fn;
+            out->arg_len = c->arg_len;
+            out->arg_off = c->arg_off;
+            __builtin_memcpy(out->arg, c->arg, FPP__INLINE_ARG);
+            atomic_store_explicit(ticket_word, out->ticket, memory_order_relaxed);
+            if (atomic_compare_exchange_strong_explicit(&c->state, &s, FPP__Q(h, FPP__Q_CLAIMED),
+                                                        memory_order_acq_rel, memory_order_acquire)) {
+                *head = h + 1;
                 return 1;
             }
-            continue; /* lost the race: look at the cell again */
+            /* Revoked under us: s now holds what the cell says; acknowledge below. */
         }
-        if (spos == pos && tag == FPP__ST_FREE)
-            return 0; /* nothing published at pos yet */
-        uint64_t ahead = (spos - pos) & FPP__POS_MASK;
-        if ((spos == pos && tag >= FPP__ST_TAKEN) || ahead == ncells) {
-            /* pos is claimed or consumed: help the hint on and try the next position. */
-            uint64_t expect = pos;
-            atomic_compare_exchange_strong_explicit(&h->head, &expect, (pos + 1) & FPP__POS_MASK,
-                                                    memory_order_relaxed, memory_order_relaxed);
-            pos = (pos + 1) & FPP__POS_MASK;
+        if (s == FPP__Q(h, FPP__Q_REVOKED)) {
+            atomic_compare_exchange_strong_explicit(&c->state, &s, FPP__Q(h, FPP__Q_CLAIMED),
+                                                    memory_order_acq_rel, memory_order_relaxed);
+            *head = h + 1;
             continue;
         }
-        /* The cell is for an older position (the hint ran ahead of the producer) or its
-         * state is garbage: nothing for us. The parent repairs the hint if work stalls. */
-        return 0;
+        return 0; /* nothing published at h yet (or nonsense: the parent will notice) */
     }
-    return 0;
 }
 
-void fpp__ring_release_worker(fpp__cell *cells, uint32_t ncells, uint64_t pos, uint32_t w)
+bool fpp__ring_pending(fpp__cell *cells, uint32_t n, uint64_t head)
 {
-    fpp__cell *c = &cells[pos & (ncells - 1)];
-    uint64_t expect = FPP__ST(pos, FPP__ST_TAKEN + w);
-    /* R2: release; pairs with A2 (the parent's acquire loads of the state), orders the
-     * worker's RUNNING mark before the cell is seen free. */
-    atomic_compare_exchange_strong_explicit(&c->state, &expect,
-                                            FPP__ST((pos + ncells) & FPP__POS_MASK, FPP__ST_FREE),
-                                            memory_order_release, memory_order_relaxed);
-}
-
-int fpp__ring_revoke_parent(fpp__cell *cells, uint32_t ncells, uint64_t pos)
-{
-    fpp__cell *c = &cells[pos & (ncells - 1)];
-    uint64_t expect = FPP__ST(pos, FPP__ST_READY);
-    return atomic_compare_exchange_strong_explicit(&c->state, &expect,
-                                                   FPP__ST((pos + ncells) & FPP__POS_MASK, FPP__ST_FREE),
-                                                   memory_order_acq_rel, memory_order_acquire);
-}
-
-int fpp__ring_reclaim_parent(fpp__cell *cells, uint32_t ncells, uint64_t pos, uint32_t w)
-{
-    fpp__cell *c = &cells[pos & (ncells - 1)];
-    uint64_t expect = FPP__ST(pos, FPP__ST_TAKEN + w);
-    /* A2: acquire; pairs with R2. */
-    return atomic_compare_exchange_strong_explicit(&c->state, &expect,
-                                                   FPP__ST((pos + ncells) & FPP__POS_MASK, FPP__ST_FREE),
-                                                   memory_order_acq_rel, memory_order_acquire);
+    uint64_t s = atomic_load_explicit(&cells[head & (n - 1)].state, memory_order_acquire);
+    return s == FPP__Q(head, FPP__Q_READY) || s == FPP__Q(head, FPP__Q_REVOKED);
 }

@@ -1,13 +1,18 @@
 /* thread_executor.c: the baseline executor. Workers are threads of this process running the
- * same worker loop over the same pool layout as the process executor, in private memory.
+ * same worker loop over the same per-worker queues as the process executor, in private memory.
  *
- * What it cannot do, by nature: stop a running function. A timed-out task is reported
- * FPP_TIMEOUT and its thread is left to finish (the result is dropped); cancelling abandons
- * running tasks the same way; a crash in a task takes the whole process down. Worker threads
- * start with every signal blocked, so SIGINT always reaches the application's threads.
+ * What it cannot do, by nature: stop a running function, or survive a crash in one. A task
+ * that runs over its timeout, or is cancelled while running, is abandoned: its thread is left
+ * to finish on its own (its result is dropped) and a new thread takes its slot at once, so the
+ * pool keeps its size. fpp_executor_free never waits for an abandoned thread, and an abandoned
+ * thread that returns later touches only memory it owns (its context and its slot memory, by
+ * reference), never the executor. Worker threads start with every signal blocked, so SIGINT
+ * always reaches the application's threads.
  *
- * Threads and what they own: each worker thread its block and arena; the caller everything
- * else. A worker that retires (max_tasks_per_worker) is joined and restarted by the caller. */
+ * Ownership of a thread's context: `fate` decides, by CAS, who frees it. The executor either
+ * joins the thread (fate FINISHED, or still RUNNING at destroy, after stop) or abandons it (CAS
+ * RUNNING -> ABANDONED, then detach): from then on the thread frees its own context and drops
+ * its reference to its slot memory when its function returns. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -16,46 +21,134 @@
 
 #include "fpp_internal.h"
 
+enum { RUNNING = 0, ABANDONED = 1, FINISHED = 2 };
+
+typedef struct tctx {
+    fpp__wctx w;
+    fpp__slotmem *mem;   /* the thread's own reference */
+    _Atomic int fate;
+    int init_fn;
+    const void *init_arg;
+    size_t init_len;
+    unsigned char init_copy[]; /* the initializer's bytes, owned by the thread */
+} tctx;
+
 typedef struct thr {
     fpp__pool pool;
     fpp_executor *ex;
     pthread_t *th;
-    bool *running;
-    fpp__wctx *ctx;
-    _Atomic int stop;
+    tctx **ctx;          /* per slot: the live thread's context, or NULL */
     int64_t last_progress_ns;
 } thr;
 
 static void *thread_main(void *arg)
 {
-    fpp__wctx *w = arg;
-    fpp__worker_main(w);
+    tctx *c = arg;
+    fpp__wblock *b = fpp__slot_block(c->w.slot);
+    char msg[FPP__ERR_MAX];
+    if (c->init_fn >= 0 && fpp__worker_init(c->init_fn, c->init_arg, c->init_len, &c->w, msg, sizeof msg) != 0) {
+        memcpy(b->msg, msg, sizeof msg);
+        atomic_store(&b->wstate, FPP__WS_INIT_FAILED);
+    } else {
+        atomic_store(&b->wstate, FPP__WS_READY);
+        fpp__ec_post(&b->bell);
+        fpp__worker_main(&c->w);
+    }
+    fpp__ec_post(&b->bell);
+    int expect = RUNNING;
+    if (!atomic_compare_exchange_strong(&c->fate, &expect, FINISHED)) {
+        /* Abandoned: nobody will join us; what we hold is ours to free. */
+        fpp__slotmem_unref(c->mem);
+        fpp__free(c);
+    }
     return NULL;
 }
 
 static int start_thread(thr *t, uint32_t w)
 {
+    fpp_executor *ex = t->ex;
+    size_t ilen = ex->opts.worker_init_arg_len;
+    tctx *c = fpp__calloc(1, sizeof *c + ilen);
+    fpp__slotmem *mem = c ? fpp__slotmem_new(&t->pool.lay, false) : NULL;
+    if (!mem) {
+        fpp__free(c);
+        return FPP_ENOMEM;
+    }
+    c->mem = mem;
+    c->init_fn = ex->init_fn;
+    if (ilen)
+        memcpy(c->init_copy, ex->opts.worker_init_arg, ilen);
+    c->init_arg = c->init_copy;
+    c->init_len = ilen;
+    c->w = (fpp__wctx){
+        .slot = mem->r.base,
+        .args = t->pool.args.base,
+        .lay = t->pool.lay,
+        .slot_id = w,
+        .process = false,
+        .max_tasks = ex->opts.max_tasks_per_worker,
+        .max_rss_kib = 0, /* one address space: a per-thread cap means nothing */
+        .token = fpp__proc_token(),
+    };
+    fpp__slotmem_ref(mem); /* one reference for the pool, one for the thread */
+    fpp__pool_attach(&t->pool, w, mem);
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int e = pthread_create(&t->th[w], NULL, thread_main, &t->ctx[w]);
+    int e = pthread_create(&t->th[w], NULL, thread_main, c);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (e) {
+        fpp__pool_recover(&t->pool, w, FPP_CRASHED, 0, "worker thread could not start");
+        fpp__slotmem_unref(mem);
+        fpp__free(c);
         errno = e;
         return fpp__sys_error("pthread_create", "worker");
     }
-    t->running[w] = true;
-    t->pool.wp[w].alive = true;
+    t->ctx[w] = c;
     return 0;
 }
 
-static void over_timeout(fpp__pool *p, uint32_t w, uint64_t ticket)
+/* Ends slot w's thread: joined if it finished, abandoned if it is still in a task. */
+static void end_thread(thr *t, uint32_t w)
 {
-    FPP__UNUSED(w);
-    char why[128];
-    snprintf(why, sizeof why, "task exceeded its timeout of %u ms (its thread is left to finish)",
-             p->ex->opts.task_timeout_ms);
-    fpp__pool_abandon(p, ticket, FPP_TIMEOUT, why);
+    tctx *c = t->ctx[w];
+    if (!c)
+        return;
+    t->ctx[w] = NULL;
+    int expect = RUNNING;
+    if (atomic_compare_exchange_strong(&c->fate, &expect, ABANDONED)) {
+        atomic_store(&c->w.abandoned, 1);
+        fpp__ec_post(&fpp__slot_block(c->w.slot)->wake);
+        pthread_detach(t->th[w]);
+        return;
+    }
+    pthread_join(t->th[w], NULL);
+    fpp__slotmem_unref(c->mem);
+    fpp__free(c);
+}
+
+/* A task of slot w ran over its timeout, was cancelled while running, or the worker wrote
+ * nonsense: give up on the thread and put a new one in its place. */
+static void replace(fpp__pool *p, uint32_t w, fpp_status st, const char *why)
+{
+    thr *t = p->owner;
+    end_thread(t, w);
+    fpp__pool_recover(p, w, st, 0, why);
+    atomic_fetch_add(&t->ex->restarts, 1);
+    if (start_thread(t, w) != 0)
+        fpp__log(FPP_LOG_ERROR, "thread executor: could not replace worker thread %u", w);
+}
+
+static void stop_worker(fpp__pool *p, uint32_t w)
+{
+    char why[160];
+    snprintf(why, sizeof why, "its thread is left to finish");
+    replace(p, w, p->wp[w].timeout_ticket ? FPP_TIMEOUT : FPP_CRASHED, why);
+}
+
+static void bad_worker(fpp__pool *p, uint32_t w)
+{
+    replace(p, w, FPP_CRASHED, "worker thread abandoned: its memory was written over");
 }
 
 /* Restarts workers that retired after max_tasks_per_worker tasks. */
@@ -63,22 +156,15 @@ static int restart_retired(thr *t)
 {
     int n = 0;
     for (uint32_t w = 0; w < t->pool.lay.nworkers; w++) {
-        fpp__wblock *b = fpp__wblock_of(t->pool.base, &t->pool.lay, w);
-        if (!t->running[w] || atomic_load(&b->phase) != FPP__PH_RETIRED)
+        tctx *c = t->ctx[w];
+        if (!c || atomic_load(&c->fate) != FINISHED)
             continue;
-        pthread_join(t->th[w], NULL);
-        t->running[w] = false;
+        end_thread(t, w);
         n += fpp__pool_recover(&t->pool, w, FPP_CRASHED, 0, "worker thread ended");
         atomic_fetch_add(&t->ex->restarts, 1);
         start_thread(t, w);
     }
     return n;
-}
-
-static void bad_worker(fpp__pool *p, uint32_t w)
-{
-    FPP__UNUSED(p);
-    FPP__UNUSED(w); /* a thread cannot be replaced; the error was logged */
 }
 
 static int t_dispatch(fpp_executor *ex, fpp_task *task)
@@ -93,73 +179,92 @@ static void t_flush(fpp_executor *ex)
     fpp__pool_flush(&t->pool);
 }
 
+#define AUDIT_NS 250000000
+
 static int t_poll(fpp_executor *ex, int64_t deadline)
 {
     thr *t = ex->impl;
-    uint32_t seen = fpp__pool_seq(&t->pool);
+    fpp__pool *p = &t->pool;
+    fpp__pool_mark(p);
     if (atomic_exchange(&ex->poked, 0))
         deadline = 0;
-    int n = fpp__pool_collect(&t->pool);
+    int n = fpp__pool_collect(p);
     if (ex->opts.max_tasks_per_worker)
         n += restart_retired(t);
-    int64_t tdl = fpp__pool_timeouts(&t->pool, ex->opts.task_timeout_ms, over_timeout);
+    int64_t tdl = fpp__pool_timeouts(p, ex->opts.task_timeout_ms);
+    fpp__pool_steal(p);
     if (n == 0 && deadline > 0) {
         int64_t d = FPP__MIN(deadline, tdl);
-        if (ex->opts.task_timeout_ms)
-            d = FPP__MIN(d, fpp__now_ns() + FPP__MAX((int64_t)ex->opts.task_timeout_ms * 250000, 1000000));
+        int64_t now = fpp__now_ns();
+        if (tdl != INT64_MAX)
+            d = FPP__MIN(d, now + 1000000);
         if (ex->opts.max_tasks_per_worker)
-            d = FPP__MIN(d, fpp__now_ns() + 2000000);
-        if (fpp__pool_in_flight(&t->pool) > 0)
-            d = FPP__MIN(d, FPP__MAX(t->last_progress_ns + 250000000, fpp__now_ns() + 1000000));
-        fpp__pool_wait(&t->pool, seen, d);
-        n += fpp__pool_collect(&t->pool);
+            d = FPP__MIN(d, now + 2000000);
+        if (fpp__pool_in_flight(p) > 0)
+            d = FPP__MIN(d, FPP__MAX(t->last_progress_ns + AUDIT_NS, now + 1000000));
+        fpp__pool_wait(p, d);
+        n += fpp__pool_collect(p);
+        fpp__pool_timeouts(p, ex->opts.task_timeout_ms);
     }
-    if (t->pool.retry.head && !(ex->tm && fpp__tm_halted(ex->tm)) && fpp__pool_dispatch(&t->pool, NULL) == 0)
-        fpp__pool_flush(&t->pool);
     int64_t now = fpp__now_ns();
-    if (n > 0 || fpp__pool_in_flight(&t->pool) == 0)
+    if (n > 0 || fpp__pool_in_flight(p) == 0)
         t->last_progress_ns = now;
-    else if (now - t->last_progress_ns >= 250000000) {
+    else if (now - t->last_progress_ns >= AUDIT_NS) {
         t->last_progress_ns = now;
-        n += fpp__pool_audit(&t->pool);
+        n += fpp__pool_audit(p);
     }
+    if (p->retry.head && !(ex->tm && fpp__tm_halted(ex->tm)) && fpp__pool_dispatch(p, NULL) == 0)
+        fpp__pool_flush(p);
     return n;
 }
 
 static void t_cancel(fpp_executor *ex, bool wait)
 {
     thr *t = ex->impl;
-    fpp__pool_cancel(&t->pool, NULL);
-    /* Abandoned entries are freed as their functions return and report. */
-    while (wait && fpp__pool_in_flight(&t->pool) > 0) {
+    bool *kill = fpp__calloc(t->pool.lay.nworkers, sizeof *kill);
+    fpp__pool_cancel(&t->pool, kill);
+    /* Running functions cannot be stopped. Ctrl-C (wait) waits for them, as documented;
+     * otherwise their entries are freed as they report. */
+    int64_t until = fpp__now_ns() + (int64_t)3600 * 1000000000;
+    while (wait && fpp__pool_in_flight(&t->pool) > 0 && fpp__now_ns() < until) {
+        fpp__pool_mark(&t->pool);
         fpp__pool_collect(&t->pool);
         if (fpp__pool_in_flight(&t->pool) > 0)
-            fpp__pool_wait(&t->pool, fpp__pool_seq(&t->pool), fpp__now_ns() + 10000000);
+            fpp__pool_wait(&t->pool, fpp__now_ns() + 10000000);
     }
+    fpp__free(kill);
 }
 
-static void t_wake(fpp_executor *ex)
+static int t_cancel_task(fpp_executor *ex, fpp_task *task)
 {
     thr *t = ex->impl;
-    fpp__exec_poke(ex, &t->pool.hdr->parent_wake);
+    return fpp__pool_cancel_task(&t->pool, task);
 }
+
+static void t_wake(fpp_executor *ex) { fpp__exec_poke(ex); }
 
 static void t_destroy(fpp_executor *ex, bool owner)
 {
-    FPP__UNUSED(owner);
     thr *t = ex->impl;
     if (!t)
         return;
-    atomic_store(&t->stop, 1);
-    for (uint32_t w = 0; t->running && w < t->pool.lay.nworkers; w++) {
-        if (!t->running[w])
+    for (uint32_t w = 0; owner && t->ctx && w < t->pool.lay.nworkers; w++) {
+        tctx *c = t->ctx[w];
+        if (!c)
             continue;
-        fpp__event_post(&fpp__wblock_of(t->pool.base, &t->pool.lay, w)->wake);
-        pthread_join(t->th[w], NULL);
+        atomic_store(&c->w.stop, 1);
+        fpp__ec_post(&fpp__slot_block(c->w.slot)->wake);
     }
-    fpp__pool_destroy(&t->pool);
+    for (uint32_t w = 0; owner && t->ctx && w < t->pool.lay.nworkers; w++) {
+        tctx *c = t->ctx[w];
+        if (!c)
+            continue;
+        /* A thread still inside a function is abandoned, not waited for. */
+        end_thread(t, w);
+    }
+    /* In another process (a fork of the parent) the threads do not exist: only free memory. */
+    fpp__pool_destroy(&t->pool, owner);
     fpp__free(t->th);
-    fpp__free(t->running);
     fpp__free(t->ctx);
     fpp__free(t);
     ex->impl = NULL;
@@ -173,6 +278,8 @@ static const fpp__exec_ops thread_ops = {
     .cancel = t_cancel,
     .wake = t_wake,
     .destroy = t_destroy,
+    .cancel_task = t_cancel_task,
+    .unpin = NULL,
 };
 
 int fpp__thread_start(fpp_executor *ex)
@@ -187,29 +294,43 @@ int fpp__thread_start(fpp_executor *ex)
     if (rc)
         goto fail;
     t->pool.ex = ex;
-    t->last_progress_ns = fpp__now_ns();
+    t->pool.owner = t;
     t->pool.bad = bad_worker;
+    t->pool.stop = stop_worker;
+    t->pool.extra[0] = &ex->poke;
+    t->pool.nextra = 1;
+    t->last_progress_ns = fpp__now_ns();
     uint32_t n = t->pool.lay.nworkers;
     t->th = fpp__calloc(n, sizeof *t->th);
-    t->running = fpp__calloc(n, sizeof *t->running);
     t->ctx = fpp__calloc(n, sizeof *t->ctx);
-    if (!t->th || !t->running || !t->ctx) {
+    if (!t->th || !t->ctx) {
         rc = FPP_ENOMEM;
         goto fail;
     }
     for (uint32_t w = 0; w < n; w++) {
-        t->ctx[w] = (fpp__wctx){
-            .base = t->pool.base,
-            .lay = t->pool.lay,
-            .slot = w,
-            .process = false,
-            .max_tasks = ex->opts.max_tasks_per_worker,
-            .max_rss_kib = 0, /* one address space: a per-thread cap means nothing */
-            .stop = &t->stop,
-        };
         rc = start_thread(t, w);
         if (rc)
             goto fail;
+    }
+    /* The first workers' initializer must succeed: wait for each to say so. */
+    for (uint32_t w = 0; w < n; w++) {
+        fpp__wblock *b = t->pool.wp[w].b;
+        for (;;) {
+            uint32_t v = fpp__ec_arm(&b->bell);
+            uint32_t s = atomic_load(&b->wstate);
+            if (s == FPP__WS_READY)
+                break;
+            if (s == FPP__WS_INIT_FAILED) {
+                char msg[FPP__ERR_MAX];
+                memcpy(msg, b->msg, sizeof msg);
+                msg[sizeof msg - 1] = 0;
+                fpp__log(FPP_LOG_ERROR, "thread executor: worker_init %s failed: %s",
+                         ex->opts.worker_init, msg);
+                rc = FPP_EINIT;
+                goto fail;
+            }
+            fpp__ec_wait(&b->bell, v, fpp__now_ns() + 100000000);
+        }
     }
     return 0;
 fail:

@@ -1,29 +1,44 @@
 /* worker.c: the worker loop, the same for a forked worker process and a worker thread, and the
  * fpp_out calls a task's function uses to hand back its result.
  *
- * A worker owns its block (fpp__wblock) and its result arena in the pool; it claims tasks
- * from the shared ring, marks itself RUNNING with the task's ticket *before* releasing the
- * ring cell (the order the parent's recovery relies on, see ring.c), runs the function,
- * writes the result (inline in the completion record, or in its arena), publishes the
- * record, and only then goes back to IDLE. It never logs, never allocates on the hot path,
- * and never waits without a timeout. It trusts what the parent wrote before it started
- * (fpp__wctx) and checks every offset it reads from the ring before using it.
+ * A worker owns its slot memory (block, task queue, result arena; slot.c) and writes nothing
+ * else. It claims the next task of its own queue in one CAS (ring.c), runs the function,
+ * writes the result (inline in the completion record, or in its arena), publishes the record
+ * and rings the parent's bell, then claims the next. It never logs, never allocates on the hot
+ * path, and never waits without a deadline. It trusts what the parent wrote before it started
+ * (fpp__wctx) and checks every offset it reads from its queue before using it.
+ *
+ * After every task it checks that it is still itself: a task that forked (and returned in
+ * both processes, or called daemon()) leaves a copy that must never touch the pool; the copy
+ * sees another process token (owner.c) and leaves at once, before any access to the slot
+ * memory (which it does not even have: the mappings are MADV_DONTFORK).
  *
  * Arena protocol: results are written at free-running position apos in a circular arena of A
- * bytes (A >= 2 * max_result_size, so any allowed result fits once the parent has caught up);
- * a result never wraps: it starts a new lap instead. The parent copies each result out when
- * it harvests the record and publishes atail, the end of what it has taken. */
+ * bytes (A >= 3 * max_result_size); a result never wraps: it starts a new lap instead. The
+ * parent publishes atail, the end of what it has released; the worker waits (need + its wake
+ * event count, after ringing the parent's bell) while a result would overrun it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
-#include <sys/resource.h>
 #include <signal.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdio_ext.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "fpp_internal.h"
+
+/* Timing of the waits (in one place, named). */
+#define CLAIM_SPIN_NS 20000          /* spin on an empty queue before yielding */
+#define CLAIM_SPIN_ROUNDS 256
+#define CLAIM_YIELD_ROUNDS 64
+#define ROOM_SPIN_ROUNDS 64
+#define ROOM_YIELD_ROUNDS 64
+#define SLEEP_MAX_NS 1000000000      /* longest sleep: a lost post costs at most this */
+#define RSS_CHECK_NS 10000000        /* the memory cap is checked at most this often... */
+#define RSS_CHECK_TASKS 1024         /* ...or after this many tasks */
 
 struct fpp_out {
     fpp__wctx *w;
@@ -31,6 +46,8 @@ struct fpp_out {
     unsigned char *arena;
     size_t asize;
     uint64_t apos;   /* where the next result starts (before lap alignment) */
+    bool init;       /* the initializer's out: results go to scratch memory and are dropped */
+    void *scratch;
     /* The current task's result. */
     bool set, failed, toobig;
     size_t len;
@@ -40,52 +57,54 @@ struct fpp_out {
     char msg[FPP__ERR_MAX];
 };
 
-/* Tells a sleeping parent that something was published. */
-static void notify_parent(fpp__hdr *h)
+static bool stopping(fpp__wctx *w)
 {
-    /* Dekker pair with the parent's store of parent_sleeping then check of our ctail: one of
-     * the two sides sees the other's write. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&h->parent_sleeping, memory_order_relaxed)) {
-        uint32_t one = 1;
-        if (atomic_compare_exchange_strong(&h->parent_sleeping, &one, 0))
-            fpp__event_post(&h->parent_wake);
-    }
+    return atomic_load_explicit(&w->stop, memory_order_acquire) ||
+           atomic_load_explicit(&w->abandoned, memory_order_acquire);
 }
 
-/* One round of waiting for the parent: spin, then yield, then sleep on our semaphore with a
- * short timeout (so a lost post or a scribbled semaphore costs time, never a hang). */
-static void wait_parent(fpp_out *o, int round, uint64_t need)
+/* A forked copy of this worker (a task's fork()) must not touch the pool. */
+static bool not_me(const fpp__wctx *w)
 {
-    if (round < 64) {
+    return w->process && w->token != fpp__proc_token();
+}
+
+/* Waits, for at most one sleep, until ready(o) holds: spin, yield, then ring the parent (it may
+ * be asleep with the room we need) and sleep on our wake count. */
+static void wait_room(fpp_out *o, int round, uint64_t need, bool (*ready)(fpp_out *o, uint64_t need))
+{
+    if (round < ROOM_SPIN_ROUNDS) {
         fpp__cpu_relax();
         return;
     }
-    if (round < 128) {
+    if (round < ROOM_SPIN_ROUNDS + ROOM_YIELD_ROUNDS) {
         sched_yield();
         return;
     }
-    uint32_t seen = atomic_load(&o->b->wake);
     atomic_store_explicit(&o->b->need, need, memory_order_relaxed);
-    notify_parent(fpp__hdr_of(o->w->base));
-    fpp__event_wait(&o->b->wake, seen, fpp__now_ns() + 2000000);
+    fpp__ec_post(&o->b->bell);
+    uint32_t v = fpp__ec_arm(&o->b->wake);
+    if (!ready(o, need) && !stopping(o->w))
+        fpp__ec_wait(&o->b->wake, v, fpp__now_ns() + SLEEP_MAX_NS);
     atomic_store_explicit(&o->b->need, 0, memory_order_relaxed);
 }
 
-/* Space for len result bytes in the arena, waiting for the parent to take older results. */
+static bool arena_room(fpp_out *o, uint64_t end)
+{
+    return end - atomic_load_explicit(&o->b->atail, memory_order_acquire) <= o->asize;
+}
+
+/* Space for len result bytes in the arena, waiting for the parent to release older results. */
 static unsigned char *reserve(fpp_out *o, size_t len)
 {
     uint64_t A = o->asize;
-    uint64_t pos = o->apos;
+    uint64_t pos = FPP__ALIGN_UP(o->apos, FPP__ARENA_ALIGN);
     if ((pos % A) + len > A)
         pos += A - (pos % A);
-    for (int round = 0;; round++) {
-        uint64_t tail = atomic_load_explicit(&o->b->atail, memory_order_acquire);
-        if (pos + len - tail <= A)
-            break;
-        if (o->w->stop && atomic_load(o->w->stop))
+    for (int round = 0; !arena_room(o, pos + len); round++) {
+        if (stopping(o->w))
             return NULL;
-        wait_parent(o, round, len);
+        wait_room(o, round, pos + len, arena_room);
     }
     o->off = pos;
     return o->arena + (pos % A);
@@ -106,7 +125,7 @@ static bool too_big(fpp_out *o, size_t len)
 
 void *fpp_out_alloc(fpp_out *o, size_t len)
 {
-    if (!o || !o->w)
+    if (!o || !o->w || not_me(o->w))
         return NULL;
     if (o->toobig || too_big(o, len))
         return NULL;
@@ -114,6 +133,11 @@ void *fpp_out_alloc(fpp_out *o, size_t len)
     o->len = len;
     if (len <= FPP__INLINE_RES)
         return o->inl;
+    if (o->init) { /* the initializer's result is ignored */
+        fpp__free(o->scratch);
+        o->scratch = fpp__malloc(len);
+        return o->scratch;
+    }
     return reserve(o, len);
 }
 
@@ -121,9 +145,11 @@ int fpp_out_set(fpp_out *o, const void *data, size_t len)
 {
     if (!o || !o->w || (!data && len))
         return FPP_EINVAL;
+    if (not_me(o->w))
+        return FPP_ESTATE;
     unsigned char *dst = fpp_out_alloc(o, len);
     if (!dst)
-        return len ? FPP_ETOOBIG : 0;
+        return len ? (o->toobig ? FPP_ETOOBIG : FPP_ENOMEM) : 0;
     if (len)
         memcpy(dst, data, len);
     return 0;
@@ -144,78 +170,92 @@ int fpp_out_fail(fpp_out *o, const char *fmt, ...)
     return 0;
 }
 
-/* Publishes one completion record, waiting while the parent has not consumed the ring. */
+static bool ring_room(fpp_out *o, uint64_t ctail)
+{
+    return ctail - atomic_load_explicit(&o->b->chead, memory_order_acquire) < FPP__CRING;
+}
+
+/* Publishes one completion record, waiting while the parent has not consumed the ring, and
+ * rings the parent's bell (a system call only when the parent sleeps). */
 static void publish(fpp_out *o, uint64_t *ctail, const fpp__crec *r)
 {
     fpp__wblock *b = o->b;
-    for (int round = 0;; round++) {
-        uint64_t head = atomic_load_explicit(&b->chead, memory_order_acquire);
-        if (*ctail - head < FPP__CRING)
-            break;
-        if (o->w->stop && atomic_load(o->w->stop))
+    for (int round = 0; !ring_room(o, *ctail); round++) {
+        if (stopping(o->w))
             return;
-        wait_parent(o, round, 1);
+        wait_room(o, round, 1, ring_room);
     }
     b->ring[*ctail & (FPP__CRING - 1)] = *r;
     (*ctail)++;
     /* R3: release; pairs with A3 in the parent's harvest, publishes the record and the arena
      * bytes it points to. */
     atomic_store_explicit(&b->ctail, *ctail, memory_order_release);
-    notify_parent(fpp__hdr_of(o->w->base));
+    fpp__ec_post(&b->bell);
 }
 
-static bool over_rss(size_t cap_kib)
+/* --------------------------------------------------------------- memory cap */
+
+typedef struct rss_watch {
+    int fd;                 /* /proc/self/statm, opened once */
+    uint64_t start_kib;     /* anonymous resident memory when the worker started */
+    size_t cap_kib;
+    unsigned since;         /* tasks since the last check */
+    int64_t last_ns;
+} rss_watch;
+
+/* Anonymous resident memory (statm's resident minus its shared: file and shmem pages, such as
+ * the worker's own arena, are not the task's growth). One pread. */
+static uint64_t anon_kib(int fd, uint64_t *total_kib)
 {
-    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
     char buf[128];
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
     if (n <= 0)
-        return false;
+        return 0;
     buf[n] = 0;
-    unsigned long size, resident;
-    if (sscanf(buf, "%lu %lu", &size, &resident) != 2)
+    unsigned long size, resident, shared;
+    if (sscanf(buf, "%lu %lu %lu", &size, &resident, &shared) != 3)
+        return 0;
+    unsigned long kpp = (unsigned long)sysconf(_SC_PAGESIZE) / 1024;
+    if (total_kib)
+        *total_kib = (uint64_t)resident * kpp;
+    return (uint64_t)(resident > shared ? resident - shared : 0) * kpp;
+}
+
+static int64_t coarse_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* True once the worker has grown past its cap. Costs a pread at most every RSS_CHECK_NS or
+ * RSS_CHECK_TASKS tasks (force: always, on the way to sleep). */
+static bool over_cap(rss_watch *r, bool force)
+{
+    if (r->fd < 0)
         return false;
-    return resident * (unsigned long)(sysconf(_SC_PAGESIZE) / 1024) > cap_kib;
-}
-
-/* Crash injection for the tests: FPP_TEST_CRASH=PHASE:N in the environment makes a worker
- * SIGKILL itself at that phase of every Nth task (1: just claimed; 2: marked RUNNING, cell
- * not yet released; 3: cell released, function not yet called; 4: result written, record
- * not yet published; 5: record published, not yet IDLE). Read once per worker; when unset
- * it costs one predictable branch per phase. */
-static int crash_phase;
-static unsigned crash_every, crash_count;
-
-static void crash_point_init(void)
-{
-    const char *s = getenv("FPP_TEST_CRASH");
-    unsigned ph = 0, n = 0;
-    if (s && sscanf(s, "%u:%u", &ph, &n) == 2 && n > 0) {
-        crash_phase = (int)ph;
-        crash_every = n;
+    if (!force && ++r->since < RSS_CHECK_TASKS) {
+        int64_t now = coarse_now_ns();
+        if (now - r->last_ns < RSS_CHECK_NS)
+            return false;
+        r->last_ns = now;
     }
+    r->since = 0;
+    uint64_t a = anon_kib(r->fd, NULL);
+    return a > r->start_kib && a - r->start_kib > r->cap_kib;
 }
 
-static inline void crash_point(int phase)
-{
-    if (__builtin_expect(crash_phase == phase, 0) && ++crash_count % crash_every == 0)
-        raise(SIGKILL);
-}
-
-/* With a memory cap, a worker's address space may grow by at most the cap past what it has
- * when it starts (RLIMIT_AS): a task that allocates past it gets NULL from malloc, or dies
- * trying, instead of taking the machine's memory. */
+/* With a memory cap, the worker's address space may grow by at most the cap past what it has
+ * when it starts (RLIMIT_AS): a task that allocates past it while running gets NULL from
+ * malloc (or dies on it) instead of taking the machine's memory. */
 static void cap_address_space(size_t cap_kib)
 {
 #if defined(__SANITIZE_ADDRESS__)
     /* AddressSanitizer reserves terabytes of address space for its shadow: an address-space
-     * limit would only break it. The RSS check after each task still applies. */
+     * limit would only break it. The resident-memory check still applies. */
     (void)cap_kib;
     return;
-#endif
+#else
     int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return;
@@ -231,126 +271,149 @@ static void cap_address_space(size_t cap_kib)
     rlim_t lim = (rlim_t)size * (rlim_t)sysconf(_SC_PAGESIZE) + (rlim_t)cap_kib * 1024;
     struct rlimit rl = {lim, lim};
     setrlimit(RLIMIT_AS, &rl);
+#endif
 }
 
-/* Waits for the SIGKILL the parent has sent or is sending (a thread worker just returns). */
-static int pause_until_killed(void)
+/* ------------------------------------------------------------ fault injection */
+
+/* Crash injection for the tests: FPP_TEST_CRASH=PHASE:N[:SIG] in the environment makes a
+ * worker process raise SIG (default SIGKILL) at that phase of every Nth task (1: about to look
+ * for a task, none held; 2: task claimed, function not yet called; 3: result written, record
+ * not yet published; 4: record published). Read once per worker; when unset it costs one
+ * predictable branch per phase. */
+static int crash_phase, crash_sig = SIGKILL;
+static unsigned crash_every, crash_count;
+
+static void crash_point_init(void)
 {
-    for (int i = 0; i < 50; i++)
-        usleep(100000);
-    return 0;
+    const char *s = getenv("FPP_TEST_CRASH");
+    unsigned ph = 0, n = 0;
+    int sig = SIGKILL;
+    if (s && sscanf(s, "%u:%u:%d", &ph, &n, &sig) >= 2 && n > 0) {
+        crash_phase = (int)ph;
+        crash_every = n;
+        crash_sig = sig;
+    }
 }
 
-static bool stopping(const fpp__wctx *w)
+static inline void crash_point(int phase)
 {
-    return w->stop && atomic_load_explicit(w->stop, memory_order_acquire);
+    if (__builtin_expect(crash_phase == phase, 0) && ++crash_count % crash_every == 0)
+        raise(crash_sig);
 }
 
-/* Claims the next task: spin briefly, then yield, then sleep until the parent posts. */
-static int claim(fpp__wctx *w, fpp__hdr *h, fpp__cell *cells, fpp__wblock *b, uint64_t *pos)
+/* -------------------------------------------------------------- the loop */
+
+/* Claims the next task of our queue: spin briefly, then yield, then sleep until the parent
+ * posts (or SLEEP_MAX_NS). Returns 0 when told to stop. */
+static int next_task(fpp__wctx *w, fpp__wblock *b, fpp__cell *cells, uint64_t *head, fpp__cell *d,
+                     rss_watch *rss, bool *retire)
 {
+    uint32_t n = w->lay.qcells;
     int64_t spin_until = 0;
     for (int round = 0;; round++) {
         if (stopping(w))
             return 0;
-        if (fpp__ring_claim_worker(h, cells, w->lay.ncells, w->slot, pos))
+        if (fpp__ring_claim(cells, n, head, d, &b->running))
             return 1;
-        if (round < 256) {
+        if (round < CLAIM_SPIN_ROUNDS) {
             if (round == 0)
-                spin_until = fpp__now_ns() + 20000;
+                spin_until = fpp__now_ns() + CLAIM_SPIN_NS;
             for (int i = 0; i < 16; i++)
                 fpp__cpu_relax();
             if ((round & 15) == 15 && fpp__now_ns() > spin_until)
-                round = 255;
+                round = CLAIM_SPIN_ROUNDS - 1;
             continue;
         }
-        if (round < 320) {
+        if (round < CLAIM_SPIN_ROUNDS + CLAIM_YIELD_ROUNDS) {
             sched_yield();
             continue;
         }
-        uint32_t seen = atomic_load(&b->wake);
-        atomic_store_explicit(&b->sleeping, 1, memory_order_relaxed);
-        /* Dekker pair with the parent's publish then check of `sleeping` (fpp__pool_flush). */
-        atomic_thread_fence(memory_order_seq_cst);
-        if (fpp__ring_claim_worker(h, cells, w->lay.ncells, w->slot, pos)) {
-            atomic_store_explicit(&b->sleeping, 0, memory_order_relaxed);
-            return 1;
+        /* Going to sleep: a moment to check the memory cap (so a worker that crossed it and
+         * then went idle is replaced within a sleep, not never). */
+        if (rss && over_cap(rss, true)) {
+            *retire = true;
+            return 0;
         }
-        if (!stopping(w))
-            fpp__event_wait(&b->wake, seen, fpp__now_ns() + 200000000);
-        atomic_store_explicit(&b->sleeping, 0, memory_order_relaxed);
+        uint32_t v = fpp__ec_arm(&b->wake);
+        if (!fpp__ring_pending(cells, n, *head) && !stopping(w))
+            fpp__ec_wait(&b->wake, v, fpp__now_ns() + SLEEP_MAX_NS);
         round = 0;
     }
 }
 
+static void flush_stdio(void)
+{
+    /* A task's printf must reach a pipe or a file as it does a terminal: flush what it left
+     * buffered (a load each when there is nothing to flush). */
+    if (__fpending(stdout))
+        fflush(stdout);
+    if (__fpending(stderr))
+        fflush(stderr);
+}
+
 int fpp__worker_main(fpp__wctx *w)
 {
-    unsigned char *base = w->base;
     const fpp__layout *l = &w->lay;
-    fpp__hdr *h = fpp__hdr_of(base);
-    fpp__cell *cells = fpp__cells_of(base, l);
-    fpp__wblock *b = fpp__wblock_of(base, l, w->slot);
+    fpp__wblock *b = fpp__slot_block(w->slot);
+    fpp__cell *cells = fpp__slot_cells(w->slot, l);
     fpp_out o = {
         .w = w,
         .b = b,
-        .arena = fpp__warena_of(base, l, w->slot),
-        .asize = l->warena_size,
-        .apos = atomic_load(&b->apos),
+        .arena = fpp__slot_arena(w->slot, l),
+        .asize = l->arena_size,
+        .apos = 0,
     };
-    uint64_t ctail = atomic_load(&b->ctail);
-    unsigned done = 0;
-    if (w->process)
+    uint64_t ctail = 0, head = l->qcells;
+    uint64_t done = 0;
+    rss_watch rss = {.fd = -1};
+    if (w->process) {
         crash_point_init();
-    if (w->process && w->max_rss_kib)
-        cap_address_space(w->max_rss_kib);
-    unsigned char argbuf[FPP__INLINE_ARG];
+        if (w->max_rss_kib) {
+            rss.fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+            uint64_t total = 0;
+            rss.start_kib = rss.fd >= 0 ? anon_kib(rss.fd, &total) : 0;
+            rss.cap_kib = w->max_rss_kib;
+            rss.last_ns = coarse_now_ns();
+            atomic_store_explicit(&b->rss_start_kib, total, memory_order_relaxed);
+            cap_address_space(w->max_rss_kib);
+        }
+    }
+    bool retire = false;
 
     for (;;) {
-        uint64_t pos;
-        /* drain: the parent is about to kill us (timeout, cancel). Take nothing new. */
-        if (atomic_load_explicit(&b->drain, memory_order_acquire))
-            return pause_until_killed();
-        if (!claim(w, h, cells, b, &pos))
-            return 0;
+        fpp__cell d;
         crash_point(1);
-        fpp__cell *c = &cells[pos & (l->ncells - 1)];
-        uint64_t ticket = c->ticket;
-        uint32_t fnid = c->fn, arg_len = c->arg_len;
-        uint64_t arg_off = c->arg_off;
-        memcpy(argbuf, c->arg, sizeof argbuf);
-        atomic_store_explicit(&b->ticket, ticket, memory_order_relaxed);
-        atomic_store_explicit(&b->started_ns, fpp__now_ns(), memory_order_relaxed);
-        atomic_store_explicit(&b->phase, FPP__PH_RUNNING, memory_order_release);
-        /* Dekker pair with kill_slot's store of drain then check of our phase and ticket: if
-         * the parent decided to kill us for an earlier task, this one must not start. Its cell
-         * still names us, so the parent publishes it again once we are gone. */
-        atomic_thread_fence(memory_order_seq_cst);
-        if (atomic_load_explicit(&b->drain, memory_order_relaxed))
-            return pause_until_killed();
+        if (!next_task(w, b, cells, &head, &d, rss.fd >= 0 ? &rss : NULL, &retire))
+            break;
         crash_point(2);
-        fpp__ring_release_worker(cells, l->ncells, pos, w->slot);
-        crash_point(3);
 
         o.set = o.failed = o.toobig = false;
         o.len = 0;
         o.msglen = 0;
-        const void *arg = argbuf;
-        fpp_fn fn = fpp__registry_fn((int)fnid);
-        if (arg_len > FPP__INLINE_ARG) {
-            if (arg_len > l->max_arg || arg_off > l->args_size || arg_len > l->args_size - arg_off)
-                fpp_out_fail(&o, "task descriptor corrupted (argument of %u bytes at %llu)",
-                             arg_len, (unsigned long long)arg_off);
-            arg = base + l->args_off + arg_off;
+        const void *arg = d.arg;
+        fpp_fn fn = fpp__registry_fn((int)d.fn);
+        if (d.arg_len > FPP__INLINE_ARG) {
+            if (d.arg_len > l->max_arg || d.arg_off > l->args_size || d.arg_len > l->args_size - d.arg_off)
+                fpp_out_fail(&o, "task descriptor corrupted (argument of %u bytes at %llu)", d.arg_len,
+                             (unsigned long long)d.arg_off);
+            arg = w->args + d.arg_off;
         }
         if (!fn)
-            fpp_out_fail(&o, "no function with id %u", fnid);
+            fpp_out_fail(&o, "no function with id %u", d.fn);
         if (!o.failed) {
-            int rc = fn(arg_len ? arg : NULL, arg_len, &o);
+            int rc = fn(d.arg_len ? arg : NULL, d.arg_len, &o);
             if (rc != 0 && !o.failed)
                 fpp_out_fail(&o, "function returned %d", rc);
         }
+        if (not_me(w))
+            _exit(0); /* a copy made by a fork in the task: leave the pool to its worker */
+        if (stopping(w))
+            break; /* abandoned (thread executor): the parent has given up on this task */
+        if (w->process)
+            flush_stdio();
 
-        fpp__crec r = {.ticket = ticket};
+        fpp__crec r = {.ticket = d.ticket};
         if (o.failed) {
             r.status = FPP__R_FAILED;
             r.len = (uint32_t)o.msglen;
@@ -371,17 +434,44 @@ int fpp__worker_main(fpp__wctx *w)
                 r.off = o.off;
         }
         if (r.len > FPP__INLINE_RES)
-            o.apos = FPP__ALIGN_UP(o.off + r.len, FPP__ARENA_ALIGN);
-        crash_point(4);
+            o.apos = o.off + r.len;
+        crash_point(3);
         publish(&o, &ctail, &r);
-        crash_point(5);
+        crash_point(4);
         atomic_store_explicit(&b->tasks, ++done, memory_order_relaxed);
-        atomic_store_explicit(&b->phase, FPP__PH_IDLE, memory_order_release);
 
-        if ((w->max_tasks && done >= w->max_tasks) || (w->max_rss_kib && over_rss(w->max_rss_kib))) {
-            atomic_store_explicit(&b->phase, FPP__PH_RETIRED, memory_order_release);
-            notify_parent(h);
-            return 0;
+        if ((w->max_tasks && done >= w->max_tasks) || (rss.fd >= 0 && over_cap(&rss, false))) {
+            retire = true;
+            break;
         }
     }
+    if (rss.fd >= 0)
+        close(rss.fd);
+    if (retire) {
+        atomic_store_explicit(&b->wstate, FPP__WS_RETIRED, memory_order_release);
+        fpp__ec_post(&b->bell);
+    }
+    if (w->process)
+        flush_stdio();
+    return 0;
+}
+
+int fpp__worker_init(int fn, const void *arg, size_t len, fpp__wctx *w, char *msg, size_t cap)
+{
+    fpp_fn f = fpp__registry_fn(fn);
+    if (!f) {
+        snprintf(msg, cap, "no function with id %d", fn);
+        return -1;
+    }
+    fpp_out o = {.w = w, .init = true};
+    int rc = f(len ? arg : NULL, len, &o);
+    fpp__free(o.scratch);
+    if (rc != 0 || o.failed) {
+        if (o.failed)
+            snprintf(msg, cap, "%s", o.msg);
+        else
+            snprintf(msg, cap, "function returned %d", rc);
+        return -1;
+    }
+    return 0;
 }

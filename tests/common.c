@@ -1,7 +1,11 @@
 /* common.c: see common.h. */
+#include <stdatomic.h>
+#include <sys/mman.h>
+
 #include "common.h"
 
-int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG, F_ABORT, F_SPIN, F_SCRIBBLE, F_HOG;
+int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG, F_ABORT, F_SPIN, F_SCRIBBLE, F_HOG,
+    F_BARRIER, F_PID;
 
 static int echo(const void *arg, size_t len, fpp_out *out) { return fpp_out_set(out, arg, len); }
 
@@ -96,7 +100,7 @@ static int scribble(const void *arg, size_t len, fpp_out *out)
     while (fgets(line, sizeof line, f)) {
         unsigned long lo, hi;
         char perms[8];
-        if (!strstr(line, "/dev/shm/fpp-") || sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[1] != 'w')
+        if (!strstr(line, "memfd:fpp-") || sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[1] != 'w')
             continue;
         for (uint64_t *p = (uint64_t *)lo; p < (uint64_t *)hi; p++) {
             x ^= x << 13; x ^= x >> 7; x ^= x << 17;
@@ -122,8 +126,71 @@ static int hog(const void *arg, size_t len, fpp_out *out)
     return fpp_out_set(out, &n, 8);
 }
 
+/* Shared with every worker (mapped before any executor exists, so the fork server and its
+ * workers inherit it): the counters of every_slot_serves' barriers. */
+static _Atomic int *barriers;
+
+/* arg: {generation, W}. Arrives at barrier `generation`, waits until W arrived (10 s at most).
+ * Result: {pid, 1 if all arrived}. */
+static int barrier(const void *arg, size_t len, fpp_out *out)
+{
+    uint32_t a[2];
+    if (len != sizeof a)
+        return 1;
+    memcpy(a, arg, sizeof a);
+    _Atomic int *c = &barriers[a[0] % 1024];
+    atomic_fetch_add(c, 1);
+    int ok = 0;
+    for (int i = 0; i < 10000 && !(ok = atomic_load(c) >= (int)a[1]); i++)
+        sleep_ms(1);
+    int32_t r[2] = {(int32_t)getpid(), ok};
+    return fpp_out_set(out, r, sizeof r);
+}
+
+static int pid_of(const void *arg, size_t len, fpp_out *out)
+{
+    (void)arg; (void)len;
+    int32_t p = (int32_t)getpid();
+    return fpp_out_set(out, &p, sizeof p);
+}
+
+void every_slot_serves(fpp_tm *tm, int W)
+{
+    static uint32_t gen;
+    uint32_t g = ++gen;
+    atomic_store(&barriers[g % 1024], 0);
+    int64_t ids[64];
+    cr_assert_leq(W, 64);
+    for (int i = 0; i < W; i++) {
+        uint32_t a[2] = {g, (uint32_t)W};
+        ids[i] = fpp_submit(tm, F_BARRIER, a, sizeof a);
+        cr_assert_geq(ids[i], 0, "submit: %s", fpp_strerror((int)ids[i]));
+    }
+    int32_t pids[64];
+    int got = 0;
+    fpp_task *t;
+    int rc;
+    while (got < W && (rc = fpp_as_completed(tm, &t)) == 1) {
+        int64_t id = fpp_task_id(t);
+        bool mine = false;
+        for (int i = 0; i < W; i++)
+            mine = mine || ids[i] == id;
+        if (!mine)
+            continue;
+        cr_assert_eq(fpp_task_status(t), FPP_DONE, "barrier task: %s", fpp_task_error(t));
+        int32_t r[2];
+        memcpy(r, fpp_task_result(t, NULL), sizeof r);
+        cr_assert_eq(r[1], 1, "a barrier of %d workers did not fill: a slot does not serve", W);
+        for (int i = 0; i < got; i++)
+            cr_assert_neq(pids[i], r[0], "two barrier tasks in one worker");
+        pids[got++] = r[0];
+    }
+    cr_assert_eq(got, W, "only %d of %d barrier tasks came back", got, W);
+}
+
 __attribute__((constructor)) static void register_all(void)
 {
+    barriers = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     F_ECHO = fpp_register("echo", echo);
     F_SQUARE = fpp_register("square", square);
     F_FAIL = fpp_register("fail", fail);
@@ -137,6 +204,8 @@ __attribute__((constructor)) static void register_all(void)
     F_SPIN = fpp_register("spin", spin);
     F_SCRIBBLE = fpp_register("scribble", scribble);
     F_HOG = fpp_register("hog", hog);
+    F_BARRIER = fpp_register("barrier", barrier);
+    F_PID = fpp_register("pid", pid_of);
     fpp_log_set(NULL, NULL, FPP_LOG_WARN);
 }
 
@@ -259,10 +328,31 @@ void fail_fork(int err)
     cr_assert_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0, "seccomp: %s", strerror(errno));
 }
 
-int child_pids(pid_t *out, int max)
+int child_pids(pid_t *out, int max) { return children_of(getpid(), out, max); }
+
+int pool_pids(pid_t *out, int max, int *nfs)
+{
+    int n = child_pids(out, max), fs = n;
+    for (int i = 0; i < fs && n < max; i++)
+        n += children_of(out[i], out + n, max - n);
+    if (nfs)
+        *nfs = fs;
+    return n;
+}
+
+int worker_pids(pid_t *out, int max)
+{
+    pid_t all[256];
+    int fs = 0, n = pool_pids(all, 256, &fs), k = 0;
+    for (int i = fs; i < n && k < max; i++)
+        out[k++] = all[i];
+    return k;
+}
+
+int children_of(pid_t pid, pid_t *out, int max)
 {
     char path[64];
-    snprintf(path, sizeof path, "/proc/%ld/task", (long)getpid());
+    snprintf(path, sizeof path, "/proc/%ld/task", (long)pid);
     DIR *d = opendir(path);
     if (!d)
         return 0;
@@ -276,9 +366,9 @@ int child_pids(pid_t *out, int max)
         FILE *fp = fopen(f, "r");
         if (!fp)
             continue;
-        long pid;
-        while (n < max && fscanf(fp, "%ld", &pid) == 1)
-            out[n++] = (pid_t)pid;
+        long child;
+        while (n < max && fscanf(fp, "%ld", &child) == 1)
+            out[n++] = (pid_t)child;
         fclose(fp);
     }
     closedir(d);

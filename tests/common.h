@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 extern int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG,
-    F_ABORT, F_SPIN, F_SCRIBBLE, F_HOG;
+    F_ABORT, F_SPIN, F_SCRIBBLE, F_HOG, F_BARRIER, F_PID;
 
 typedef enum { PROC = 0, THR = 1 } kind;
 
@@ -29,6 +29,10 @@ fpp_tm *mk_tm(fpp_executor *ex, fpp_policy policy, int retain);
 int shm_entries(void);
 /* Counts this process's children that still exist (zombies included). */
 int live_children(void);
+/* The pool's wholeness: W tasks that each wait (up to 10 s) until all W have started, so they
+ * all succeed only if W different workers run them at once. Fails the test otherwise. Every
+ * slot of a W-worker executor must then serve. */
+void every_slot_serves(fpp_tm *tm, int W);
 /* The end-of-test check: nothing left behind. */
 void assert_clean(void);
 void sleep_ms(int ms);
@@ -50,5 +54,12 @@ const char *captured_logs(void);
 void fail_syscall(long nr, int err);
 /* Makes fork() fail with err in this process from now on (seccomp on clone without CLONE_VM). */
 void fail_fork(int err);
-/* The pids of this process's live children (workers), up to max. */
+/* The pids of this process's live children (fork servers), up to max. */
 int child_pids(pid_t *out, int max);
+/* The pids of the children of pid, up to max. */
+int children_of(pid_t pid, pid_t *out, int max);
+/* Every process of this process's pools: fork servers and their children (workers and the
+ * spare), up to max; *nfs gets how many of them (the first) are fork servers. */
+int pool_pids(pid_t *out, int max, int *nfs);
+/* The pids of the workers and spares (the fork servers' children) only. */
+int worker_pids(pid_t *out, int max);

@@ -1,15 +1,18 @@
-/* test_ring.c: the task ring's protocol, driven directly (lib/ring.c). */
+/* test_ring.c: a worker's task queue protocol, driven directly (lib/ring.c): publish, the
+ * one-step claim, revoke racing claim, acknowledgement, and what scribbled states do. */
+#include <pthread.h>
+
 #include "common.h"
 #include "../lib/fpp_internal.h"
 
 #define N 8
 static fpp__cell cells[N];
-static fpp__hdr hdr;
+static _Atomic uint64_t running;
 
 static void setup(void)
 {
     fpp__ring_init(cells, N);
-    atomic_store(&hdr.head, 0);
+    atomic_store(&running, 0);
 }
 
 static fpp__cell desc(uint64_t ticket)
@@ -22,67 +25,124 @@ static fpp__cell desc(uint64_t ticket)
     return c;
 }
 
-Test(ring, claims_in_publication_order, .init = setup)
+Test(ring, claims_in_publication_order_and_copies_the_descriptor, .init = setup)
 {
-    for (uint64_t p = 0; p < 3; p++) {
+    for (uint64_t p = N; p < N + 3; p++) {
         fpp__cell d = desc(100 + p);
-        cr_assert_eq(fpp__ring_push_parent(cells, N, p, &d), 0);
+        cr_assert_eq(fpp__ring_publish(cells, N, p, &d), 0);
     }
-    uint64_t pos;
-    for (uint64_t p = 0; p < 3; p++) {
-        cr_assert_eq(fpp__ring_claim_worker(&hdr, cells, N, 1, &pos), 1);
-        cr_expect_eq(pos, p);
-        cr_expect_eq(cells[pos % N].ticket, 100 + p);
-        fpp__ring_release_worker(cells, N, pos, 1);
+    uint64_t head = N;
+    for (uint64_t p = N; p < N + 3; p++) {
+        fpp__cell got;
+        cr_assert_eq(fpp__ring_claim(cells, N, &head, &got, &running), 1);
+        cr_expect_eq(got.ticket, 100 + p);
+        cr_expect_eq(memcmp(got.arg, "abcd", 4), 0);
+        cr_expect_eq(atomic_load(&running), 100 + p, "the ticket is announced before the claim");
+        cr_expect_eq(fpp__ring_claimed(cells, N, p), 1);
     }
-    cr_expect_eq(fpp__ring_claim_worker(&hdr, cells, N, 1, &pos), 0, "empty now");
+    cr_expect_eq(head, N + 3);
+    fpp__cell got;
+    cr_expect_eq(fpp__ring_claim(cells, N, &head, &got, &running), 0, "empty now");
 }
 
-Test(ring, refuses_push_when_full, .init = setup)
+Test(ring, a_claim_frees_the_cell_in_the_same_step, .init = setup)
 {
-    for (uint64_t p = 0; p < N; p++) {
+    for (uint64_t p = N; p < 2 * N; p++) {
         fpp__cell d = desc(p);
-        cr_assert_eq(fpp__ring_push_parent(cells, N, p, &d), 0);
+        cr_assert_eq(fpp__ring_publish(cells, N, p, &d), 0);
     }
     fpp__cell d = desc(99);
-    cr_expect_eq(fpp__ring_push_parent(cells, N, N, &d), 1, "position N waits for position 0");
-    uint64_t pos;
-    cr_assert_eq(fpp__ring_claim_worker(&hdr, cells, N, 0, &pos), 1);
-    cr_expect_eq(fpp__ring_push_parent(cells, N, N, &d), 1, "claimed but not released: still busy");
-    fpp__ring_release_worker(cells, N, pos, 0);
-    cr_expect_eq(fpp__ring_push_parent(cells, N, N, &d), 0);
+    cr_expect_eq(fpp__ring_publish(cells, N, 2 * N, &d), 1, "position 2N waits for position N");
+    uint64_t head = N;
+    fpp__cell got;
+    cr_assert_eq(fpp__ring_claim(cells, N, &head, &got, &running), 1);
+    /* No release step: a worker stopped right after its claim holds nothing the parent needs. */
+    cr_expect_eq(fpp__ring_publish(cells, N, 2 * N, &d), 0, "claimed is free for the next lap");
+    cr_expect_eq(fpp__ring_claimed(cells, N, N), 1, "a reused cell still tells that position N was claimed");
 }
 
-Test(ring, revoke_wins_only_before_a_claim, .init = setup)
+Test(ring, revoke_wins_only_before_a_claim_and_is_acknowledged, .init = setup)
 {
     fpp__cell d = desc(1);
-    fpp__ring_push_parent(cells, N, 0, &d);
-    fpp__ring_push_parent(cells, N, 1, &d);
-    cr_expect_eq(fpp__ring_revoke_parent(cells, N, 0), 1);
-    uint64_t pos;
-    cr_assert_eq(fpp__ring_claim_worker(&hdr, cells, N, 0, &pos), 1);
-    cr_expect_eq(pos, 1, "the revoked position is skipped");
-    cr_expect_eq(fpp__ring_revoke_parent(cells, N, 1), 0, "already claimed");
+    fpp__ring_publish(cells, N, N, &d);
+    fpp__ring_publish(cells, N, N + 1, &d);
+    cr_expect_eq(fpp__ring_revoke(cells, N, N), 1);
+    cr_expect_eq(fpp__ring_claimed(cells, N, N), -1);
+    d = desc(9);
+    cr_expect_eq(fpp__ring_publish(cells, N, 2 * N, &d), 1, "a revoked cell waits for the worker to pass it");
+    uint64_t head = N;
+    fpp__cell got;
+    cr_assert_eq(fpp__ring_claim(cells, N, &head, &got, &running), 1);
+    cr_expect_eq(head, N + 2, "the revoked position was acknowledged and skipped");
+    cr_expect_eq(fpp__ring_revoke(cells, N, N + 1), 0, "already claimed");
+    cr_expect_eq(fpp__ring_publish(cells, N, 2 * N, &d), 0, "acknowledged: free again");
 }
 
-Test(ring, reclaims_a_cell_whose_claimer_died, .init = setup)
+static fpp__cell rcells[N];
+static _Atomic int go, done_publishing;
+static _Atomic long claimed_by_worker;
+
+static void *racer(void *arg)
 {
-    fpp__cell d = desc(1);
-    fpp__ring_push_parent(cells, N, 0, &d);
-    uint64_t pos;
-    cr_assert_eq(fpp__ring_claim_worker(&hdr, cells, N, 3, &pos), 1);
-    cr_expect_eq(fpp__ring_reclaim_parent(cells, N, 0, 2), 0, "not worker 2's");
-    cr_expect_eq(fpp__ring_reclaim_parent(cells, N, 0, 3), 1);
-    cr_expect_eq(fpp__ring_push_parent(cells, N, N, &d), 0, "the cell is free for the next lap");
+    (void)arg;
+    uint64_t head = N;
+    _Atomic uint64_t run;
+    while (!atomic_load(&go))
+        ;
+    fpp__cell got;
+    for (;;) {
+        bool last = atomic_load(&done_publishing);
+        while (fpp__ring_claim(rcells, N, &head, &got, &run))
+            atomic_fetch_add(&claimed_by_worker, 1);
+        if (last)
+            break;
+    }
+    return NULL;
 }
 
-Test(ring, scribbled_state_is_reported_not_trusted, .init = setup)
+/* A claim and a revoke racing on the same cells: each task is the worker's or the parent's,
+ * never both, never neither. */
+Test(ring, claim_and_revoke_race_hands_each_task_to_exactly_one_side)
+{
+    fpp__ring_init(rcells, N);
+    pthread_t th;
+    pthread_create(&th, NULL, racer, NULL);
+    atomic_store(&go, 1);
+    long revoked = 0, published = 0;
+    uint64_t pos = N;
+    int64_t until = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    until = ts.tv_sec + 1;
+    while (published < 100000) {
+        fpp__cell d = desc(pos);
+        if (fpp__ring_publish(rcells, N, pos, &d) == 0) {
+            published++;
+            if (fpp__ring_revoke(rcells, N, pos))
+                revoked++;
+            pos++;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if (ts.tv_sec > until + 20)
+            break;
+    }
+    atomic_store(&done_publishing, 1);
+    pthread_join(th, NULL);
+    cr_expect_eq(published, 100000);
+    cr_expect_eq(atomic_load(&claimed_by_worker) + revoked, published, "claimed %ld + revoked %ld != published %ld",
+                 atomic_load(&claimed_by_worker), revoked, published);
+    cr_expect_gt(revoked, 0, "the race was run");
+}
+
+Test(ring, scribbled_states_are_never_trusted, .init = setup)
 {
     atomic_store(&cells[0].state, 0xdeadbeefcafef00dULL);
     fpp__cell d = desc(1);
-    cr_expect_eq(fpp__ring_push_parent(cells, N, 0, &d), FPP_ESTATE);
-    uint64_t pos;
-    cr_expect_eq(fpp__ring_claim_worker(&hdr, cells, N, 0, &pos), 0, "a worker takes nothing from garbage");
-    atomic_store(&hdr.head, 123456789);
-    cr_expect_eq(fpp__ring_claim_worker(&hdr, cells, N, 0, &pos), 0, "a scribbled head idles, never loops");
+    cr_expect_eq(fpp__ring_publish(cells, N, N, &d), 1, "the parent does not write over garbage");
+    cr_expect_eq(fpp__ring_claimed(cells, N, N), -2);
+    uint64_t head = N;
+    fpp__cell got;
+    cr_expect_eq(fpp__ring_claim(cells, N, &head, &got, &running), 0, "a worker takes nothing from garbage");
+    cr_expect_eq(head, N, "and does not move on");
+    cr_expect(!fpp__ring_pending(cells, N, head));
 }

@@ -1,0 +1,153 @@
+/* harvest.c: taking finished tasks back from the workers: reading each worker's completion
+ * records, validating them, and handing the results to the task manager.
+ *
+ * Trust: a worker can write anything in its own slot memory, so nothing read from it is used
+ * before it is checked, and each shared field is read once into a local (no double fetch).
+ * A record must name the oldest task on that worker's list (an honest worker runs its queue in
+ * order, one task at a time) whose cell it claimed; a length must fit its limit; an arena
+ * offset must lie in the part of that worker's arena past what the parent already took. A
+ * worker whose record names another task, or whose indices are impossible, is reported to
+ * bad() (it is replaced) and nothing more is read from it; a record that is merely malformed
+ * fails its own task with a clear message. The parent keeps its own copy of every index and
+ * only writes the shared ones for the worker's benefit. */
+#include <string.h>
+
+#include "fpp_internal.h"
+
+#define DEPTH_TARGET_NS 200000 /* queue about this much work on each worker */
+
+static void copy_message(char *dst, size_t cap, const unsigned char *src, size_t len)
+{
+    if (len >= cap)
+        len = cap - 1;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = src[i];
+        dst[i] = (ch >= 0x20 && ch < 0x7f) || ch == '\t' ? (char)ch : '?';
+    }
+    dst[len] = 0;
+}
+
+static void corrupt(fpp__pool *p, uint32_t w, const char *why)
+{
+    fpp__wpriv *wp = &p->wp[w];
+    if (wp->corrupt)
+        return;
+    wp->corrupt = true;
+    wp->alive = false; /* no more tasks for it */
+    p->bogus++;
+    fpp__log(FPP_LOG_ERROR, "worker slot %u: %s; replacing the worker", w, why);
+    if (p->bad)
+        p->bad(p, w);
+}
+
+/* One record from worker w. Returns 1 if a task finished, 0 otherwise, -1 if the worker is to
+ * be replaced (stop reading it). */
+static int handle(fpp__pool *p, uint32_t w, const fpp__crec *r)
+{
+    fpp__wpriv *wp = &p->wp[w];
+    uint32_t tag = wp->first;
+    if (tag == FPP__NIL || p->fl[tag].ticket != r->ticket) {
+        corrupt(p, w, "it returned a record for a task it was not running");
+        return -1;
+    }
+    fpp__flight *e = &p->fl[tag];
+    if (!e->claimed && fpp__ring_claimed(wp->cells, p->lay.qcells, e->pos) != 1) {
+        corrupt(p, w, "it returned a record for a task it never claimed");
+        return -1;
+    }
+    uint64_t A = p->lay.arena_size;
+    const unsigned char *data = r->data;
+    const char *bad = NULL;
+    size_t limit = r->status == FPP__R_DONE ? p->lay.max_result : FPP__ERR_MAX;
+    if (r->status != FPP__R_DONE && r->status != FPP__R_FAILED)
+        bad = "unknown status";
+    else if (r->len > limit)
+        bad = "length over its limit";
+    else if (r->len > FPP__INLINE_RES) {
+        uint64_t skip = r->off - wp->apos;
+        if (skip >= A || (r->off % A) + r->len > A)
+            bad = "arena offset out of range";
+        else {
+            data = wp->arena + (r->off % A);
+            wp->apos = r->off + r->len;
+        }
+    }
+    fpp_task *t = e->task;
+    bool abandoned = e->state == FPP__FL_ABANDONED;
+    fpp__flight_unlink(p, tag);
+    fpp__flight_put(p, tag);
+    if (abandoned || !t)
+        return 0;
+    if (bad) {
+        p->bogus++;
+        fpp__task_fail(t, FPP_FAILED, 0, "worker returned a corrupted completion record (%s)", bad);
+    } else if (r->status == FPP__R_DONE) {
+        if (fpp__task_set_result(t, data, r->len) != 0)
+            fpp__task_fail(t, FPP_FAILED, 0, "out of memory for a result of %u bytes", r->len);
+    } else {
+        char msg[FPP__ERR_MAX];
+        copy_message(msg, sizeof msg, data, r->len);
+        fpp__task_fail(t, FPP_FAILED, 0, "%s", msg);
+    }
+    fpp__pool_finish(p, t, (int)w);
+    return 1;
+}
+
+/* Learns how long w's tasks take (from records arriving while it had work queued) and sets
+ * how deep its queue may be. */
+static void pace(fpp__wpriv *wp, uint32_t got, uint32_t qcells, uint32_t busy_before)
+{
+    int64_t now = fpp__now_ns();
+    if (busy_before && wp->last_done_ns) {
+        int64_t sample = (now - wp->last_done_ns) / got;
+        wp->svc_ns = wp->svc_ns ? wp->svc_ns + (sample - wp->svc_ns) / 8 : sample;
+        int64_t d = wp->svc_ns > 0 ? DEPTH_TARGET_NS / wp->svc_ns + 1 : qcells;
+        wp->depth = (uint32_t)FPP__MAX(FPP__MIN(d, (int64_t)qcells), (int64_t)2);
+    }
+    wp->last_done_ns = now;
+}
+
+int fpp__pool_collect_worker(fpp__pool *p, uint32_t w)
+{
+    fpp__wpriv *wp = &p->wp[w];
+    if (!wp->mem || wp->corrupt)
+        return 0;
+    fpp__wblock *b = wp->b;
+    /* A3: acquire; pairs with R3 in the worker's publish. */
+    uint64_t tail = atomic_load_explicit(&b->ctail, memory_order_acquire);
+    uint64_t avail = tail - wp->chead;
+    if (avail == 0)
+        return 0;
+    if (avail > FPP__CRING) {
+        corrupt(p, w, "its block is corrupted (completion index out of range)");
+        return 0;
+    }
+    uint32_t busy_before = wp->n;
+    int n = 0;
+    uint32_t got = 0;
+    for (uint64_t i = 0; i < avail; i++) {
+        fpp__crec r;
+        memcpy(&r, &b->ring[wp->chead & (FPP__CRING - 1)], sizeof r);
+        wp->chead++;
+        got++;
+        int rc = handle(p, w, &r);
+        if (rc < 0)
+            return n;
+        n += rc;
+    }
+    atomic_store_explicit(&b->chead, wp->chead, memory_order_release);
+    atomic_store_explicit(&b->atail, wp->apos, memory_order_release);
+    /* A worker waiting for ring or arena room sleeps on wake: post it (a fence and a load
+     * unless it sleeps). */
+    fpp__ec_post(&b->wake);
+    pace(wp, got, p->lay.qcells, busy_before);
+    return n;
+}
+
+int fpp__pool_collect(fpp__pool *p)
+{
+    int n = 0;
+    for (uint32_t w = 0; w < p->lay.nworkers; w++)
+        n += fpp__pool_collect_worker(p, w);
+    return n;
+}
