@@ -176,26 +176,28 @@ static void worker_child(fs_state *S, int hsock, uint32_t slot, int memfd)
         close(S->ppidfd);
     if (S->spare_sock >= 0 && S->spare_sock != hsock)
         close(S->spare_sock);
+    const fpp__layout *l = &S->cfg.lay;
+    const unsigned char *args = mmap(NULL, l->args_size, PROT_READ, MAP_SHARED, S->cfg.args_fd, 0);
+    if (args == MAP_FAILED)
+        _exit(FPP__EXIT_SETUP);
+    madvise((void *)args, l->args_size, MADV_DONTFORK);
+    close(S->cfg.args_fd);
     if (hsock >= 0) {
-        /* A spare: wait for the slot the server hands us. */
+        /* A spare: wait for the slot the server hands us, holding nothing but the channel. */
         spawn_req r;
         if (recv_fd(hsock, &r, sizeof r, &memfd, 0) != 1 || memfd < 0)
             _exit(0);
         close(hsock);
         slot = r.slot;
     }
-    const fpp__layout *l = &S->cfg.lay;
     if (slot >= l->nworkers)
         _exit(FPP__EXIT_SETUP);
     unsigned char *mem = mmap(NULL, l->slot_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-    const unsigned char *args = mmap(NULL, l->args_size, PROT_READ, MAP_SHARED, S->cfg.args_fd, 0);
-    if (mem == MAP_FAILED || args == MAP_FAILED)
+    if (mem == MAP_FAILED)
         _exit(FPP__EXIT_SETUP);
     /* A copy made by a task's fork() gets neither mapping. */
     madvise(mem, l->slot_size, MADV_DONTFORK);
-    madvise((void *)args, l->args_size, MADV_DONTFORK);
     close(memfd);
-    close(S->cfg.args_fd);
 
     fpp__wblock *b = fpp__slot_block(mem);
     atomic_store(&b->pid, (uint32_t)getpid());

@@ -10,6 +10,8 @@
  * bad() (it is replaced) and nothing more is read from it; a record that is merely malformed
  * fails its own task with a clear message. The parent keeps its own copy of every index and
  * only writes the shared ones for the worker's benefit. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fpp_internal.h"
@@ -119,6 +121,8 @@ int fpp__pool_collect_worker(fpp__pool *p, uint32_t w)
     if (avail == 0)
         return 0;
     if (avail > FPP__CRING) {
+        if (getenv("FPP_DEBUG"))
+            fprintf(stderr, "DEBUG slot %u ctail %llu chead %llu n %u\n", w, (unsigned long long)tail, (unsigned long long)wp->chead, wp->n);
         corrupt(p, w, "its block is corrupted (completion index out of range)");
         return 0;
     }

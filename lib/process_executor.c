@@ -178,8 +178,8 @@ static int died(proc *pr, uint32_t w, pid_t pid, int status, int64_t maxrss_kib)
         start_failure(pr, FPP_EINIT, "worker_init %s failed: %s", pr->ex->opts.worker_init, msg);
     } else if (exited && WEXITSTATUS(status) == FPP__EXIT_SETUP) {
         start_failure(pr, FPP_ESYS, "a new worker could not map its memory");
-    } else if (!ran && !s->killed) {
-        start_failure(pr, FPP_EINIT, "%s before it was ready%s", why, pr->ex->init_fn >= 0 ? " (in worker_init)" : "");
+    } else if (!ran && !s->killed && pr->ex->init_fn >= 0) {
+        start_failure(pr, FPP_EINIT, "worker_init %s crashed: %s", pr->ex->opts.worker_init, why);
     } else if (ran) {
         started(pr);
     }

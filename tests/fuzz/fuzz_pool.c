@@ -1,9 +1,11 @@
 /* fuzz_pool.c: libFuzzer target over everything the parent decodes from memory a worker can
- * write: completion records (ticket, status, lengths, arena offsets), completion indices,
- * ring cell states, worker block phase/ticket (crash recovery) and the audit. The input is a
- * little program of such writes, run against a real pool (lib/pool.c, lib/ring.c,
- * lib/arena.c) in private memory with no worker running. Checks: no sanitizer report, and
- * every task handed to the pool leaves it exactly once (fpp__tm_finished, defined here).
+ * write: its completion records (ticket, status, lengths, arena offsets), its completion
+ * index, its task queue's cell states, its `running` word, and what recovery, cancel,
+ * timeouts and the audit make of them. The input is a little program of such writes and of
+ * honest worker steps (a real claim, a real record), run against a real pool (lib/pool.c,
+ * flight.c, harvest.c, watchdog.c, ring.c, slot.c) in private memory with no worker running.
+ * Checks: no sanitizer report, and every task handed to the pool leaves it exactly once
+ * (fpp__tm_finished, defined here), with a result only from the worker it was given to.
  *
  * Build: cmake -DFPP_BUILD_FUZZ=ON -DCMAKE_C_COMPILER=clang; run: fuzz_pool tests/fuzz/corpus */
 #include <stdlib.h>
@@ -11,9 +13,11 @@
 
 #include "../../lib/fpp_internal.h"
 
-#define NT 24
+#define NT 40
+#define W 2
 static fpp_task tasks[NT];
 static int finished[NT];
+static bool stopped[W];
 
 void fpp__tm_finished(fpp_tm *tm, fpp_task *t)
 {
@@ -25,6 +29,10 @@ void fpp__tm_finished(fpp_tm *tm, fpp_task *t)
     fpp__task_clear(t);
 }
 
+bool fpp__tm_halted(const fpp_tm *tm) { (void)tm; return false; }
+
+static void stop(fpp__pool *p, uint32_t w) { (void)p; stopped[w] = true; }
+
 typedef struct reader { const uint8_t *p; size_t n; } reader;
 static uint64_t take(reader *r, size_t k)
 {
@@ -34,6 +42,15 @@ static uint64_t take(reader *r, size_t k)
     return v;
 }
 
+static void fresh_worker(fpp__pool *p, uint32_t w)
+{
+    fpp__slotmem *m = fpp__slotmem_new(&p->lay, false);
+    if (!m)
+        abort();
+    fpp__pool_attach(p, w, m);
+    stopped[w] = false;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -41,19 +58,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fpp_log_set(NULL, NULL, FPP_LOG_OFF);
     fpp_executor ex;
     memset(&ex, 0, sizeof ex);
-    ex.opts = (fpp_executor_opts){.workers = 2, .queue_capacity = 8, .max_arg_size = 1024, .max_result_size = 4096};
+    ex.opts = (fpp_executor_opts){.workers = W, .queue_capacity = 16, .max_arg_size = 1024, .max_result_size = 4096};
     fpp__pool pool;
     if (fpp__pool_create(&pool, &ex.opts, false) != 0)
         return 0;
     pool.ex = &ex;
-    for (uint32_t w = 0; w < pool.lay.nworkers; w++)
-        pool.wp[w].alive = true;
+    pool.stop = stop;
+    pool.bad = stop;
+    for (uint32_t w = 0; w < W; w++)
+        fresh_worker(&pool, w);
     reader r = {data, size};
     memset(finished, 0, sizeof finished);
     int dispatched = 0;
+    uint64_t head[W], ctail[W];
+    for (uint32_t w = 0; w < W; w++) {
+        head[w] = pool.lay.qcells;
+        ctail[w] = 0;
+    }
     for (int i = 0; i < NT; i++) {
         memset(&tasks[i], 0, sizeof tasks[i]);
         tasks[i].id = i;
+        tasks[i].avoid_slot = -1;
+        tasks[i].timeout_ms = (unsigned)(take(&r, 1) % 3);
         tasks[i].arg_len = (size_t)(take(&r, 1) * 5) % 1025;
         tasks[i].arg = argbuf;
         if (fpp__pool_dispatch(&pool, &tasks[i]) == 0)
@@ -62,58 +88,71 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
     }
     while (r.n) {
-        uint32_t w = (uint32_t)take(&r, 1) % pool.lay.nworkers;
-        fpp__wblock *b = fpp__wblock_of(pool.base, &pool.lay, w);
-        switch (take(&r, 1) % 7) {
+        uint32_t w = (uint32_t)take(&r, 1) % W;
+        fpp__wpriv *wp = &pool.wp[w];
+        if (!wp->mem) { /* the slot is empty: a new worker comes */
+            fresh_worker(&pool, w);
+            head[w] = pool.lay.qcells;
+            ctail[w] = 0;
+            continue;
+        }
+        fpp__wblock *b = wp->b;
+        fpp__cell *cells = wp->cells;
+        uint32_t Q = pool.lay.qcells;
+        switch (take(&r, 1) % 10) {
         case 0: { /* a completion record, then publish it */
             fpp__crec c;
             memset(&c, 0, sizeof c);
-            uint64_t ct = atomic_load(&b->ctail);
             c.ticket = take(&r, 8);
-            if (take(&r, 1) & 1) /* often a real ticket, so that deeper checks are reached */
-                c.ticket = ((uint64_t)pool.fl[c.ticket % pool.nfl].gen << 32) | (c.ticket % pool.nfl);
+            if ((take(&r, 1) & 1) && wp->first != FPP__NIL) /* often the right ticket, to reach deeper checks */
+                c.ticket = pool.fl[wp->first].ticket;
             c.status = (uint32_t)take(&r, 1) % 4;
             c.len = (uint32_t)take(&r, 4);
+            if (take(&r, 1) & 1)
+                c.len %= 200;
             c.off = take(&r, 8);
             for (size_t k = 0; k < sizeof c.data; k++)
                 c.data[k] = (unsigned char)take(&r, 1);
-            b->ring[ct & (FPP__CRING - 1)] = c;
-            atomic_store(&b->ctail, ct + 1);
+            b->ring[ctail[w] & (FPP__CRING - 1)] = c;
+            atomic_store(&b->ctail, ++ctail[w]);
             break;
         }
         case 1: fpp__pool_collect(&pool); break;
         case 2: atomic_store(&b->ctail, take(&r, 8)); break;
-        case 3: atomic_store(&pool.cells[take(&r, 1) % pool.lay.ncells].state, take(&r, 8)); break;
-        case 4: /* the worker dies with whatever its block says */
-            atomic_store(&b->phase, (uint32_t)take(&r, 1) % 4);
-            if (take(&r, 1) & 1)
-                atomic_store(&b->ticket, take(&r, 8));
-            else {
-                uint32_t tag = (uint32_t)take(&r, 1) % pool.nfl;
-                atomic_store(&b->ticket, ((uint64_t)pool.fl[tag].gen << 32) | tag);
-            }
-            fpp__pool_recover(&pool, w, FPP_CRASHED, 9, "worker killed by SIGKILL");
+        case 3: atomic_store(&cells[take(&r, 1) % Q].state, take(&r, 8)); break;
+        case 4: /* the worker dies */
+            fpp__pool_recover(&pool, w, (take(&r, 1) & 1) ? FPP_TIMEOUT : FPP_CRASHED, 9, "worker killed by SIGKILL");
             break;
         case 5: fpp__pool_audit(&pool); break;
-        case 6: { /* a worker claims the next cell for real */
-            uint64_t pos;
-            if (fpp__ring_claim_worker(pool.hdr, pool.cells, pool.lay.ncells, w, &pos) && (take(&r, 1) & 1)) {
-                atomic_store(&b->ticket, pool.cells[pos & (pool.lay.ncells - 1)].ticket);
-                atomic_store(&b->phase, FPP__PH_RUNNING);
-                fpp__ring_release_worker(pool.cells, pool.lay.ncells, pos, w);
-            }
+        case 6: { /* an honest claim of the next task */
+            fpp__cell d;
+            fpp__ring_claim(cells, Q, &head[w], &d, &b->running);
+            break;
+        }
+        case 7: atomic_store(&b->running, (take(&r, 1) & 1) ? take(&r, 8) : (wp->first != FPP__NIL ? pool.fl[wp->first].ticket : 0)); break;
+        case 8: fpp__pool_timeouts(&pool, (unsigned)(take(&r, 1) % 2)); break;
+        case 9: { /* cancel one task, or steal */
+            int i = (int)(take(&r, 1) % (uint64_t)(dispatched ? dispatched : 1));
+            if (take(&r, 1) & 1)
+                fpp__pool_steal(&pool);
+            else if (!finished[i])
+                fpp__pool_cancel_task(&pool, &tasks[i]);
             break;
         }
         }
+        for (uint32_t k = 0; k < W; k++) /* what was stopped dies */
+            if (stopped[k] && pool.wp[k].mem)
+                fpp__pool_recover(&pool, k, FPP_CRASHED, 9, "stopped");
+        fpp__pool_dispatch(&pool, NULL);
     }
     /* Everything still in the pool leaves it now, once. */
-    bool kill[2] = {false, false};
+    bool kill[W] = {false};
     fpp__pool_cancel(&pool, kill);
-    for (uint32_t w = 0; w < pool.lay.nworkers; w++)
+    for (uint32_t w = 0; w < W; w++)
         fpp__pool_recover(&pool, w, FPP_CRASHED, 9, "end");
     for (int i = 0; i < dispatched; i++)
         if (finished[i] != 1)
             abort(); /* lost: never left the pool */
-    fpp__pool_destroy(&pool);
+    fpp__pool_destroy(&pool, true);
     return 0;
 }
