@@ -436,6 +436,8 @@ typedef struct fpp__pool {
     fpp__buddy args;
     fpp__wpriv *wp;
     fpp__tq retry;   /* tasks to publish again (their worker died before starting them) */
+    uint32_t ntimed;              /* live entries with a timeout of their own */
+    unsigned min_task_timeout_ms; /* the smallest of those since ntimed was last 0 */
     uint64_t bogus;  /* completion records refused */
     fpp_executor *ex;
     void (*bad)(struct fpp__pool *p, uint32_t w); /* a worker wrote nonsense: replace it */
@@ -474,6 +476,9 @@ FPP__HIDDEN void fpp__pool_abandon(fpp__pool *p, uint64_t ticket, fpp_status st,
 FPP__HIDDEN int fpp__pool_audit(fpp__pool *p);
 FPP__HIDDEN int64_t fpp__pool_timeouts(fpp__pool *p, unsigned timeout_ms,
                                        void (*over)(fpp__pool *p, uint32_t w, uint64_t ticket));
+/* The shortest timeout that applies to running tasks (the executor's, or a task's own), or 0:
+ * a waiting poll looks at the workers at least every quarter of it. */
+FPP__HIDDEN unsigned fpp__pool_timeout_tick_ms(const fpp__pool *p, unsigned timeout_ms);
 
 /* ---------------------------------------------------------- task manager */
 

@@ -140,6 +140,10 @@ static void entry_free(fpp__pool *p, uint32_t tag)
     if (e->arg_off != UINT64_MAX)
         fpp__buddy_free(&p->args, e->arg_off, e->arg_len);
     e->arg_off = UINT64_MAX;
+    if (e->timeout_ms) {
+        p->ntimed--;
+        e->timeout_ms = 0;
+    }
     e->task = NULL;
     e->state = FPP__FL_FREE;
     e->gen++; /* a record naming the old generation is refused from now on */
@@ -222,6 +226,9 @@ static int publish(fpp__pool *p, fpp_task *t)
     e->arg_len = (uint32_t)t->arg_len;
     e->state = FPP__FL_QUEUED;
     e->strikes = 0;
+    e->timeout_ms = t->timeout_ms;
+    if (t->timeout_ms && (p->ntimed++ == 0 || t->timeout_ms < p->min_task_timeout_ms))
+        p->min_task_timeout_ms = t->timeout_ms;
     p->cell_tag[p->tail & (p->lay.ncells - 1)] = tag;
     t->tag = tag;
     p->tail = (p->tail + 1) & FPP__POS_MASK;
@@ -324,6 +331,7 @@ static int handle(fpp__pool *p, uint32_t w, const fpp__crec *r)
     entry_free(p, tag);
     if (abandoned || !t)
         return 0;
+    t->slot = (int)w;
     if (bad) {
         p->bogus++;
         fpp__task_fail(t, FPP_FAILED, 0, "worker returned a corrupted completion record (%s)", bad);
@@ -473,6 +481,7 @@ int fpp__pool_recover(fpp__pool *p, uint32_t w, fpp_status st, int signo, const 
         bool queued = p->fl[tag].state == FPP__FL_QUEUED;
         entry_free(p, tag);
         if (queued && t) {
+            t->slot = (int)w;
             if (st == FPP_TIMEOUT && wp->timeout_ticket == ticket)
                 fpp__task_fail(t, FPP_TIMEOUT, 0, "task %lld exceeded its timeout of %lld ms; %s",
                                (long long)t->id, (long long)wp->timeout_ms, why);
@@ -566,15 +575,23 @@ void fpp__pool_abandon(fpp__pool *p, uint64_t ticket, fpp_status st, const char 
 int64_t fpp__pool_timeouts(fpp__pool *p, unsigned timeout_ms,
                            void (*over)(fpp__pool *p, uint32_t w, uint64_t ticket))
 {
-    if (!timeout_ms)
+    if (!timeout_ms && !p->ntimed)
         return INT64_MAX;
-    int64_t now = fpp__now_ns(), limit = (int64_t)timeout_ms * 1000000, earliest = INT64_MAX;
+    int64_t now = fpp__now_ns(), earliest = INT64_MAX;
     for (uint32_t w = 0; w < p->lay.nworkers; w++) {
         fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, w);
         fpp__wpriv *wp = &p->wp[w];
         if (!wp->alive || atomic_load_explicit(&b->phase, memory_order_acquire) != FPP__PH_RUNNING)
             continue;
         uint64_t ticket = atomic_load_explicit(&b->ticket, memory_order_relaxed);
+        /* A task's own timeout, if the ticket names a live entry that has one. */
+        uint32_t tag = (uint32_t)ticket;
+        fpp__flight *e = tag < p->nfl && p->fl[tag].gen == (uint32_t)(ticket >> 32) &&
+                                 p->fl[tag].state != FPP__FL_FREE ? &p->fl[tag] : NULL;
+        unsigned ms = e && e->timeout_ms ? e->timeout_ms : timeout_ms;
+        if (!ms)
+            continue;
+        int64_t limit = (int64_t)ms * 1000000;
         if (ticket != wp->seen_ticket) {
             int64_t started = atomic_load_explicit(&b->started_ns, memory_order_relaxed);
             /* A worker's own clock reading is believed only if it is plausible. */
@@ -588,13 +605,22 @@ int64_t fpp__pool_timeouts(fpp__pool *p, unsigned timeout_ms,
         int64_t deadline = wp->seen_ns + limit;
         if (now >= deadline) {
             wp->timeout_ticket = ticket;
-            wp->timeout_ms = timeout_ms;
+            wp->timeout_ms = ms;
+            if (e && e->task)
+                e->task->slot = (int)w;
             over(p, w, ticket);
         } else if (deadline < earliest) {
             earliest = deadline;
         }
     }
     return earliest;
+}
+
+unsigned fpp__pool_timeout_tick_ms(const fpp__pool *p, unsigned timeout_ms)
+{
+    if (p->ntimed && (!timeout_ms || p->min_task_timeout_ms < timeout_ms))
+        return p->min_task_timeout_ms;
+    return timeout_ms;
 }
 
 /* ------------------------------------------------------------------ audit */

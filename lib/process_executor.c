@@ -553,8 +553,9 @@ static int p_poll(fpp_executor *ex, int64_t deadline)
         if (fpp__pool_in_flight(&pr->pool) > 0 && pr->last_progress_ns + AUDIT_NS < d)
             d = FPP__MAX(pr->last_progress_ns + AUDIT_NS, fpp__now_ns() + 1000000);
         /* While tasks run under a timeout, look at them at least every quarter of it. */
-        if (ex->opts.task_timeout_ms) {
-            int64_t cap = fpp__now_ns() + FPP__MAX((int64_t)ex->opts.task_timeout_ms * 250000, 1000000);
+        unsigned tick = fpp__pool_timeout_tick_ms(&pr->pool, ex->opts.task_timeout_ms);
+        if (tick) {
+            int64_t cap = fpp__now_ns() + FPP__MAX((int64_t)tick * 250000, 1000000);
             if (cap < d)
                 d = cap;
         }

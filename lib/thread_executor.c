@@ -51,10 +51,9 @@ static int start_thread(thr *t, uint32_t w)
 
 static void over_timeout(fpp__pool *p, uint32_t w, uint64_t ticket)
 {
-    FPP__UNUSED(w);
     char why[128];
-    snprintf(why, sizeof why, "task exceeded its timeout of %u ms (its thread is left to finish)",
-             p->ex->opts.task_timeout_ms);
+    snprintf(why, sizeof why, "task exceeded its timeout of %lld ms (its thread is left to finish)",
+             (long long)p->wp[w].timeout_ms);
     fpp__pool_abandon(p, ticket, FPP_TIMEOUT, why);
 }
 
@@ -105,8 +104,9 @@ static int t_poll(fpp_executor *ex, int64_t deadline)
     int64_t tdl = fpp__pool_timeouts(&t->pool, ex->opts.task_timeout_ms, over_timeout);
     if (n == 0 && deadline > 0) {
         int64_t d = FPP__MIN(deadline, tdl);
-        if (ex->opts.task_timeout_ms)
-            d = FPP__MIN(d, fpp__now_ns() + FPP__MAX((int64_t)ex->opts.task_timeout_ms * 250000, 1000000));
+        unsigned tick = fpp__pool_timeout_tick_ms(&t->pool, ex->opts.task_timeout_ms);
+        if (tick)
+            d = FPP__MIN(d, fpp__now_ns() + FPP__MAX((int64_t)tick * 250000, 1000000));
         if (ex->opts.max_tasks_per_worker)
             d = FPP__MIN(d, fpp__now_ns() + 2000000);
         if (fpp__pool_in_flight(&t->pool) > 0)
