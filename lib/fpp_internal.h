@@ -464,6 +464,11 @@ FPP__HIDDEN int fpp__pool_recover(fpp__pool *p, uint32_t w, fpp_status st, int s
  * entries, or NULL) the workers running abandoned tasks; returns how many. */
 FPP__HIDDEN int fpp__pool_cancel(fpp__pool *p, bool *kill);
 FPP__HIDDEN size_t fpp__pool_in_flight(const fpp__pool *p);
+/* Cancels one task (fpp_cancel): harvests first, then revokes it if queued, or abandons it if a
+ * worker runs it; either way it is finished CANCELLED. With stop_worker (process workers), a
+ * worker running it is told to take nothing new (drain) and its slot is put in *kill_w for the
+ * caller to kill; -1 otherwise. Returns 1 if cancelled, 0 if the pool does not hold t. */
+FPP__HIDDEN int fpp__pool_cancel_one(fpp__pool *p, fpp_task *t, bool stop_worker, int *kill_w);
 /* Finishes an in-flight entry's task with st and a message (timeouts in thread mode). */
 FPP__HIDDEN void fpp__pool_abandon(fpp__pool *p, uint64_t ticket, fpp_status st,
                                    const char *why);

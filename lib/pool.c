@@ -560,6 +560,62 @@ int fpp__pool_cancel(fpp__pool *p, bool *kill)
     return busy;
 }
 
+int fpp__pool_cancel_one(fpp__pool *p, fpp_task *t, bool stop_worker, int *kill_w)
+{
+    *kill_w = -1;
+    /* Waiting to go out again after its worker died: never started. */
+    for (fpp_task *prev = NULL, *r = p->retry.head; r; prev = r, r = r->next) {
+        if (r != t)
+            continue;
+        if (prev)
+            prev->next = r->next;
+        else
+            p->retry.head = r->next;
+        if (p->retry.tail == r)
+            p->retry.tail = prev;
+        p->retry.n--;
+        r->next = NULL;
+        fpp__task_fail(t, FPP_CANCELLED, 0, "cancelled");
+        finish(p, t);
+        return 1;
+    }
+    /* Harvest first: a task that has finished is not cancelled. Afterwards t is looked at only
+     * through its entry (finishing other tasks may have ended t's life). */
+    uint32_t tag = t->tag;
+    fpp__pool_collect(p);
+    if (tag >= p->nfl || p->fl[tag].state != FPP__FL_QUEUED || p->fl[tag].task != t)
+        return 0;
+    fpp__flight *e = &p->fl[tag];
+    if (fpp__ring_revoke_parent(p->cells, p->lay.ncells, e->pos)) {
+        entry_free(p, tag);
+    } else {
+        int w = worker_of(p, e, tag);
+        if (w >= 0 && stop_worker) {
+            /* Dekker pair with the worker's RUNNING mark then check of drain (as for a
+             * timeout): after the fence, either it sees drain and starts nothing, or we see
+             * it running this task, or its cell still names it (claimed, not yet started). */
+            fpp__wblock *b = fpp__wblock_of(p->base, &p->lay, (uint32_t)w);
+            uint64_t ticket = ((uint64_t)e->gen << 32) | tag;
+            atomic_store(&b->drain, 1);
+            atomic_thread_fence(memory_order_seq_cst);
+            uint64_t cs = atomic_load(&p->cells[e->pos & (p->lay.ncells - 1)].state);
+            bool ours = (atomic_load(&b->phase) == FPP__PH_RUNNING && atomic_load(&b->ticket) == ticket) ||
+                        cs == FPP__ST(e->pos, FPP__ST_TAKEN + (uint32_t)w);
+            if (ours)
+                *kill_w = w;
+            else
+                atomic_store(&b->drain, 0); /* it finished it meanwhile: spare it */
+        }
+        if (w >= 0)
+            t->slot = w;
+        e->state = FPP__FL_ABANDONED; /* freed when the worker reports or dies */
+        e->task = NULL;
+    }
+    fpp__task_fail(t, FPP_CANCELLED, 0, "cancelled");
+    finish(p, t);
+    return 1;
+}
+
 void fpp__pool_abandon(fpp__pool *p, uint64_t ticket, fpp_status st, const char *why)
 {
     uint32_t tag = (uint32_t)ticket, gen = (uint32_t)(ticket >> 32);

@@ -595,6 +595,16 @@ static void p_cancel(fpp_executor *ex, bool wait)
     }
 }
 
+static int p_cancel_task(fpp_executor *ex, fpp_task *t)
+{
+    proc *pr = ex->impl;
+    int w;
+    int rc = fpp__pool_cancel_one(&pr->pool, t, true, &w);
+    if (w >= 0)
+        kill_slot(pr, (uint32_t)w); /* replaced once dead, like any killed worker */
+    return rc;
+}
+
 static void p_wake(fpp_executor *ex)
 {
     proc *pr = ex->impl;
@@ -632,6 +642,7 @@ static const fpp__exec_ops process_ops = {
     .cancel = p_cancel,
     .wake = p_wake,
     .destroy = p_destroy,
+    .cancel_task = p_cancel_task,
 };
 
 int fpp__process_start(fpp_executor *ex)

@@ -138,6 +138,14 @@ static void t_cancel(fpp_executor *ex, bool wait)
     }
 }
 
+static int t_cancel_task(fpp_executor *ex, fpp_task *task)
+{
+    thr *t = ex->impl;
+    int w;
+    /* A running function cannot be stopped: its thread is left to finish (result dropped). */
+    return fpp__pool_cancel_one(&t->pool, task, false, &w);
+}
+
 static void t_wake(fpp_executor *ex)
 {
     thr *t = ex->impl;
@@ -173,6 +181,7 @@ static const fpp__exec_ops thread_ops = {
     .cancel = t_cancel,
     .wake = t_wake,
     .destroy = t_destroy,
+    .cancel_task = t_cancel_task,
 };
 
 int fpp__thread_start(fpp_executor *ex)
