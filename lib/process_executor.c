@@ -123,6 +123,10 @@ static void send_cmd(proc *pr, int op, uint32_t slot, uint32_t gen)
     (void)n;
 }
 
+/* In a worker process: the segment of the pool it works for (it must stay mapped there, even
+ * if a task or an atexit handler frees the executor). NULL in every other process. */
+static unsigned char *own_pool_base;
+
 /* ------------------------------------------------------------ the supervisor */
 
 static void post_event(proc *pr, const event *e)
@@ -186,6 +190,7 @@ static void child(proc *pr, uint32_t slot)
             munmap(fpp__warena_of(pr->pool.base, l, w), l->warena_size);
     mprotect(pr->pool.base + l->args_off, l->args_size, PROT_READ);
 
+    own_pool_base = pr->pool.base;
     fpp__wctx w = {
         .base = pr->pool.base,
         .lay = *l,
@@ -611,12 +616,36 @@ static void p_wake(fpp_executor *ex)
     fpp__exec_poke(ex, &pr->pool.hdr->parent_wake);
 }
 
+/* destroy in a process other than the creator (a fork of the parent, a worker, an atexit
+ * handler run by a task's exit()): the supervisor thread and the workers exist only in the
+ * creator. Release this process's copy of the memory; send, signal, join and close nothing
+ * (the eventfd's number may belong to something else in a worker, which closed it at start). */
+static void p_destroy_foreign(proc *pr)
+{
+    fpp__pool *p = &pr->pool;
+    fpp__buddy_fini(&p->args);
+    fpp__free(p->fl);
+    fpp__free(p->wp);
+    fpp__free(p->cell_tag);
+    if (p->base && p->base != own_pool_base)
+        munmap(p->base, p->lay.total);
+    fpp__free(pr->cmds.items);
+    fpp__free(pr->events.items);
+    fpp__free(pr->ss);
+    fpp__free(pr->ps);
+    fpp__free(pr);
+}
+
 static void p_destroy(fpp_executor *ex, bool owner)
 {
-    FPP__UNUSED(owner);
     proc *pr = ex->impl;
     if (!pr)
         return;
+    if (!owner) {
+        p_destroy_foreign(pr);
+        ex->impl = NULL;
+        return;
+    }
     pr->stopping = true;
     if (pr->sup_started) {
         send_cmd(pr, CMD_QUIT, 0, 0);

@@ -154,10 +154,19 @@ static void t_wake(fpp_executor *ex)
 
 static void t_destroy(fpp_executor *ex, bool owner)
 {
-    FPP__UNUSED(owner);
     thr *t = ex->impl;
     if (!t)
         return;
+    if (!owner) {
+        /* A fork of the creator: the worker threads do not exist here. Free the memory only. */
+        fpp__pool_destroy(&t->pool);
+        fpp__free(t->th);
+        fpp__free(t->running);
+        fpp__free(t->ctx);
+        fpp__free(t);
+        ex->impl = NULL;
+        return;
+    }
     atomic_store(&t->stop, 1);
     for (uint32_t w = 0; t->running && w < t->pool.lay.nworkers; w++) {
         if (!t->running[w])
