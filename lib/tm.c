@@ -121,8 +121,9 @@ struct fpp_tm {
 
 static void bump(_Atomic uint64_t *a)
 {
-    /* One writer: a load and a store, no locked instruction. */
-    atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + 1, memory_order_relaxed);
+    /* One writer: a load and a store, no locked instruction. R4: release; pairs with A4 in
+     * fpp_tm_stats, so a reader that sees an outcome counted sees its submission counted. */
+    atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + 1, memory_order_release);
 }
 
 static void set_unfinished(fpp_tm *tm, size_t n)
@@ -733,8 +734,12 @@ static int drive(fpp_tm *tm, enum goal g, fpp_task *want, int64_t deadline_ns)
         feed(tm);
         if (tm->raised)
             continue;
-        if (g == ALL)
+        if (g == ALL && tm->doneq.head) {
+            /* Dropping them makes room for the map: feed again before polling, or a poll that
+             * finished every task in flight would leave nothing to wake the next one. */
             drop_done(tm);
+            continue;
+        }
         if (g == ROOM && room(tm)) {
             rc = 0;
             break;
@@ -1206,14 +1211,16 @@ void fpp_tm_stats(const fpp_tm *tm, fpp_stats *out)
     if (!tm)
         return;
     const fpp__counters *c = &tm->c;
-    out->submitted = atomic_load_explicit(&c->submitted, memory_order_relaxed);
-    out->done = atomic_load_explicit(&c->done, memory_order_relaxed);
-    out->failed = atomic_load_explicit(&c->failed, memory_order_relaxed);
-    out->crashed = atomic_load_explicit(&c->crashed, memory_order_relaxed);
-    out->timed_out = atomic_load_explicit(&c->timed_out, memory_order_relaxed);
-    out->cancelled = atomic_load_explicit(&c->cancelled, memory_order_relaxed);
-    out->retried = atomic_load_explicit(&c->retried, memory_order_relaxed);
+    /* A4: acquire; pairs with R4 in bump. Outcomes first, submissions last: a snapshot never
+     * shows more tasks finished than submitted. */
+    out->done = atomic_load_explicit(&c->done, memory_order_acquire);
+    out->failed = atomic_load_explicit(&c->failed, memory_order_acquire);
+    out->crashed = atomic_load_explicit(&c->crashed, memory_order_acquire);
+    out->timed_out = atomic_load_explicit(&c->timed_out, memory_order_acquire);
+    out->cancelled = atomic_load_explicit(&c->cancelled, memory_order_acquire);
+    out->retried = atomic_load_explicit(&c->retried, memory_order_acquire);
     out->in_flight = atomic_load_explicit(&c->in_flight, memory_order_relaxed);
+    out->submitted = atomic_load_explicit(&c->submitted, memory_order_acquire);
     const fpp_executor *ex = atomic_load(&tm->stats_ex);
     out->worker_restarts = ex ? atomic_load_explicit(&ex->restarts, memory_order_relaxed) : tm->restarts_final;
 }

@@ -1,7 +1,99 @@
 /* common.c: see common.h. */
 #include "common.h"
 
-int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG, F_ABORT, F_SPIN, F_SCRIBBLE, F_HOG;
+#include <sys/mman.h>
+
+int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG, F_ABORT, F_SPIN, F_SCRIBBLE, F_HOG,
+    F_BLOCK, F_BARRIER, F_FLAKY, F_JITTER;
+_Atomic long *T_SHARED;
+
+void shared_reset(void)
+{
+    for (int i = 0; i < SHARED_WORDS; i++)
+        atomic_store(&T_SHARED[i], 0);
+}
+
+int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+bool wait_shared(int i, long v, int max_ms)
+{
+    int64_t until = mono_ns() + (int64_t)max_ms * 1000000;
+    while (atomic_load(&T_SHARED[i]) < v) {
+        if (mono_ns() > until)
+            return false;
+        sleep_ms(1);
+    }
+    return true;
+}
+
+static int block(const void *arg, size_t len, fpp_out *out)
+{
+    block_arg a;
+    if (len != sizeof a)
+        return 1;
+    memcpy(&a, arg, sizeof a);
+    long n = atomic_fetch_add(&T_SHARED[a.started], 1);
+    atomic_store(&T_SHARED[a.pid_at + n], (long)getpid());
+    int released = wait_shared(a.release, 1, a.max_ms);
+    return fpp_out_set(out, &released, sizeof released);
+}
+
+static int barrier(const void *arg, size_t len, fpp_out *out)
+{
+    barrier_arg a;
+    if (len != sizeof a)
+        return 1;
+    memcpy(&a, arg, sizeof a);
+    atomic_fetch_add(&T_SHARED[a.counter], 1);
+    wait_shared(a.counter, a.n, a.max_ms);
+    long seen = atomic_load(&T_SHARED[a.counter]);
+    return fpp_out_set(out, &seen, sizeof seen);
+}
+
+__attribute__((no_sanitize("undefined", "address"))) static void segv_now(void)
+{
+    volatile int *p = NULL;
+    *p = 42;
+}
+
+static int flaky(const void *arg, size_t len, fpp_out *out)
+{
+    flaky_arg a;
+    if (len != sizeof a)
+        return 1;
+    memcpy(&a, arg, sizeof a);
+    long k = atomic_fetch_add(&T_SHARED[a.counter], 1) + 1;
+    atomic_store(&T_SHARED[a.pid_at + k], (long)getpid());
+    if (k <= a.bad) {
+        if (a.how == 0)
+            segv_now();
+        if (a.how == 1)
+            return fpp_out_fail(out, "flaky: attempt %ld fails", k), 1;
+        sleep_ms(5000);
+    }
+    return fpp_out_set(out, &k, sizeof k);
+}
+
+static int jitter(const void *arg, size_t len, fpp_out *out)
+{
+    if (len != 8)
+        return 1;
+    uint64_t i = u64_of(arg), h = i * 0x9E3779B97F4A7C15ULL;
+    h ^= h >> 29;
+    if (h % 1000 == 0)
+        sleep_ms(1);
+    else if (h % 50 == 0) {
+        int64_t until = mono_ns() + 20000;
+        while (mono_ns() < until)
+            ;
+    }
+    return fpp_out_set(out, &i, 8);
+}
 
 static int echo(const void *arg, size_t len, fpp_out *out) { return fpp_out_set(out, arg, len); }
 
@@ -137,6 +229,12 @@ __attribute__((constructor)) static void register_all(void)
     F_SPIN = fpp_register("spin", spin);
     F_SCRIBBLE = fpp_register("scribble", scribble);
     F_HOG = fpp_register("hog", hog);
+    F_BLOCK = fpp_register("block", block);
+    F_BARRIER = fpp_register("barrier", barrier);
+    F_FLAKY = fpp_register("flaky", flaky);
+    F_JITTER = fpp_register("jitter", jitter);
+    void *m = mmap(NULL, SHARED_WORDS * sizeof(long), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    T_SHARED = m == MAP_FAILED ? NULL : m;
     fpp_log_set(NULL, NULL, FPP_LOG_WARN);
 }
 
