@@ -1179,10 +1179,11 @@ int fpp_tm_interrupt(fpp_tm *tm)
         return FPP_EINVAL;
     if (tm->owner != fpp__proc_token())
         return FPP_ESTATE;
-    atomic_store(&tm->intr, 1);
     fpp_executor *ex = tm->ex;
-    if (ex)
-        ex->ops->wake(ex);
+    if (!ex)
+        return FPP_ESTATE; /* its executor was freed: nothing runs any more */
+    atomic_store(&tm->intr, 1);
+    ex->ops->wake(ex);
     return 0;
 }
 
