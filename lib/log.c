@@ -28,6 +28,8 @@ static void *sink_user;
 static _Atomic int min_level = FPP_LOG_INFO;
 static _Atomic uint64_t sink_owner;     /* fpp__proc_token() of the process that owns the sink */
 static _Thread_local bool in_sink;
+/* The local time's offset from UTC, as last seen by localtime_r in the owning process. */
+static _Atomic long utc_offset_s;
 
 /* The status line, under sink_lock. */
 static const void *status_owner;
@@ -54,6 +56,10 @@ void fpp_log_set(fpp_log_fn fn, void *user, fpp_log_level level)
         atomic_store(&min_level, (int)level);
         return;
     }
+    struct tm tm;
+    time_t now = time(NULL);
+    localtime_r(&now, &tm); /* the offset a forked child will use (see to_stderr) */
+    atomic_store_explicit(&utc_offset_s, tm.tm_gmtoff, memory_order_relaxed);
     pthread_mutex_lock(&sink_lock);
     sink_fn = fn;
     sink_user = user;
@@ -83,14 +89,30 @@ static void write_all(const char *p, size_t n)
     }
 }
 
-static void to_stderr(const char *msg)
+/* foreign: in a process other than the sink's owner, possibly forked while another thread of
+ * the parent held one of libc's locks. localtime_r takes tzset_lock (a worker forked at that
+ * moment hung there for ever): use the offset seen before the fork and plain arithmetic. */
+static void to_stderr(const char *msg, bool foreign)
 {
     char line[1200];
-    struct tm tm;
     time_t now = time(NULL);
-    localtime_r(&now, &tm);
-    int n = snprintf(line, sizeof line, "[%02d:%02d:%02d %ld] %s\n", tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (long)gettid(), msg);
+    int h, m, sec;
+    if (foreign) {
+        long t = ((long)now + atomic_load_explicit(&utc_offset_s, memory_order_relaxed)) % 86400;
+        if (t < 0)
+            t += 86400;
+        h = (int)(t / 3600);
+        m = (int)(t / 60 % 60);
+        sec = (int)(t % 60);
+    } else {
+        struct tm tm;
+        localtime_r(&now, &tm);
+        atomic_store_explicit(&utc_offset_s, tm.tm_gmtoff, memory_order_relaxed);
+        h = tm.tm_hour;
+        m = tm.tm_min;
+        sec = tm.tm_sec;
+    }
+    int n = snprintf(line, sizeof line, "[%02d:%02d:%02d %ld] %s\n", h, m, sec, (long)gettid(), msg);
     if (n < 0)
         return;
     if ((size_t)n >= sizeof line) {
@@ -121,8 +143,9 @@ void fpp__log(fpp_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (in_sink || owner_token() != fpp__proc_token()) {
-        to_stderr(msg);
+    bool foreign = owner_token() != fpp__proc_token();
+    if (in_sink || foreign) {
+        to_stderr(msg, foreign);
         errno = saved;
         return;
     }
@@ -133,7 +156,7 @@ void fpp__log(fpp_log_level level, const char *fmt, ...)
         sink_fn(level, msg, sink_user);
         in_sink = false;
     } else {
-        to_stderr(msg);
+        to_stderr(msg, false);
     }
     pthread_mutex_unlock(&sink_lock);
     errno = saved;

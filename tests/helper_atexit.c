@@ -59,12 +59,14 @@ int main(int argc, char **argv)
     fpp_tm_opts to = {.error_policy = FPP_IGNORE, .monitor_interval_ms = monitor_ms, .retain_completed = 1};
     if (fpp_tm_create(&g_tm, g_ex, &to) != 0)
         return 3;
-    /* Task 0 kills the first worker. A replacement forked from the parent as it is now (0.1)
-     * sees g_ex and g_tm set; one forked from a snapshot taken at creation sees them NULL, and
-     * the handler has nothing to free. Either way nothing may break. */
+    /* Tasks 0 and 1 kill the worker twice. A replacement forked from the parent as it is now
+     * (0.1's spare, forked after the first hand-off) sees g_ex and g_tm set; one forked from a
+     * snapshot taken at creation sees them NULL, and the handler has nothing to free. Either
+     * way nothing may break. */
     fpp_submit(g_tm, f_segv, NULL, 0);
-    for (uint64_t i = 1; i <= 201; i++)
-        fpp_submit(g_tm, i == 101 ? f_quit : f_square, &i, sizeof i);
+    fpp_submit(g_tm, f_segv, NULL, 0);
+    for (uint64_t i = 2; i <= 202; i++)
+        fpp_submit(g_tm, i == 102 ? f_quit : f_square, &i, sizeof i);
     int rc = fpp_run(g_tm);
     fpp_task *const *all;
     size_t n = fpp_completed(g_tm, &all);
@@ -87,5 +89,5 @@ int main(int argc, char **argv)
     printf("rc=%d done=%d crashed=%d wrong=%d\n", rc, done, crashed, wrong);
     fflush(stdout);
     cleanup();
-    return rc == 0 && done == 200 && crashed == 2 && wrong == 0 ? 0 : 1;
+    return rc == 0 && done == 200 && crashed == 3 && wrong == 0 ? 0 : 1;
 }

@@ -146,13 +146,20 @@ Test(owner, a_tasks_exit_that_runs_an_atexit_handler_freeing_everything_harms_no
     read_until(out[0], text, sizeof text, 60000);
     close(out[0]);
     int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == 0) { /* hung: 0.1 did, in the worker's monitor join */
+    pid_t r = 0;
+    for (int i = 0; i < 1000 && (r = waitpid(pid, &status, WNOHANG)) == 0; i++)
+        sleep_ms(10);
+    if (r == 0) { /* hung: 0.1 did, in the worker's join of a monitor thread it does not have */
         kill(pid, SIGKILL);
         waitpid(pid, &status, 0);
         cr_assert_fail("the helper hung:\n%s", text);
     }
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x:\n%s", status, text);
-    cr_expect(strstr(text, "rc=0 done=200 crashed=2 wrong=0") != NULL, "%s", text);
+    cr_expect(strstr(text, "rc=0 done=200 crashed=3 wrong=0") != NULL, "%s", text);
+    /* Whether the worker's handler had objects to free depends on when that worker was forked
+     * (see helper_atexit.c); when it did, it said so. */
+    cr_log_info("the worker's handler %s", strstr(text, "belongs to process") ? "was refused (FPP_ESTATE)"
+                                                                              : "found nothing to free");
 }
 
 /* ---------------------------------------------------------- re-entrancy */
