@@ -543,10 +543,10 @@ FPP__HIDDEN size_t fpp__progress_format(char *buf, size_t cap, uint64_t ended, u
                                         uint64_t total, double rate, int64_t wait_id,
                                         double wait_s, int width);
 
-/* idmap.c: task id -> task, for the tasks a task manager has not handed out yet. Ids are dense
- * and mostly consecutive, so the slot is the id modulo a power of two (linear probing,
- * backward-shift deletion): a window of live ids smaller than the table never collides. */
-typedef struct fpp__idmap { fpp_task **slot; size_t mask, n; } fpp__idmap;
+/* idmap.c: task id -> task, for the tasks a task manager has not handed out yet (open
+ * addressing, Fibonacci hashing, linear probing, backward-shift deletion). */
+typedef struct fpp__idmap_slot { int64_t id; fpp_task *t; } fpp__idmap_slot;
+typedef struct fpp__idmap { fpp__idmap_slot *slot; size_t mask, n; unsigned shift; } fpp__idmap;
 FPP__HIDDEN int fpp__idmap_put(fpp__idmap *m, fpp_task *t); /* 0 or FPP_ENOMEM */
 FPP__HIDDEN fpp_task *fpp__idmap_get(const fpp__idmap *m, int64_t id);
 FPP__HIDDEN void fpp__idmap_del(fpp__idmap *m, int64_t id);

@@ -8,9 +8,10 @@
  * handed out), CURRENT (handed out by the last fpp_as_completed; recycled at the next call
  * unless kept), KEPT (handed out or dropped, alive only because it is kept, retained or the
  * task that raised), FREE (recycled: poisoned under AddressSanitizer). `unfinished` counts
- * PENDING + EXEC. The id table (idmap.c) holds exactly the tasks not handed out yet (PENDING,
- * EXEC, DONEQ): fpp_wait and fpp_cancel find them there, and an issued id that is not there
- * was handed out (or dropped by fpp_run) already.
+ * PENDING + EXEC. `listed` marks exactly the tasks not handed out yet (PENDING, EXEC, DONEQ);
+ * the id table (idmap.c) holds them from the first fpp_wait or fpp_cancel on (with
+ * FPP_TM_ORDERED, always): those calls find them there, and an issued id that is not there was
+ * handed out (or dropped by fpp_run) already.
  *
  * Backpressure: the map pulls an item only while unfinished + |DONEQ| < max_in_flight;
  * fpp_submit blocks while unfinished (plus, with FPP_TM_ORDERED, the finished tasks held back
@@ -106,6 +107,7 @@ struct fpp_tm {
     fpp_task **freeq;
     size_t fq_head, fq_n, fq_cap;
     fpp__idmap ids;
+    bool ids_on; /* the table is kept from the first fpp_wait or fpp_cancel on (ordered: always) */
     /* FPP_TM_ORDERED */
     int64_t next_out, frontier;
     uint64_t held;
@@ -307,9 +309,33 @@ static void unpin_one(fpp_tm *tm, fpp_task *t, bool keep) { unpin(tm, t, keep); 
 static void unlist(fpp_tm *tm, fpp_task *t)
 {
     if (t->listed) {
-        fpp__idmap_del(&tm->ids, t->id);
+        if (tm->ids_on)
+            fpp__idmap_del(&tm->ids, t->id);
         t->listed = false;
     }
+}
+
+static void put_listed(fpp_tm *tm, fpp_task *t, bool arg)
+{
+    FPP__UNUSED(arg);
+    if (t->listed && fpp__idmap_put(&tm->ids, t) != 0)
+        tm->ids_on = false; /* reported by the caller */
+}
+
+/* The id table costs a hash insert and delete per task (about 5% of the parent's time with
+ * no-op tasks), so it is built only when first needed, from the tasks not yet handed out. */
+static int ids_needed(fpp_tm *tm)
+{
+    if (tm->ids_on)
+        return 0;
+    tm->ids_on = true;
+    for_each_live(tm, put_listed, false);
+    if (!tm->ids_on) {
+        fpp__idmap_fini(&tm->ids);
+        fpp__log(FPP_LOG_ERROR, "out of memory for the task id table");
+        return FPP_ENOMEM;
+    }
+    return 0;
 }
 
 /* t leaves the task manager's hands (handed out and done with, or dropped): it stays alive
@@ -535,7 +561,7 @@ static fpp_task *make_task(fpp_tm *tm, int fn, const void *arg, size_t len, bool
         if (len)
             memcpy(t->arg, arg, len);
     }
-    if (fpp__idmap_put(&tm->ids, t) != 0) {
+    if (tm->ids_on && fpp__idmap_put(&tm->ids, t) != 0) {
         recycle(tm, t);
         return NULL;
     }
@@ -842,6 +868,7 @@ int fpp_tm_create(fpp_tm **out, fpp_executor *ex, const fpp_tm_opts *opts)
     atomic_init(&tm->stats_ex, ex);
     tm->opts = o;
     tm->ordered = o.flags & FPP_TM_ORDERED;
+    tm->ids_on = tm->ordered;
     tm->progress = (o.flags & FPP_TM_PROGRESS) && isatty(STDERR_FILENO);
     tm->owner = ex->owner;
     tm->owner_pid = ex->owner_pid;
@@ -1123,6 +1150,8 @@ int fpp_wait(fpp_tm *tm, int64_t id, fpp_task **task)
     rc = check_id(tm, id, "fpp_wait");
     if (!rc)
         rc = state_error(tm);
+    if (!rc)
+        rc = ids_needed(tm);
     fpp_task *t = NULL;
     if (!rc && !(t = fpp__idmap_get(&tm->ids, id))) {
         fpp__log(FPP_LOG_ERROR, "fpp_wait: task %lld was handed out already (by fpp_as_completed or fpp_wait) "
@@ -1153,6 +1182,8 @@ int fpp_cancel(fpp_tm *tm, int64_t id)
     if (rc)
         return rc;
     rc = check_id(tm, id, "fpp_cancel");
+    if (!rc)
+        rc = ids_needed(tm);
     fpp_task *t = rc || halted(tm) ? NULL : fpp__idmap_get(&tm->ids, id);
     if (!t || t->where == FPP__AT_DONEQ) {
         /* Handed out, dropped, finished, or everything was cancelled already. */
