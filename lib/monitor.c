@@ -21,6 +21,7 @@
 #include "fpp_internal.h"
 
 #define PROGRESS_TICK_MS 100 /* "at most 10 times a second" */
+#define PROGRESS_WAIT_S 1.0  /* the line names a task holding ordered results back after 1 s */
 #define RATE_SAMPLES 31      /* the rate is measured over the last 3 s of ticks */
 
 struct fpp__monitor {
@@ -47,12 +48,14 @@ static bool sleep_until(fpp__monitor *m, int64_t due_ns)
     return go;
 }
 
-static void waiting_line(const fpp__counters *c, int64_t now)
+/* Names the task holding ordered results back, once it has done so for a whole interval
+ * (shorter waits are the normal jitter of a reorder window). */
+static void waiting_line(const fpp__counters *c, int64_t now, int interval_ms)
 {
     int64_t id = atomic_load_explicit(&c->wait_id, memory_order_relaxed);
     int64_t since = atomic_load_explicit(&c->wait_since_ns, memory_order_relaxed);
     uint64_t held = ld(&c->held);
-    if (id < 0 || held == 0 || since <= 0)
+    if (id < 0 || held == 0 || since <= 0 || now - since < (int64_t)interval_ms * 1000000)
         return;
     double s = (double)(now - since) / 1e9;
     fpp__log(FPP_LOG_INFO, "waiting on task %lld for %.*f s (%llu finished task(s) held back)",
@@ -69,7 +72,7 @@ static void run_lines(fpp__monitor *m)
         int64_t t1 = fpp__now_ns();
         fpp__log(FPP_LOG_INFO, "%llu task(s) completed in the last %.2f second(s)",
                  (unsigned long long)(now_n - last), (double)(t1 - t0) / 1e9);
-        waiting_line(m->c, t1);
+        waiting_line(m->c, t1, m->interval_ms);
         last = now_n;
         t0 = t1;
     }
@@ -107,7 +110,7 @@ static void run_progress(fpp__monitor *m)
         double wait_s = 0;
         if (wid >= 0 && ld(&c->held) > 0 && since > 0)
             wait_s = (double)(now - since) / 1e9;
-        else
+        if (wait_s < PROGRESS_WAIT_S)
             wid = -1;
         struct winsize ws;
         int width = ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 ? ws.ws_col : 0;
