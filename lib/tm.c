@@ -1159,7 +1159,7 @@ int fpp_wait(fpp_tm *tm, int64_t id, fpp_task **task)
         rc = FPP_ESTATE;
     }
     if (!rc)
-        rc = t->where == FPP__AT_DONEQ ? 1 : drive(tm, ONE, t, INT64_MAX);
+        rc = drive(tm, ONE, t, INT64_MAX); /* at once if t is finished; an interrupt first */
     if (rc == 1) {
         /* Only now is t known to be alive: any other outcome may have recycled it. */
         tl_unlink(&tm->doneq, t);
