@@ -1185,19 +1185,27 @@ int fpp_cancel(fpp_tm *tm, int64_t id)
     if (!rc)
         rc = ids_needed(tm);
     fpp_task *t = rc || halted(tm) ? NULL : fpp__idmap_get(&tm->ids, id);
-    if (!t || t->where == FPP__AT_DONEQ) {
-        /* Handed out, dropped, finished, or everything was cancelled already. */
-    } else if (t->where == FPP__AT_PENDING) {
+    if (t && t->where == FPP__AT_EXEC) {
+        if (!tm->ex->ops->cancel_task) {
+            fpp__log(FPP_LOG_ERROR, "fpp_cancel: the %s executor cannot cancel one task", tm->ex->ops->kind);
+            rc = FPP_ESTATE;
+            t = NULL;
+        } else if (tm->ex->ops->cancel_task(tm->ex, t) == 1) {
+            rc = 1;
+            t = NULL;
+        } else if (halted(tm)) {
+            t = NULL; /* finishing what was ready raised: t may be gone, everything is cancelled */
+        }
+        /* Else the executor had finished it (DONEQ now) or, with FPP_TM_RETRY_FAILED, handed
+         * it back to run again (PENDING now): alive either way, settled below. */
+    }
+    if (t && t->where == FPP__AT_PENDING) {
         tl_unlink(&tm->pending, t);
         fpp__task_fail(t, FPP_CANCELLED, 0, "cancelled");
-        fpp__tm_finished(tm, t); /* it never reached the executor */
+        fpp__tm_finished(tm, t); /* it never reached the executor (this time) */
         rc = 1;
-    } else if (!tm->ex->ops->cancel_task) {
-        fpp__log(FPP_LOG_ERROR, "fpp_cancel: the %s executor cannot cancel one task", tm->ex->ops->kind);
-        rc = FPP_ESTATE;
-    } else {
-        rc = tm->ex->ops->cancel_task(tm->ex, t) == 1;
     }
+    /* Otherwise: handed out, dropped, finished, or everything was cancelled already: 0. */
     monitor_check(tm);
     leave(tm);
     return rc;
