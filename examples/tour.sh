@@ -9,5 +9,8 @@ run "$b/error_policy" log
 run "$b/error_policy" ignore
 run "$b/completed_tasks"
 run "$b/crash"
+run "$b/futures"
+run "$b/retries"
+run "$b/ordered" --items 5000
 printf '\n$ %s   (one Ctrl-C after 2 s)\n' "$b/backpressure"
 timeout --foreground -s INT 2 "$b/backpressure" || true

@@ -5,8 +5,19 @@
  * line saying why. Nothing in the library aborts or asserts on a caller's mistake.
  *
  * Threads: the registry, logging and executors may be used from any thread. One task manager
- * (fpp_tm) must be used from one thread at a time. Registered functions run in worker
+ * (fpp_tm) must be used from one thread at a time, except fpp_tm_stats (any thread, any time)
+ * and fpp_tm_interrupt (any thread, or a signal handler). Registered functions run in worker
  * processes (process executor) or worker threads (thread executor), never in the caller.
+ *
+ * Processes and re-entry: only the process that created an executor may use it and its task
+ * manager. From any other process (the child of a fork() of the parent, a task running in a
+ * worker, an atexit handler run by a task's exit()) every call on them returns FPP_ESTATE ("this
+ * executor belongs to process N") and touches nothing shared; fpp_executor_free and fpp_tm_free
+ * there release only that process's copy of the memory. A call on a task manager made while
+ * another call on it is in progress (a map iterator calling back) and any task manager or
+ * executor call made from inside the log sink return FPP_ESTATE too (free calls: refused, with
+ * a log line). The pure functions (fpp_strerror, fpp_err_name, fpp_lookup, fpp_fn_name,
+ * fpp_status_name, the fpp_task_* accessors) may be called from anywhere.
  *
  * Licence: see LICENSE. */
 #ifndef FPP_H
@@ -122,10 +133,14 @@ FPP_API int fpp_process_executor(fpp_executor **out, const fpp_executor_opts *op
 /* Creates an executor whose workers are threads of this process, with the same interface.
  * This is the baseline, not the isolation: a crashing task takes the whole process down. */
 FPP_API int fpp_thread_executor(fpp_executor **out, const fpp_executor_opts *opts);
-/* Stops and reaps every worker and frees the memory. A task manager still attached is
- * freed first. NULL does nothing. Thread executor: waits for running functions to return. */
+/* Stops and reaps every worker and frees the memory. A task manager still attached is detached
+ * first: its unfinished tasks are cancelled (and the number logged), finished ones not yet
+ * handed out are dropped, and it stays valid until fpp_tm_free, which the caller still calls;
+ * meanwhile its calls return FPP_ESTATE, except fpp_completed, fpp_tm_stats, fpp_tm_failure,
+ * and the kept, retained and current tasks, which stay readable. So both orders of freeing
+ * work. NULL does nothing. Thread executor: waits for running functions to return. */
 FPP_API void fpp_executor_free(fpp_executor *ex);
-/* The number of workers (>= 1), or FPP_EINVAL. */
+/* The number of workers (>= 1), FPP_EINVAL for NULL, FPP_ESTATE from another process. */
 FPP_API int fpp_executor_workers(const fpp_executor *ex);
 
 /* For language bindings: functions called around every fork() fpp makes (the fork server, in
@@ -139,10 +154,27 @@ FPP_API int fpp_set_fork_hooks(void (*prepare)(void), void (*parent)(void), void
 
 typedef enum { FPP_RAISE = 0, FPP_LOG, FPP_IGNORE } fpp_policy;
 enum {
-    FPP_TM_NO_SIGINT = 1 << 0,    /* leave SIGINT to the application */
-    FPP_TM_ORDERED = 1 << 1,      /* results in submission order, not completion order */
+    FPP_TM_NO_SIGINT = 1 << 0,    /* leave SIGINT to the application (fpp_tm_interrupt still
+                                     works: call it from your own handler) */
+    FPP_TM_ORDERED = 1 << 1,      /* fpp_as_completed returns tasks in id order, not completion
+                                     order. Finished tasks held back behind an unfinished one
+                                     (the reorder window) count toward max_in_flight, in
+                                     fpp_map's pulling and in fpp_submit's blocking, so memory
+                                     stays bounded; while later results wait behind a task for a
+                                     whole interval, the monitor says so ("waiting on task 123
+                                     for 40 s (57 finished task(s) held back)"). Tasks taken by
+                                     fpp_wait are skipped. */
     FPP_TM_RETRY_FAILED = 1 << 2, /* retries apply to FPP_FAILED too */
-    FPP_TM_PROGRESS = 1 << 3,     /* a live progress line on stderr when it is a terminal */
+    FPP_TM_PROGRESS = 1 << 3,     /* when stderr is a terminal: one line on it, redrawn in place
+                                     at most 10 times a second, e.g.
+                                     "[#######.......] 41% 41,200/100,000 done, 3 failed,
+                                     12.3k/s, ETA 0:05" (bar, percentage and ETA need
+                                     expected_total). It replaces the monitor lines (and shows
+                                     even with the monitor off), is cleared before every log line
+                                     and when the call that drove the tasks returns. Elsewhere:
+                                     the monitor lines as before. Output you write to the
+                                     terminal yourself meanwhile may be drawn over: print after
+                                     the run, or log through fpp. */
 };
 
 typedef struct fpp_tm_opts {
@@ -154,8 +186,14 @@ typedef struct fpp_tm_opts {
     unsigned flags;          /* FPP_TM_* */
     /* 0.2 */
     unsigned retries;        /* a task that crashed or timed out runs again, up to this many
-                                more times (with FPP_TM_RETRY_FAILED, failed tasks too);
-                                at most 1000 */
+                                more times (with FPP_TM_RETRY_FAILED, failed tasks too); at
+                                most 1000. A retry keeps the task's id and runs in another
+                                worker than the attempt before (process executor: the crashed
+                                or killed one is gone anyway). Policies, counters, the monitor
+                                and the caller see only the final outcome; a final failure's
+                                error names the attempts: "crashed on 3 attempts; last: worker
+                                4312 killed by SIGSEGV while running task 17". A task that never
+                                reached a worker (over max_arg_size, cancelled) is not retried. */
     uint64_t expected_total; /* for the progress line's percentage and ETA; 0: unknown */
 } fpp_tm_opts;
 
@@ -163,11 +201,13 @@ typedef struct fpp_tm fpp_tm;
 typedef struct fpp_task fpp_task;
 
 /* Creates a task manager in front of ex (one at a time per executor). On failure *out is NULL.
- * Returns 0, FPP_EINVAL, FPP_ENOMEM, FPP_ESTATE (ex already has a task manager). */
+ * Returns 0, FPP_EINVAL (unknown policy or flags, max_in_flight over 1 << 28, retries over
+ * 1000), FPP_ENOMEM, FPP_ESTATE (ex already has a task manager; another process). */
 FPP_API int fpp_tm_create(fpp_tm **out, fpp_executor *ex, const fpp_tm_opts *opts);
 /* Cancels what is unfinished, promptly (process executor: busy workers are killed and
  * replaced; thread executor: running functions are left to finish, their results dropped),
- * and frees every task. NULL does nothing. */
+ * logs how many tasks it cancelled (INFO), and frees every task, kept ones included: no task
+ * pointer survives it. Works before or after fpp_executor_free. NULL does nothing. */
 FPP_API void fpp_tm_free(fpp_tm *tm);
 
 /* Submits a task: fn with a copy of arg_len bytes at arg. Returns its id (>= 0, counting from 0
@@ -189,15 +229,19 @@ typedef int (*fpp_next)(void *state, const void **arg, size_t *arg_len);
  * FPP_EINVAL, FPP_ENOFN, FPP_ETASK, FPP_EINTR. */
 FPP_API int fpp_map(fpp_tm *tm, int fn, fpp_next next, void *state);
 
-/* Waits for the next finished task, in completion order. Returns 1 with *task set; 0 when
- * nothing is left; FPP_ETASK under the raise policy (*task is the failed task); FPP_EINTR.
- * Without retain_completed, *task lives until the next fpp_as_completed or fpp_run. */
+/* Waits for the next finished task, in completion order (FPP_TM_ORDERED: in id order). Blocks,
+ * driving the executor, until one is ready. Returns 1 with *task set; 0 when nothing is left;
+ * FPP_ETASK under the raise policy (*task is the failed task); FPP_EINTR (Ctrl-C or
+ * fpp_tm_interrupt). *task lives until the next fpp_as_completed, fpp_as_completed_for or
+ * fpp_run on tm, unless kept (fpp_task_keep) or retained (retain_completed: until fpp_tm_free).
+ * In AddressSanitizer builds, a task used after its life ended is reported. */
 FPP_API int fpp_as_completed(fpp_tm *tm, fpp_task **task);
-/* Finishes everything (results not retained are dropped): 0, FPP_ETASK or FPP_EINTR (or a
- * map iterator's error, see fpp_map). */
+/* Finishes everything (results not retained or kept are dropped): 0, FPP_ETASK or FPP_EINTR
+ * (or a map iterator's error, see fpp_map). Blocks until nothing is left. */
 FPP_API int fpp_run(fpp_tm *tm);
 /* With retain_completed: sets *tasks to the finished tasks in completion order and returns
- * their number. The array lives until the next call on tm. 0 (and *tasks NULL) otherwise. */
+ * their number. The array lives until the next call on tm. 0 (and *tasks NULL) otherwise.
+ * Still works after fpp_executor_free detached tm. */
 FPP_API size_t fpp_completed(fpp_tm *tm, fpp_task *const **tasks);
 /* The task that raised, or NULL. Valid until fpp_tm_free. */
 FPP_API const fpp_task *fpp_tm_failure(const fpp_tm *tm);
@@ -207,7 +251,10 @@ typedef struct fpp_stats {
     size_t in_flight;
     uint64_t retried; /* 0.2: attempts run beyond each task's first */
 } fpp_stats;
-/* Counters since fpp_tm_create (worker_restarts: the executor's, since its creation). */
+/* Counters since fpp_tm_create (worker_restarts: the executor's, since its creation; done,
+ * failed, crashed, timed_out, cancelled: final outcomes only). May be called from any thread
+ * while another drives tm (never blocks; a snapshot never shows more tasks finished than
+ * submitted). */
 FPP_API void fpp_tm_stats(const fpp_tm *tm, fpp_stats *out);
 
 /* ------------------------------------------------- tasks you can hold (0.2) */
@@ -217,23 +264,35 @@ typedef struct fpp_task_opts {
     unsigned timeout_ms; /* 0: the executor's task_timeout_ms */
 } fpp_task_opts;
 
-/* fpp_submit with options; o NULL: none. */
+/* fpp_submit with options; o NULL: none (o is read during the call only). Returns and blocks
+ * as fpp_submit. The user pointer is never dereferenced by fpp. */
 FPP_API int64_t fpp_submit_ex(fpp_tm *tm, int fn, const void *arg, size_t arg_len,
                               const fpp_task_opts *o);
-/* Waits for task id: 1 and *task (kept: release it); that task is then never returned by
- * fpp_as_completed. FPP_EINVAL: no such id; FPP_ESTATE: already returned by fpp_as_completed or
- * fpp_wait; FPP_ETASK, FPP_EINTR as fpp_as_completed. */
+/* Waits for task id, driving the executor meanwhile; other tasks go on finishing and still come
+ * out of fpp_as_completed, once each. Returns 1 and *task, which is kept (it lives until
+ * fpp_task_release or fpp_tm_free) and is never returned by fpp_as_completed. FPP_EINVAL: an id
+ * never issued (or task NULL); FPP_ESTATE: already handed out (by fpp_as_completed or
+ * fpp_wait) or dropped by fpp_run; FPP_ETASK (*task is the failed task), FPP_EINTR as
+ * fpp_as_completed. With FPP_TM_ORDERED the waited task is skipped in the order. */
 FPP_API int fpp_wait(fpp_tm *tm, int64_t id, fpp_task **task);
-/* 1: cancelled (queued: never runs; running: its worker is killed and replaced on the process
- * executor, abandoned on the thread executor); 0: already finished; FPP_EINVAL: no such id.
- * The task comes back FPP_CANCELLED as usual. */
+/* Cancels task id. 1: cancelled (queued: it never runs; running: its worker is killed and
+ * replaced on the process executor, abandoned on the thread executor, whose thread finishes the
+ * function and drops the result); it comes back FPP_CANCELLED through fpp_as_completed as usual
+ * and counts in fpp_stats.cancelled, not as a failure. 0: already finished (or handed out, or
+ * everything was cancelled by a raise or an interrupt); FPP_EINVAL: an id never issued. Does
+ * not block beyond harvesting what is ready. */
 FPP_API int fpp_cancel(fpp_tm *tm, int64_t id);
-/* fpp_as_completed that gives up after timeout_ms (< 0: waits for ever): FPP_ETIMEDOUT with
- * *task NULL. */
+/* fpp_as_completed that gives up after timeout_ms: FPP_ETIMEDOUT with *task NULL. 0: looks
+ * once without waiting; < 0: waits for ever. Otherwise as fpp_as_completed (0 when nothing is
+ * left, never FPP_ETIMEDOUT then). */
 FPP_API int fpp_as_completed_for(fpp_tm *tm, fpp_task **task, int timeout_ms);
-/* From any thread or a signal handler (async-signal-safe): the blocking call in progress
- * (fpp_submit waiting for room, fpp_wait, fpp_as_completed[_for], fpp_run), or the next such
- * call, returns FPP_EINTR as for Ctrl-C. Returns 0, or FPP_EINVAL for NULL. */
+/* From any thread or a signal handler (async-signal-safe: atomics and one futex wake; it never
+ * logs or blocks): the blocking call in progress (fpp_submit waiting for room, fpp_wait,
+ * fpp_as_completed[_for], fpp_run), or else the next call of those or fpp_submit, returns
+ * FPP_EINTR as for Ctrl-C (process executor: within 100 ms, workers stopped; unfinished tasks
+ * cancelled; every later call returns FPP_EINTR until fpp_tm_free). Unlike Ctrl-C it leaves the
+ * SIGINT disposition alone. Returns 0, FPP_EINVAL for NULL, FPP_ESTATE from another process or
+ * after fpp_executor_free. Must not race with fpp_tm_free or fpp_executor_free. */
 FPP_API int fpp_tm_interrupt(fpp_tm *tm);
 
 /* ----------------------------------------------------------------- tasks */
@@ -253,13 +312,23 @@ FPP_API const char *fpp_task_error(const fpp_task *t);
 FPP_API int fpp_task_signal(const fpp_task *t);
 /* "done", "failed", "crashed", "timeout", "cancelled". */
 FPP_API const char *fpp_status_name(fpp_status s);
-/* 0.2: the user pointer given to fpp_submit_ex (NULL otherwise). */
+/* 0.2: the user pointer given to fpp_submit_ex (NULL otherwise, and for NULL). */
 FPP_API void *fpp_task_user(const fpp_task *t);
-/* 0.2: 1 + the retries it took. */
+/* 0.2: 1 + the retries it took (0 for NULL). */
 FPP_API unsigned fpp_task_attempts(const fpp_task *t);
-/* 0.2: t stays valid until fpp_task_release or fpp_tm_free; returns t. */
+/* 0.2: keeps a task you hold (from fpp_as_completed, fpp_completed or fpp_tm_failure) alive
+ * past the call that would end its life: it stays valid until as many fpp_task_release calls
+ * as fpp_task_keep calls, or fpp_tm_free. It survives fpp_as_completed, fpp_run and
+ * fpp_executor_free. Keeping may move the result bytes out of the worker's memory into the
+ * task's own: read fpp_task_result after keeping, not before. A call on t's task manager: same
+ * thread and process rules. Returns t, or NULL (with a log line) for NULL, a task whose life has
+ * ended, or when the call is refused (another process, inside the log sink, during another
+ * call on its task manager). */
 FPP_API fpp_task *fpp_task_keep(fpp_task *t);
-/* 0.2: ends a kept task's life. NULL does nothing. */
+/* 0.2: undoes one fpp_task_keep; the last one ends the task's life (unless it is retained or
+ * the task that raised). NULL does nothing. A task not kept, or released once too often: a log
+ * line and nothing else (in AddressSanitizer builds too: the release checks before touching a
+ * recycled task). A released task's memory is reused: using it afterwards reads another task. */
 FPP_API void fpp_task_release(fpp_task *t);
 
 /* --------------------------------------------------------------- logging */
@@ -268,7 +337,11 @@ typedef enum { FPP_LOG_DEBUG, FPP_LOG_INFO, FPP_LOG_WARN, FPP_LOG_ERROR, FPP_LOG
 typedef void (*fpp_log_fn)(fpp_log_level level, const char *msg, void *user);
 
 /* Sends log lines at min_level and above to fn (NULL: stderr, as "[HH:MM:SS tid] message").
- * The sink is never called from two threads at once, nor from a worker. */
+ * The sink is never called from two threads at once, nor from a worker or any process other
+ * than the one that set it (there, lines go to stderr). The sink may call the pure functions
+ * (fpp_strerror, fpp_lookup, ...); task manager and executor calls made from inside it return
+ * FPP_ESTATE, and a line fpp logs while the sink runs goes to stderr instead of re-entering
+ * it, so nothing deadlocks. */
 FPP_API void fpp_log_set(fpp_log_fn fn, void *user, fpp_log_level min_level);
 
 #ifdef __cplusplus

@@ -124,6 +124,7 @@ int fpp__executor_create(fpp_executor **out, const fpp_executor_opts *opts, int 
         return rc;
     }
     ex->owner = fpp__proc_token();
+    ex->owner_pid = (long)getpid();
     fpp__registry_freeze(+1);
     rc = start(ex);
     if (rc) {
@@ -146,12 +147,41 @@ int fpp_thread_executor(fpp_executor **out, const fpp_executor_opts *opts)
     return fpp__executor_create(out, opts, fpp__thread_start);
 }
 
+/* Only the creating process may use an executor; never from inside the log sink. */
+static int check_caller(const fpp_executor *ex, const char *call)
+{
+    if (ex->owner != fpp__proc_token()) {
+        fpp__log(FPP_LOG_ERROR, "%s: this executor belongs to process %ld (this is process %ld)", call,
+                 ex->owner_pid, (long)getpid());
+        return FPP_ESTATE;
+    }
+    if (fpp__log_in_sink()) {
+        fpp__log(FPP_LOG_ERROR, "%s: called from inside the log sink", call);
+        return FPP_ESTATE;
+    }
+    return 0;
+}
+
 void fpp_executor_free(fpp_executor *ex)
 {
     if (!ex)
         return;
-    if (ex->tm)
-        fpp_tm_free(ex->tm);
+    if (ex->owner != fpp__proc_token()) {
+        /* A fork of the creator, a worker, an atexit handler run by a task's exit(): release
+         * this process's copy of the memory; signal, wait for and write to nothing shared. */
+        fpp__log(FPP_LOG_WARN, "fpp_executor_free: this executor belongs to process %ld (this is process %ld); "
+                 "releasing only this process's memory", ex->owner_pid, (long)getpid());
+        if (ex->tm)
+            fpp__tm_forget_executor(ex->tm);
+        ex->ops->destroy(ex, false);
+        fpp__registry_freeze(-1);
+        fpp__free(ex);
+        return;
+    }
+    if (check_caller(ex, "fpp_executor_free") != 0)
+        return;
+    if (ex->tm && fpp__tm_detach(ex->tm) != 0)
+        return; /* a map iterator freeing the executor under its own task manager */
     ex->ops->destroy(ex, true);
     fpp__registry_freeze(-1);
     fpp__free((void *)ex->opts.worker_init_arg);
@@ -160,5 +190,8 @@ void fpp_executor_free(fpp_executor *ex)
 
 int fpp_executor_workers(const fpp_executor *ex)
 {
-    return ex ? ex->opts.workers : FPP_EINVAL;
+    if (!ex)
+        return FPP_EINVAL;
+    int rc = check_caller(ex, "fpp_executor_workers");
+    return rc ? rc : ex->opts.workers;
 }

@@ -45,6 +45,9 @@ void fpp__flight_put(fpp__pool *p, uint32_t tag)
     if (e->arg_off != UINT64_MAX)
         fpp__buddy_free(&p->argbuddy, e->arg_off, e->arg_len);
     e->arg_off = UINT64_MAX;
+    if (e->timeout_ms && --p->ntimed == 0)
+        p->min_timeout_ms = 0;
+    e->timeout_ms = 0;
     e->task = NULL;
     e->ticket = 0;
     e->state = FPP__FL_FREE;
@@ -86,6 +89,13 @@ void fpp__flight_unlink(fpp__pool *p, uint32_t tag)
 }
 
 size_t fpp__pool_in_flight(const fpp__pool *p) { return p->used_fl + p->retry.n; }
+
+int64_t fpp__pool_tick_ns(const fpp__pool *p)
+{
+    if (!p->ntimed)
+        return INT64_MAX;
+    return FPP__MAX((int64_t)p->min_timeout_ms * 250000, (int64_t)1000000);
+}
 
 void fpp__pool_finish(fpp__pool *p, fpp_task *t, int slot)
 {

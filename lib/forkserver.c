@@ -415,6 +415,7 @@ static void fs_main(fs_state *S)
         qsort(keep, (size_t)nkeep, sizeof keep[0], cmp_int);
         close_except(keep, nkeep, 3);
     }
+    fpp__fd_forget_all(); /* what fpp opened in the parent is closed here, or not ours to close */
     /* Many workers mean many descriptors in flight: take what the hard limit allows. */
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {

@@ -92,13 +92,23 @@ FPP__HIDDEN void fpp__buf_put(void *p, size_t cap);
 FPP__HIDDEN uint64_t fpp__proc_token(void);
 /* owner.c: the descriptors fpp opened (closed in fork servers even with keep_fds). */
 FPP__HIDDEN void fpp__fd_own(int fd);
-FPP__HIDDEN void fpp__fd_close(int fd);  /* forgets it and closes it */
+FPP__HIDDEN void fpp__fd_close(int fd);  /* forgets it and closes it, if it is ours */
+FPP__HIDDEN void fpp__fd_forget_all(void); /* in a fork server: the parent's are not ours */
 FPP__HIDDEN bool fpp__fd_is_ours(int fd);
 
 /* ----------------------------------------------------------------- logging */
 
 FPP__HIDDEN void fpp__log(fpp_log_level level, const char *fmt, ...) FPP_PRINTF(2, 3);
 FPP__HIDDEN bool fpp__log_enabled(fpp_log_level level);
+/* True on a thread that is inside the log sink right now (a sink calling back into fpp). */
+FPP__HIDDEN bool fpp__log_in_sink(void);
+/* The status line (the progress line of FPP_TM_PROGRESS): one line on stderr, redrawn in place,
+ * cleared before every log line. One owner at a time: claim returns false if another holds it.
+ * draw is a no-op unless `owner` holds it; release clears the line and gives it up. All three
+ * take the log lock (a leaf), so a line is never drawn half over a log line. */
+FPP__HIDDEN bool fpp__status_claim(const void *owner);
+FPP__HIDDEN void fpp__status_draw(const void *owner, const char *line);
+FPP__HIDDEN void fpp__status_release(const void *owner);
 /* Logs "call(what): strerror(errno)" at ERROR, keeps errno, returns FPP_ESYS. */
 FPP__HIDDEN int fpp__sys_error(const char *call, const char *what);
 
@@ -289,7 +299,7 @@ enum {
     FPP__AT_EXEC,      /* in the executor */
     FPP__AT_DONEQ,     /* finished, not yet returned by fpp_as_completed */
     FPP__AT_CURRENT,   /* returned by the last fpp_as_completed */
-    FPP__AT_KEPT,      /* retained, or the raising task */
+    FPP__AT_KEPT,      /* handed out or dropped; alive because kept, retained or the failure */
 };
 
 struct fpp_task {
@@ -298,6 +308,12 @@ struct fpp_task {
     fpp_status status;
     int signo;
     uint8_t where;
+    uint8_t past;          /* task manager: outcomes of earlier attempts (bit 1 << status) */
+    bool retained;         /* task manager: in the retain_completed list */
+    bool listed;           /* task manager: in the id table (not yet returned) */
+    uint32_t keeps;        /* task manager: fpp_task_keep count */
+    struct fpp_tm *tm;     /* the task manager that owns it */
+    struct fpp_task *prev; /* task manager: its pending and done lists are doubly linked */
     uint32_t tag;          /* the executor's in-flight tag while FPP__AT_EXEC */
     void *user;            /* fpp_task_opts.user */
     unsigned timeout_ms;   /* fpp_task_opts.timeout_ms; 0: the executor's */
@@ -387,6 +403,7 @@ struct fpp_executor {
     void *impl;             /* the backend's own state */
     uint64_t owner;         /* fpp__proc_token() of the creating process */
     int init_fn;            /* opts.worker_init's id, or -1 (opts.worker_init_arg: our copy) */
+    long owner_pid;         /* its pid, for messages */
 };
 
 /* Makes the executor's current or next poll return at once (async-signal-safe: an atomic
@@ -433,6 +450,7 @@ typedef struct fpp__flight {
     uint32_t prev, next;  /* the worker's list (oldest first), or the free list */
     uint8_t state;
     bool claimed;         /* known to be claimed */
+    unsigned timeout_ms;  /* its timeout (its own, else the executor's); 0: none */
 } fpp__flight;
 
 typedef struct fpp__wpriv {
@@ -465,6 +483,8 @@ typedef struct fpp__pool {
     uint64_t next_ticket;
     fpp__wpriv *wp;
     uint32_t cursor;        /* where the next dispatch starts looking */
+    uint32_t ntimed;        /* entries with a timeout */
+    unsigned min_timeout_ms; /* the shortest of those since ntimed was last 0 */
     fpp__tq retry;          /* tasks to publish again (revoked: never started) */
     uint64_t bogus;         /* records refused */
     int64_t spin_ns;        /* how long the parent spins before sleeping; adapts */
@@ -517,7 +537,11 @@ FPP__HIDDEN int fpp__pool_cancel(fpp__pool *p, bool *kill);
 FPP__HIDDEN int fpp__pool_cancel_task(fpp__pool *p, fpp_task *t);
 /* Checks claimed tasks against their timeout; stops the workers over it. Returns the earliest
  * deadline still pending (INT64_MAX: none). */
-FPP__HIDDEN int64_t fpp__pool_timeouts(fpp__pool *p, unsigned default_ms);
+FPP__HIDDEN int64_t fpp__pool_timeouts(fpp__pool *p);
+/* How often a sleeping parent must look at the workers for timeouts to be on time (a claim
+ * is seen only when the parent looks): a quarter of the shortest timeout in flight, 1 ms at
+ * least; INT64_MAX when no task has one. */
+FPP__HIDDEN int64_t fpp__pool_tick_ns(const fpp__pool *p);
 /* The watchdog, run when the pool made no progress for a while: a worker whose block or
  * queue says impossible things is reported to bad(). Returns tasks finished. */
 FPP__HIDDEN int fpp__pool_audit(fpp__pool *p);
@@ -577,6 +601,12 @@ FPP__HIDDEN void fpp__fs_stop(fpp__fs *fs, int64_t grace_ns, bool owner);
 FPP__HIDDEN void fpp__tm_finished(fpp_tm *tm, fpp_task *t);
 /* True once the task manager raised or was interrupted: nothing more may be dispatched. */
 FPP__HIDDEN bool fpp__tm_halted(const fpp_tm *tm);
+/* fpp_executor_free with a task manager attached: cancel its unfinished tasks, move held
+ * results out, and detach it (it stays valid until fpp_tm_free). FPP_ESTATE if a call on it
+ * is in progress (then nothing is done). */
+FPP__HIDDEN int fpp__tm_detach(fpp_tm *tm);
+/* The same in a process other than the creator: forget the executor, touch nothing else. */
+FPP__HIDDEN void fpp__tm_forget_executor(fpp_tm *tm);
 
 /* sigint.c */
 typedef struct fpp__sigint_reg {
@@ -593,10 +623,43 @@ FPP__HIDDEN void fpp__sigint_restore(void); /* give SIGINT back to the applicati
 FPP__HIDDEN void fpp__sigint_cleanup_begin(void);
 FPP__HIDDEN void fpp__sigint_cleanup_end(void);
 
-/* monitor.c */
+FPP__HIDDEN void fpp__sigint_forget(fpp__sigint_reg *r); /* another process: drop, no lock */
+
+/* The task manager's counters: written by the thread driving it (relaxed atomics, one writer
+ * each), read by the monitor thread and by fpp_tm_stats from any thread. */
+typedef struct fpp__counters {
+    _Atomic uint64_t submitted, done, failed, crashed, timed_out, cancelled, retried;
+    _Atomic uint64_t finished;  /* tasks that ran to an outcome (not cancelled), for the monitor */
+    _Atomic size_t in_flight;   /* unfinished tasks */
+    /* FPP_TM_ORDERED: the oldest unfinished task while later finished ones wait behind it. */
+    _Atomic int64_t wait_id;    /* -1: nothing waits */
+    _Atomic int64_t wait_since_ns;
+    _Atomic uint64_t held;      /* finished tasks held back */
+    uint64_t expected_total;    /* constant: fpp_tm_opts.expected_total */
+} fpp__counters;
+
+/* monitor.c: the monitor thread. interval_ms < 0 and !progress: no thread. With progress, it
+ * redraws the status line 10 times a second instead of logging monitor lines. */
 typedef struct fpp__monitor fpp__monitor;
-FPP__HIDDEN int fpp__monitor_start(fpp__monitor **out, _Atomic uint64_t *finished, int interval_ms);
-FPP__HIDDEN void fpp__monitor_stop(fpp__monitor *m); /* asks it to stop; does not wait */
+FPP__HIDDEN int fpp__monitor_start(fpp__monitor **out, const fpp__counters *c, int interval_ms,
+                                   bool progress);
+FPP__HIDDEN void fpp__monitor_stop(fpp__monitor *m); /* asks it to stop (clears the progress
+                                                        line at once); does not wait */
 FPP__HIDDEN void fpp__monitor_join(fpp__monitor *m); /* waits for it and frees it */
+FPP__HIDDEN void fpp__monitor_forget(fpp__monitor *m); /* another process: free, no join */
+
+/* progress.c: the progress line's text from a snapshot. rate < 0: unknown yet. */
+FPP__HIDDEN size_t fpp__progress_format(char *buf, size_t cap, uint64_t ended, uint64_t failed,
+                                        uint64_t total, double rate, int64_t wait_id,
+                                        double wait_s, int width);
+
+/* idmap.c: task id -> task, for the tasks a task manager has not handed out yet (open
+ * addressing, Fibonacci hashing, linear probing, backward-shift deletion). */
+typedef struct fpp__idmap_slot { int64_t id; fpp_task *t; } fpp__idmap_slot;
+typedef struct fpp__idmap { fpp__idmap_slot *slot; size_t mask, n; unsigned shift; } fpp__idmap;
+FPP__HIDDEN int fpp__idmap_put(fpp__idmap *m, fpp_task *t); /* 0 or FPP_ENOMEM */
+FPP__HIDDEN fpp_task *fpp__idmap_get(const fpp__idmap *m, int64_t id);
+FPP__HIDDEN void fpp__idmap_del(fpp__idmap *m, int64_t id);
+FPP__HIDDEN void fpp__idmap_fini(fpp__idmap *m);
 
 #endif /* FPP_INTERNAL_H */

@@ -15,6 +15,7 @@
  * Threads: the first call of fpp__proc_token may race between threads of one process; both draw a non-zero
  * value and one CAS wins, so every thread sees the same token afterwards. */
 #include <pthread.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -90,14 +91,21 @@ void fpp__fd_own(int fd)
 
 void fpp__fd_close(int fd)
 {
-    if (fd < 0)
+    if (fd < 0 || fd >= FD_BITS)
         return;
-    if (fd < FD_BITS) {
-        pthread_mutex_lock(&fd_lock);
-        fd_map[fd / 64] &= ~(UINT64_C(1) << (fd % 64));
-        pthread_mutex_unlock(&fd_lock);
-    }
-    close(fd);
+    /* Only a descriptor we opened and still own: in a process that inherited our records but
+     * not our descriptors (a fork server's worker), the number may be someone else's now. */
+    pthread_mutex_lock(&fd_lock);
+    bool ours = (fd_map[fd / 64] >> (fd % 64)) & 1;
+    fd_map[fd / 64] &= ~(UINT64_C(1) << (fd % 64));
+    pthread_mutex_unlock(&fd_lock);
+    if (ours)
+        close(fd);
+}
+
+void fpp__fd_forget_all(void)
+{
+    memset(fd_map, 0, sizeof fd_map);
 }
 
 bool fpp__fd_is_ours(int fd)

@@ -169,6 +169,12 @@ static int publish_on(fpp__pool *p, uint32_t w, fpp_task *t)
     wp->cell_entry[idx] = tag;
     e->task = t;
     e->pos = wp->tail;
+    e->timeout_ms = t->timeout_ms ? t->timeout_ms : p->ex->opts.task_timeout_ms;
+    if (e->timeout_ms) {
+        p->ntimed++;
+        if (!p->min_timeout_ms || e->timeout_ms < p->min_timeout_ms)
+            p->min_timeout_ms = e->timeout_ms;
+    }
     if (wp->n == 0)
         wp->last_done_ns = fpp__now_ns(); /* busy from now: the steal clock starts */
     fpp__flight_link(p, w, tag);

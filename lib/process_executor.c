@@ -434,7 +434,7 @@ static int p_poll(fpp_executor *ex, int64_t deadline)
     int n = handle_fs(pr) + fpp__pool_collect(p);
     spawn_due(pr);
     n += breaker_fail(pr);
-    int64_t tdl = fpp__pool_timeouts(p, ex->opts.task_timeout_ms);
+    int64_t tdl = fpp__pool_timeouts(p);
     fpp__pool_steal(p);
     if (n == 0 && deadline > 0) {
         int64_t now = fpp__now_ns();
@@ -443,12 +443,13 @@ static int p_poll(fpp_executor *ex, int64_t deadline)
             d = FPP__MIN(d, FPP__MAX(pr->next_spawn_ns, now + 1000000));
         if (fpp__pool_in_flight(p) > 0)
             d = FPP__MIN(d, FPP__MAX(pr->last_progress_ns + AUDIT_NS, now + 1000000));
-        /* While tasks run under a timeout, look at them at least every millisecond. */
-        if (tdl != INT64_MAX)
-            d = FPP__MIN(d, now + 1000000);
+        /* While tasks run under a timeout, look often enough to see their claims in time. */
+        int64_t tick = fpp__pool_tick_ns(p);
+        if (tick != INT64_MAX)
+            d = FPP__MIN(d, now + tick);
         fpp__pool_wait(p, d);
         n += handle_fs(pr) + fpp__pool_collect(p);
-        fpp__pool_timeouts(p, ex->opts.task_timeout_ms);
+        fpp__pool_timeouts(p);
     }
     n += audit(pr, n);
     /* Tasks taken back from a worker go out again now, whether or not the task manager has

@@ -45,7 +45,9 @@ static void handler(int sig, siginfo_t *info, void *uctx)
     bool any = false;
     for (int i = 0; i < MAX_REGS; i++) {
         fpp__sigint_reg *r = atomic_load(&regs[i]);
-        if (r && atomic_load(&r->in_call)) {
+        /* A registration copied into another process (a fork of the parent) is not ours to
+         * act on: its executor belongs to the parent. */
+        if (r && atomic_load(&r->in_call) && r->ex->owner == fpp__proc_token()) {
             atomic_store(&r->hit, 1);
             r->ex->ops->wake(r->ex);
             any = true;
@@ -140,6 +142,15 @@ void fpp__sigint_unregister(fpp__sigint_reg *r)
     if (--nregs == 0)
         uninstall_locked();
     pthread_mutex_unlock(&lock);
+}
+
+void fpp__sigint_forget(fpp__sigint_reg *r)
+{
+    /* In a process other than the creator: the mutex may be a copy held by a thread of the
+     * parent, so drop the entry with one atomic store and leave the disposition alone. */
+    if (r->slot >= 0)
+        atomic_store(&regs[r->slot], NULL);
+    r->slot = -1;
 }
 
 void fpp__sigint_cleanup_begin(void) { atomic_store(&cleaning, 1); }

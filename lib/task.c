@@ -96,3 +96,7 @@ const char *fpp_status_name(fpp_status s)
     }
     return "unknown";
 }
+
+void *fpp_task_user(const fpp_task *t) { return t ? t->user : NULL; }
+
+unsigned fpp_task_attempts(const fpp_task *t) { return t ? t->attempts : 0; }

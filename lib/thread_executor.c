@@ -191,20 +191,21 @@ static int t_poll(fpp_executor *ex, int64_t deadline)
     int n = fpp__pool_collect(p);
     if (ex->opts.max_tasks_per_worker)
         n += restart_retired(t);
-    int64_t tdl = fpp__pool_timeouts(p, ex->opts.task_timeout_ms);
+    int64_t tdl = fpp__pool_timeouts(p);
     fpp__pool_steal(p);
     if (n == 0 && deadline > 0) {
         int64_t d = FPP__MIN(deadline, tdl);
         int64_t now = fpp__now_ns();
-        if (tdl != INT64_MAX)
-            d = FPP__MIN(d, now + 1000000);
+        int64_t tick = fpp__pool_tick_ns(p);
+        if (tick != INT64_MAX)
+            d = FPP__MIN(d, now + tick);
         if (ex->opts.max_tasks_per_worker)
             d = FPP__MIN(d, now + 2000000);
         if (fpp__pool_in_flight(p) > 0)
             d = FPP__MIN(d, FPP__MAX(t->last_progress_ns + AUDIT_NS, now + 1000000));
         fpp__pool_wait(p, d);
         n += fpp__pool_collect(p);
-        fpp__pool_timeouts(p, ex->opts.task_timeout_ms);
+        fpp__pool_timeouts(p);
     }
     int64_t now = fpp__now_ns();
     if (n > 0 || fpp__pool_in_flight(p) == 0)

@@ -174,9 +174,11 @@ int fpp__pool_cancel_task(fpp__pool *p, fpp_task *t)
 
 /* ---------------------------------------------------------------- timeouts */
 
-int64_t fpp__pool_timeouts(fpp__pool *p, unsigned default_ms)
+int64_t fpp__pool_timeouts(fpp__pool *p)
 {
     int64_t earliest = INT64_MAX, now = 0;
+    if (!p->ntimed)
+        return earliest;
     for (uint32_t w = 0; w < p->lay.nworkers; w++) {
         fpp__wpriv *wp = &p->wp[w];
         if (!wp->alive || wp->first == FPP__NIL)
@@ -184,7 +186,7 @@ int64_t fpp__pool_timeouts(fpp__pool *p, unsigned default_ms)
         fpp__flight *e = &p->fl[wp->first];
         if (e->state != FPP__FL_QUEUED || !e->task)
             continue;
-        unsigned ms = e->task->timeout_ms ? e->task->timeout_ms : default_ms;
+        unsigned ms = e->timeout_ms;
         if (!ms || wp->timeout_ticket == e->ticket)
             continue;
         if (!e->claimed_ns) {

@@ -1,11 +1,151 @@
 /* common.c: see common.h. */
-#include <stdatomic.h>
-#include <sys/mman.h>
-
 #include "common.h"
 
+#include <sys/mman.h>
+
 int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG, F_ABORT, F_SPIN, F_SCRIBBLE, F_HOG,
-    F_BARRIER, F_PID;
+    F_BLOCK, F_BARRIER, F_FLAKY, F_JITTER, F_SLOTS, F_PID;
+_Atomic long *T_SHARED;
+
+void shared_reset(void)
+{
+    for (int i = 0; i < SHARED_WORDS; i++)
+        atomic_store(&T_SHARED[i], 0);
+}
+
+int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+bool wait_shared(int i, long v, int max_ms)
+{
+    int64_t until = mono_ns() + (int64_t)max_ms * 1000000;
+    while (atomic_load(&T_SHARED[i]) < v) {
+        if (mono_ns() > until)
+            return false;
+        sleep_ms(1);
+    }
+    return true;
+}
+
+static int block(const void *arg, size_t len, fpp_out *out)
+{
+    block_arg a;
+    if (len != sizeof a)
+        return 1;
+    memcpy(&a, arg, sizeof a);
+    long n = atomic_fetch_add(&T_SHARED[a.started], 1);
+    atomic_store(&T_SHARED[a.pid_at + n], (long)getpid());
+    int released = wait_shared(a.release, 1, a.max_ms);
+    return fpp_out_set(out, &released, sizeof released);
+}
+
+static int barrier(const void *arg, size_t len, fpp_out *out)
+{
+    barrier_arg a;
+    if (len != sizeof a)
+        return 1;
+    memcpy(&a, arg, sizeof a);
+    atomic_fetch_add(&T_SHARED[a.counter], 1);
+    wait_shared(a.counter, a.n, a.max_ms);
+    long seen = atomic_load(&T_SHARED[a.counter]);
+    return fpp_out_set(out, &seen, sizeof seen);
+}
+
+__attribute__((no_sanitize("undefined", "address"))) static void segv_now(void)
+{
+    volatile int *p = NULL;
+    *p = 42;
+}
+
+static int flaky(const void *arg, size_t len, fpp_out *out)
+{
+    flaky_arg a;
+    if (len != sizeof a)
+        return 1;
+    memcpy(&a, arg, sizeof a);
+    long k = atomic_fetch_add(&T_SHARED[a.counter], 1) + 1;
+    atomic_store(&T_SHARED[a.pid_at + k], (long)getpid());
+    if (k <= a.bad) {
+        if (a.how == 0)
+            segv_now();
+        if (a.how == 1)
+            return fpp_out_fail(out, "flaky: attempt %ld fails", k), 1;
+        sleep_ms(5000);
+    }
+    return fpp_out_set(out, &k, sizeof k);
+}
+
+static int jitter(const void *arg, size_t len, fpp_out *out)
+{
+    if (len != 8)
+        return 1;
+    uint64_t i = u64_of(arg), h = i * 0x9E3779B97F4A7C15ULL;
+    h ^= h >> 29;
+    if (h % 1000 == 0)
+        sleep_ms(1);
+    else if (h % 50 == 0) {
+        int64_t until = mono_ns() + 20000;
+        while (mono_ns() < until)
+            ;
+    }
+    return fpp_out_set(out, &i, 8);
+}
+
+/* every_slot_serves: arg {generation, W}; arrives at barrier `generation` (words from
+ * SLOTS_AT of T_SHARED), waits until W arrived (10 s at most). Result: {pid, 1 if all arrived}. */
+#define SLOTS_AT 3968
+static int slots(const void *arg, size_t len, fpp_out *out)
+{
+    uint32_t a[2];
+    if (len != sizeof a)
+        return 1;
+    memcpy(a, arg, sizeof a);
+    int i = SLOTS_AT + (int)(a[0] % 128);
+    atomic_fetch_add(&T_SHARED[i], 1);
+    int32_t r[2] = {(int32_t)getpid(), wait_shared(i, (long)a[1], 10000)};
+    return fpp_out_set(out, r, sizeof r);
+}
+
+static int pid_of(const void *arg, size_t len, fpp_out *out)
+{
+    (void)arg; (void)len;
+    int32_t p = (int32_t)getpid();
+    return fpp_out_set(out, &p, sizeof p);
+}
+
+void every_slot_serves(fpp_tm *tm, int W)
+{
+    static uint32_t gen;
+    uint32_t g = ++gen;
+    atomic_store(&T_SHARED[SLOTS_AT + (int)(g % 128)], 0);
+    int64_t ids[64];
+    cr_assert_leq(W, 64);
+    fpp_task_opts to = {.timeout_ms = 20000};
+    for (int i = 0; i < W; i++) {
+        uint32_t a[2] = {g, (uint32_t)W};
+        ids[i] = fpp_submit_ex(tm, F_SLOTS, a, sizeof a, &to);
+        cr_assert_geq(ids[i], 0, "submit: %s", fpp_strerror((int)ids[i]));
+    }
+    int32_t pids[64];
+    int got = 0;
+    for (int i = 0; i < W; i++) {
+        fpp_task *t;
+        int rc = fpp_wait(tm, ids[i], &t);
+        cr_assert_eq(rc, 1, "fpp_wait: %s", fpp_strerror(rc));
+        cr_assert_eq(fpp_task_status(t), FPP_DONE, "barrier task: %s", fpp_task_error(t));
+        int32_t r[2];
+        memcpy(r, fpp_task_result(t, NULL), sizeof r);
+        fpp_task_release(t);
+        cr_assert_eq(r[1], 1, "a barrier of %d workers did not fill: a slot does not serve", W);
+        for (int k = 0; k < got; k++)
+            cr_assert_neq(pids[k], r[0], "two barrier tasks in one worker");
+        pids[got++] = r[0];
+    }
+}
 
 static int echo(const void *arg, size_t len, fpp_out *out) { return fpp_out_set(out, arg, len); }
 
@@ -126,71 +266,8 @@ static int hog(const void *arg, size_t len, fpp_out *out)
     return fpp_out_set(out, &n, 8);
 }
 
-/* Shared with every worker (mapped before any executor exists, so the fork server and its
- * workers inherit it): the counters of every_slot_serves' barriers. */
-static _Atomic int *barriers;
-
-/* arg: {generation, W}. Arrives at barrier `generation`, waits until W arrived (10 s at most).
- * Result: {pid, 1 if all arrived}. */
-static int barrier(const void *arg, size_t len, fpp_out *out)
-{
-    uint32_t a[2];
-    if (len != sizeof a)
-        return 1;
-    memcpy(a, arg, sizeof a);
-    _Atomic int *c = &barriers[a[0] % 1024];
-    atomic_fetch_add(c, 1);
-    int ok = 0;
-    for (int i = 0; i < 10000 && !(ok = atomic_load(c) >= (int)a[1]); i++)
-        sleep_ms(1);
-    int32_t r[2] = {(int32_t)getpid(), ok};
-    return fpp_out_set(out, r, sizeof r);
-}
-
-static int pid_of(const void *arg, size_t len, fpp_out *out)
-{
-    (void)arg; (void)len;
-    int32_t p = (int32_t)getpid();
-    return fpp_out_set(out, &p, sizeof p);
-}
-
-void every_slot_serves(fpp_tm *tm, int W)
-{
-    static uint32_t gen;
-    uint32_t g = ++gen;
-    atomic_store(&barriers[g % 1024], 0);
-    int64_t ids[64];
-    cr_assert_leq(W, 64);
-    for (int i = 0; i < W; i++) {
-        uint32_t a[2] = {g, (uint32_t)W};
-        ids[i] = fpp_submit(tm, F_BARRIER, a, sizeof a);
-        cr_assert_geq(ids[i], 0, "submit: %s", fpp_strerror((int)ids[i]));
-    }
-    int32_t pids[64];
-    int got = 0;
-    fpp_task *t;
-    int rc;
-    while (got < W && (rc = fpp_as_completed(tm, &t)) == 1) {
-        int64_t id = fpp_task_id(t);
-        bool mine = false;
-        for (int i = 0; i < W; i++)
-            mine = mine || ids[i] == id;
-        if (!mine)
-            continue;
-        cr_assert_eq(fpp_task_status(t), FPP_DONE, "barrier task: %s", fpp_task_error(t));
-        int32_t r[2];
-        memcpy(r, fpp_task_result(t, NULL), sizeof r);
-        cr_assert_eq(r[1], 1, "a barrier of %d workers did not fill: a slot does not serve", W);
-        for (int i = 0; i < got; i++)
-            cr_assert_neq(pids[i], r[0], "two barrier tasks in one worker");
-        pids[got++] = r[0];
-    }
-    cr_assert_eq(got, W, "only %d of %d barrier tasks came back", got, W);
-}
-
 __attribute__((constructor)) static void register_all(void)
 {
-    barriers = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     F_ECHO = fpp_register("echo", echo);
     F_SQUARE = fpp_register("square", square);
     F_FAIL = fpp_register("fail", fail);
@@ -204,8 +281,14 @@ __attribute__((constructor)) static void register_all(void)
     F_SPIN = fpp_register("spin", spin);
     F_SCRIBBLE = fpp_register("scribble", scribble);
     F_HOG = fpp_register("hog", hog);
+    F_BLOCK = fpp_register("block", block);
     F_BARRIER = fpp_register("barrier", barrier);
+    F_FLAKY = fpp_register("flaky", flaky);
+    F_JITTER = fpp_register("jitter", jitter);
+    F_SLOTS = fpp_register("slots", slots);
     F_PID = fpp_register("pid", pid_of);
+    void *m = mmap(NULL, SHARED_WORDS * sizeof(long), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    T_SHARED = m == MAP_FAILED ? NULL : m;
     fpp_log_set(NULL, NULL, FPP_LOG_WARN);
 }
 

@@ -5,6 +5,8 @@
 #define FPP_TEST_COMMON_H
 
 #include <criterion/criterion.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fpp.h>
@@ -17,7 +19,27 @@
 #include <unistd.h>
 
 extern int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG,
-    F_ABORT, F_SPIN, F_SCRIBBLE, F_HOG, F_BARRIER, F_PID;
+    F_ABORT, F_SPIN, F_SCRIBBLE, F_HOG, F_BLOCK, F_BARRIER, F_FLAKY, F_JITTER, F_SLOTS, F_PID;
+
+/* Words shared by the test process and every worker (MAP_SHARED, mapped by a constructor
+ * before any executor exists), for tasks that coordinate with the test: counters, flags,
+ * pids. The tests index it by the constants below. */
+#define SHARED_WORDS 4096
+extern _Atomic long *T_SHARED;
+void shared_reset(void);
+
+/* Arguments of the coordinating tasks. */
+typedef struct block_arg { int started, release, pid_at, max_ms; } block_arg;
+    /* F_BLOCK: bumps T_SHARED[started], stores its pid at T_SHARED[pid_at + n] (n: its rank among
+     * the starters), waits until T_SHARED[release] != 0 (or max_ms); result: int 1 if released */
+typedef struct barrier_arg { int counter, n, max_ms; } barrier_arg;
+    /* F_BARRIER: bumps T_SHARED[counter], waits until it reaches n (or max_ms); result: the
+     * long it saw last, so n or more means n tasks ran at the same time */
+typedef struct flaky_arg { int counter, pid_at, bad, how; } flaky_arg;
+    /* F_FLAKY: attempt k = ++T_SHARED[counter], pid stored at T_SHARED[pid_at + k]; the first
+     * `bad` attempts go wrong (how: 0 SIGSEGV, 1 fpp_out_fail, 2 sleep 5 s); then result: long k */
+/* F_JITTER: a uint64_t i; runs for a pseudo-random time drawn from i (mostly nothing, 1 in 50
+ * spins 20 us, 1 in 1000 sleeps 1 ms); result: i */
 
 typedef enum { PROC = 0, THR = 1 } kind;
 
@@ -29,10 +51,6 @@ fpp_tm *mk_tm(fpp_executor *ex, fpp_policy policy, int retain);
 int shm_entries(void);
 /* Counts this process's children that still exist (zombies included). */
 int live_children(void);
-/* The pool's wholeness: W tasks that each wait (up to 10 s) until all W have started, so they
- * all succeed only if W different workers run them at once. Fails the test otherwise. Every
- * slot of a W-worker executor must then serve. */
-void every_slot_serves(fpp_tm *tm, int W);
 /* The end-of-test check: nothing left behind. */
 void assert_clean(void);
 void sleep_ms(int ms);
@@ -63,3 +81,11 @@ int children_of(pid_t pid, pid_t *out, int max);
 int pool_pids(pid_t *out, int max, int *nfs);
 /* The pids of the workers and spares (the fork servers' children) only. */
 int worker_pids(pid_t *out, int max);
+/* The pool's wholeness: W tasks (F_SLOTS) that each wait (up to 10 s) until all W have
+ * started, so they all succeed only if W different workers run them at once. Fails the test
+ * otherwise. After any storm, every slot of a W-worker executor must pass this. The tasks
+ * are given a 20 s timeout of their own, so it works under any executor timeout. */
+void every_slot_serves(fpp_tm *tm, int W);
+/* Waits until T_SHARED[i] >= v (up to max_ms); true if it got there. */
+bool wait_shared(int i, long v, int max_ms);
+int64_t mono_ns(void);

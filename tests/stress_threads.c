@@ -7,6 +7,8 @@
 #include <fpp.h>
 #include <stdio.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 
 static int passed, failed;
@@ -42,6 +44,95 @@ static int next(void *s, const void **a, size_t *n)
 }
 
 static void quiet(fpp_log_level l, const char *m, void *u) { (void)l; (void)m; (void)u; }
+
+/* fpp_tm_stats from another thread while the task manager runs. */
+typedef struct reader { fpp_tm *tm; _Atomic int stop; long reads; int bad; } reader;
+static void *read_stats(void *arg)
+{
+    reader *r = arg;
+    fpp_stats prev = {0};
+    while (!atomic_load(&r->stop)) {
+        fpp_stats st;
+        fpp_tm_stats(r->tm, &st);
+        if (st.done < prev.done || st.submitted < prev.submitted || st.done + st.failed + st.timed_out +
+                st.cancelled > st.submitted)
+            r->bad++;
+        prev = st;
+        r->reads++;
+    }
+    return NULL;
+}
+
+typedef struct stopper { fpp_tm *tm; int ms; } stopper;
+static void *interrupt_later(void *arg)
+{
+    stopper *s = arg;
+    struct timespec ts = {0, (long)s->ms * 1000000L};
+    nanosleep(&ts, NULL);
+    fpp_tm_interrupt(s->tm);
+    return NULL;
+}
+
+typedef struct forever { unsigned long i, cur; } forever;
+static int endless(void *st, const void **a, size_t *n)
+{
+    forever *f = st;
+    f->cur = f->i++;
+    *a = &f->cur;
+    *n = sizeof f->cur;
+    return 1;
+}
+
+/* Ordered results, retries, per-task timeouts, wait and cancel, with a stats reader and the
+ * monitor running; then fpp_tm_interrupt from another thread stops an endless map. */
+static void round_0_2(int threads)
+{
+    int f_sq = fpp_lookup("square"), f_nap = fpp_lookup("nap");
+    fpp_executor *ex;
+    fpp_executor_opts eo = {.workers = 3};
+    int rc = threads ? fpp_thread_executor(&ex, &eo) : fpp_process_executor(&ex, &eo);
+    CHECK(rc == 0, "executor (0.2 round)");
+    if (rc) return;
+    fpp_tm *tm;
+    fpp_tm_opts to = {.error_policy = FPP_IGNORE, .monitor_interval_ms = 5, .max_in_flight = 64, .retries = 1,
+                      .flags = FPP_TM_ORDERED | FPP_TM_RETRY_FAILED};
+    fpp_tm_create(&tm, ex, &to);
+    reader r = {.tm = tm};
+    pthread_t rt;
+    pthread_create(&rt, NULL, read_stats, &r);
+    fpp_task_opts quick = {.timeout_ms = 5};
+    for (unsigned long i = 0; i < 3000; i++) {
+        if (i % 300 == 7)
+            fpp_submit_ex(tm, f_nap, NULL, 0, &quick); /* times out twice (one retry) */
+        else
+            fpp_submit(tm, f_sq, &i, sizeof i);
+    }
+    fpp_task *t;
+    CHECK(fpp_wait(tm, 1500, &t) == 1, "wait");
+    fpp_task_release(t);
+    CHECK(fpp_cancel(tm, 2999) >= 0, "cancel");
+    long last = -1, n = 0;
+    int ordered = 1;
+    while (fpp_as_completed(tm, &t) == 1) {
+        ordered = ordered && fpp_task_id(t) > last;
+        last = (long)fpp_task_id(t);
+        n++;
+    }
+    CHECK(ordered, "results in id order");
+    CHECK(n == 2999, "every task but the waited one came out");
+    forever f = {0, 0};
+    fpp_map(tm, f_sq, endless, &f);
+    stopper s = {tm, 50};
+    pthread_t st;
+    pthread_create(&st, NULL, interrupt_later, &s);
+    CHECK(fpp_run(tm) == FPP_EINTR, "fpp_tm_interrupt from another thread");
+    pthread_join(st, NULL);
+    atomic_store(&r.stop, 1);
+    pthread_join(rt, NULL);
+    CHECK(r.bad == 0 && r.reads > 0, "consistent stats from another thread");
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
 
 static void round_on(int threads)
 {
@@ -81,6 +172,8 @@ int main(void)
     fpp_register("fails", fails);
     round_on(1);
     round_on(0);
+    round_0_2(1);
+    round_0_2(0);
     printf("stress_threads: %d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

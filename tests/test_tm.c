@@ -1,7 +1,10 @@
 /* test_tm.c: the task manager (lib/tm.c, lib/monitor.c, lib/sigint.c): error policies,
  * backpressure, lazy map, retained tasks, the monitor, Ctrl-C, and bad input. */
 #include <pthread.h>
+#include <pty.h>
+#include <regex.h>
 #include <stdatomic.h>
+#include <sys/ioctl.h>
 #include <sys/time.h>
 
 #include "common.h"
@@ -518,4 +521,457 @@ Test(sigint, outside_a_call_sigint_keeps_the_applications_disposition, .fini = a
     sigaction(SIGINT, NULL, &cur);
     cr_expect_eq(cur.sa_handler, app_handler, "restored at fpp_tm_free");
     fpp_executor_free(ex);
+}
+
+/* ------------------------------------------------------------- fpp_run */
+
+typedef struct upto { uint64_t i, n, cur; } upto;
+static int upto_next(void *state, const void **arg, size_t *len)
+{
+    upto *u = state;
+    if (u->i == u->n)
+        return 0;
+    u->cur = u->i++;
+    *arg = &u->cur;
+    *len = 8;
+    return 1;
+}
+
+/* 0.1 dropped the finished backlog after feeding: when one poll finished every task in flight,
+ * the map was not fed again and fpp_run slept for ever. */
+BOTH_EXECUTORS(map, fpp_run_over_a_map_finishes_whatever_the_window, .timeout = 60)
+{
+    fpp_executor *ex = mk_exec(k, NULL);
+    for (size_t w = 1; w <= 64; w *= 4) {
+        fpp_tm_opts to = {.monitor_interval_ms = -1, .max_in_flight = w};
+        fpp_tm *tm;
+        cr_assert_eq(fpp_tm_create(&tm, ex, &to), 0);
+        upto u = {.n = 5000};
+        cr_assert_eq(fpp_map(tm, F_SQUARE, upto_next, &u), 0);
+        cr_assert_eq(fpp_run(tm), 0);
+        fpp_stats st;
+        fpp_tm_stats(tm, &st);
+        cr_expect_eq(st.done, 5000, "window %zu", w);
+        fpp_tm_free(tm);
+    }
+    fpp_executor_free(ex);
+}
+
+/* --------------------------------------------------------------- retries */
+
+enum { S_FLAKY = 100, S_FLAKY_PIDS = 110 };
+
+static fpp_tm *mk_tm_retry(fpp_executor *ex, fpp_policy p, unsigned retries, unsigned flags)
+{
+    fpp_tm_opts to = {.error_policy = p, .monitor_interval_ms = -1, .retain_completed = 1,
+                      .retries = retries, .flags = flags};
+    fpp_tm *tm;
+    cr_assert_eq(fpp_tm_create(&tm, ex, &to), 0);
+    return tm;
+}
+
+static const fpp_task *find(fpp_tm *tm, int64_t id)
+{
+    fpp_task *const *all;
+    size_t n = fpp_completed(tm, &all);
+    for (size_t i = 0; i < n; i++)
+        if (fpp_task_id(all[i]) == id)
+            return all[i];
+    return NULL;
+}
+
+/* Process executor only: a crash takes a thread executor's whole process down. */
+Test(retries, a_task_that_segfaults_twice_succeeds_on_its_third_attempt_in_other_workers, .fini = assert_clean, .timeout = 60)
+{
+    shared_reset();
+    fpp_executor_opts eo = {.workers = 2};
+    fpp_executor *ex = mk_exec(PROC, &eo);
+    fpp_tm *tm = mk_tm_retry(ex, FPP_RAISE, 2, 0); /* raise: a crash that is retried never raises */
+    flaky_arg a = {.counter = S_FLAKY, .pid_at = S_FLAKY_PIDS, .bad = 2, .how = 0};
+    cr_assert_eq(fpp_submit(tm, F_FLAKY, &a, sizeof a), 0);
+    for (uint64_t i = 0; i < 20; i++)
+        fpp_submit(tm, F_SQUARE, &i, 8);
+    cr_assert_eq(fpp_run(tm), 0);
+    const fpp_task *t = find(tm, 0);
+    cr_assert_not_null(t);
+    cr_expect_eq(fpp_task_status(t), FPP_DONE, "%s", fpp_task_error(t) ? fpp_task_error(t) : "");
+    cr_expect_eq(fpp_task_attempts(t), 3);
+    long k3;
+    memcpy(&k3, fpp_task_result(t, NULL), sizeof k3);
+    cr_expect_eq(k3, 3, "the third attempt returned");
+    long p1 = T_SHARED[S_FLAKY_PIDS + 1], p2 = T_SHARED[S_FLAKY_PIDS + 2], p3 = T_SHARED[S_FLAKY_PIDS + 3];
+    cr_expect(p1 && p2 && p3 && p1 != p2 && p2 != p3 && p1 != p3, "each attempt in another worker: %ld %ld %ld", p1, p2, p3);
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    cr_expect_eq(st.retried, 2);
+    cr_expect_eq(st.crashed, 0, "only final outcomes are counted");
+    cr_expect_eq(st.done, 21);
+    cr_expect_geq(st.worker_restarts, 2);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+Test(retries, the_final_error_names_the_attempts_and_the_policy_sees_it_once, .fini = assert_clean, .timeout = 60)
+{
+    capture_logs();
+    fpp_executor *ex = mk_exec(PROC, NULL);
+    fpp_tm *tm = mk_tm_retry(ex, FPP_LOG, 2, 0);
+    cr_assert_eq(fpp_submit(tm, F_SEGV, NULL, 0), 0);
+    cr_assert_eq(fpp_run(tm), 0);
+    const fpp_task *t = find(tm, 0);
+    cr_assert_not_null(t);
+    cr_expect_eq(fpp_task_status(t), FPP_CRASHED);
+    cr_expect_eq(fpp_task_attempts(t), 3);
+    cr_expect_eq(fpp_task_signal(t), SIGSEGV);
+    const char *e = fpp_task_error(t);
+    cr_expect(strncmp(e, "crashed on 3 attempts; last: worker ", 36) == 0, "%s", e);
+    cr_expect(strstr(e, "killed by SIGSEGV while running task 0") != NULL, "%s", e);
+    const char *log = captured_logs();
+    const char *first = strstr(log, "task 0 (segv, 0-byte argument) crashed: crashed on 3 attempts");
+    cr_expect(first != NULL, "%s", log);
+    cr_expect(first && !strstr(first + 1, "task 0 (segv"), "logged once, for the final outcome:\n%s", log);
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    cr_expect_eq(st.retried, 2);
+    cr_expect_eq(st.crashed, 1);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+Test(retries, a_crash_that_runs_out_of_retries_raises, .fini = assert_clean, .timeout = 60)
+{
+    fpp_executor *ex = mk_exec(PROC, NULL);
+    fpp_tm *tm = mk_tm_retry(ex, FPP_RAISE, 1, 0);
+    fpp_submit(tm, F_SEGV, NULL, 0);
+    cr_expect_eq(fpp_run(tm), FPP_ETASK);
+    cr_expect_eq(fpp_task_attempts(fpp_tm_failure(tm)), 2);
+    cr_expect_eq(fpp_task_status(fpp_tm_failure(tm)), FPP_CRASHED);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+BOTH_EXECUTORS(retries, failed_tasks_run_again_only_with_retry_failed, .timeout = 60)
+{
+    fpp_executor *ex = mk_exec(k, NULL);
+    for (int with = 0; with < 2; with++) {
+        shared_reset();
+        fpp_tm *tm = mk_tm_retry(ex, FPP_IGNORE, 3, with ? FPP_TM_RETRY_FAILED : 0);
+        flaky_arg a = {.counter = S_FLAKY, .pid_at = S_FLAKY_PIDS, .bad = 1, .how = 1};
+        fpp_submit(tm, F_FLAKY, &a, sizeof a);
+        cr_assert_eq(fpp_run(tm), 0);
+        const fpp_task *t = find(tm, 0);
+        cr_assert_not_null(t);
+        fpp_stats st;
+        fpp_tm_stats(tm, &st);
+        if (with) {
+            cr_expect_eq(fpp_task_status(t), FPP_DONE);
+            cr_expect_eq(fpp_task_attempts(t), 2);
+            cr_expect_eq(st.retried, 1);
+        } else {
+            cr_expect_eq(fpp_task_status(t), FPP_FAILED);
+            cr_expect_str_eq(fpp_task_error(t), "flaky: attempt 1 fails", "the error is untouched");
+            cr_expect_eq(fpp_task_attempts(t), 1);
+            cr_expect_eq(st.retried, 0);
+        }
+        fpp_tm_free(tm);
+    }
+    fpp_executor_free(ex);
+}
+
+BOTH_EXECUTORS(retries, a_task_that_times_out_runs_again, .timeout = 60)
+{
+    shared_reset();
+    fpp_executor_opts eo = {.workers = 2};
+    fpp_executor *ex = mk_exec(k, &eo);
+    fpp_tm *tm = mk_tm_retry(ex, FPP_RAISE, 1, 0);
+    flaky_arg a = {.counter = S_FLAKY, .pid_at = S_FLAKY_PIDS, .bad = 1, .how = 2}; /* 5 s once */
+    fpp_task_opts o = {.timeout_ms = 200};
+    cr_assert_eq(fpp_submit_ex(tm, F_FLAKY, &a, sizeof a, &o), 0);
+    cr_assert_eq(fpp_run(tm), 0);
+    const fpp_task *t = find(tm, 0);
+    cr_assert_not_null(t);
+    cr_expect_eq(fpp_task_status(t), FPP_DONE, "%s", fpp_task_error(t) ? fpp_task_error(t) : "");
+    cr_expect_eq(fpp_task_attempts(t), 2);
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    cr_expect_eq(st.retried, 1);
+    cr_expect_eq(st.timed_out, 0);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+/* --------------------------------------------------------------- ordered */
+
+typedef struct window { uint64_t next, end, cur, pulled; const uint64_t *returned; uint64_t max_ahead; } window;
+
+static int window_next(void *state, const void **arg, size_t *len)
+{
+    window *w = state;
+    if (w->next == w->end)
+        return 0;
+    uint64_t ahead = w->pulled - *w->returned;
+    if (ahead > w->max_ahead)
+        w->max_ahead = ahead;
+    w->pulled++;
+    w->cur = w->next++;
+    *arg = &w->cur;
+    *len = 8;
+    return 1;
+}
+
+BOTH_EXECUTORS(ordered, a_map_of_a_million_items_comes_back_in_id_order_within_the_window, .timeout = 600)
+{
+    enum { WINDOW = 64 };
+    fpp_executor *ex = mk_exec(k, NULL);
+    fpp_tm_opts to = {.monitor_interval_ms = -1, .max_in_flight = WINDOW, .flags = FPP_TM_ORDERED};
+    fpp_tm *tm;
+    cr_assert_eq(fpp_tm_create(&tm, ex, &to), 0);
+    uint64_t returned = 0;
+    window w = {.end = 1000000, .returned = &returned};
+    cr_assert_eq(fpp_map(tm, F_JITTER, window_next, &w), 0);
+    fpp_task *t;
+    size_t max_in_flight = 0;
+    while (fpp_as_completed(tm, &t) == 1) {
+        cr_assert_eq(fpp_task_id(t), (int64_t)returned, "in id order");
+        cr_assert_eq(u64_of(fpp_task_result(t, NULL)), returned);
+        returned++;
+        if ((returned & 1023) == 0) {
+            fpp_stats st;
+            fpp_tm_stats(tm, &st);
+            if (st.in_flight > max_in_flight)
+                max_in_flight = st.in_flight;
+        }
+    }
+    cr_expect_eq(returned, 1000000);
+    cr_expect_leq(w.max_ahead, WINDOW, "pulled ahead of results (reorder window included): %llu",
+                  (unsigned long long)w.max_ahead);
+    cr_expect_leq(max_in_flight, WINDOW);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+typedef struct releaser { int delay_ms; } releaser;
+static void *release_later(void *arg)
+{
+    releaser *r = arg;
+    sleep_ms(r->delay_ms);
+    atomic_store(&T_SHARED[1], 1);
+    return NULL;
+}
+
+BOTH_EXECUTORS(ordered, submit_counts_the_results_held_back_toward_max_in_flight, .timeout = 60)
+{
+    shared_reset();
+    fpp_executor_opts eo = {.workers = 2};
+    fpp_executor *ex = mk_exec(k, &eo);
+    fpp_tm_opts to = {.monitor_interval_ms = -1, .max_in_flight = 4, .flags = FPP_TM_ORDERED};
+    fpp_tm *tm;
+    cr_assert_eq(fpp_tm_create(&tm, ex, &to), 0);
+    block_arg b = {.started = 0, .release = 1, .pid_at = 16, .max_ms = 20000};
+    cr_assert_eq(fpp_submit(tm, F_BLOCK, &b, sizeof b), 0);
+    for (uint64_t i = 1; i < 4; i++)
+        cr_assert_eq(fpp_submit(tm, F_SQUARE, &i, 8), (int64_t)i);
+    pthread_t th;
+    releaser r = {.delay_ms = 300};
+    pthread_create(&th, NULL, release_later, &r);
+    /* Tasks 1-3 finish at once but wait behind task 0: no room until it is done. */
+    uint64_t x = 4;
+    cr_assert_eq(fpp_submit(tm, F_SQUARE, &x, 8), 4);
+    cr_expect_eq(atomic_load(&T_SHARED[1]), 1, "fpp_submit returned only once task 0 was released");
+    pthread_join(th, NULL);
+    fpp_task *t;
+    for (int64_t i = 0; i < 5; i++) {
+        cr_assert_eq(fpp_as_completed(tm, &t), 1);
+        cr_expect_eq(fpp_task_id(t), i);
+    }
+    cr_expect_eq(fpp_as_completed(tm, &t), 0);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+BOTH_EXECUTORS(ordered, wait_and_cancel_take_tasks_out_of_the_order, .timeout = 60)
+{
+    fpp_executor_opts eo = {.workers = 2};
+    fpp_executor *ex = mk_exec(k, &eo);
+    fpp_tm_opts to = {.monitor_interval_ms = -1, .flags = FPP_TM_ORDERED, .error_policy = FPP_LOG};
+    fpp_tm *tm;
+    cr_assert_eq(fpp_tm_create(&tm, ex, &to), 0);
+    for (int i = 0; i < 12; i++) {
+        int ms = (12 - i) * 10;
+        fpp_submit(tm, F_SLEEP, &ms, sizeof ms);
+    }
+    fpp_task *w;
+    cr_assert_eq(fpp_wait(tm, 7, &w), 1);
+    cr_expect_eq(fpp_cancel(tm, 11), 1);
+    int64_t expect = 0;
+    fpp_task *t;
+    while (fpp_as_completed(tm, &t) == 1) {
+        if (expect == 7)
+            expect++;
+        cr_expect_eq(fpp_task_id(t), expect, "in order, skipping the waited task");
+        cr_expect_eq(fpp_task_status(t), expect == 11 ? FPP_CANCELLED : FPP_DONE);
+        expect++;
+    }
+    cr_expect_eq(expect, 12);
+    fpp_task_release(w);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+BOTH_EXECUTORS(ordered, the_monitor_names_the_task_that_holds_the_window, .timeout = 60)
+{
+    capture_logs();
+    fpp_executor_opts eo = {.workers = 2};
+    fpp_executor *ex = mk_exec(k, &eo);
+    fpp_tm_opts to = {.monitor_interval_ms = 50, .flags = FPP_TM_ORDERED};
+    fpp_tm *tm;
+    cr_assert_eq(fpp_tm_create(&tm, ex, &to), 0);
+    int slow = 600, quick = 1;
+    fpp_submit(tm, F_SLEEP, &slow, sizeof slow);
+    for (int i = 0; i < 5; i++)
+        fpp_submit(tm, F_SLEEP, &quick, sizeof quick);
+    fpp_task *t;
+    while (fpp_as_completed(tm, &t) == 1)
+        ;
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+    const char *log = captured_logs();
+    cr_expect(strstr(log, "waiting on task 0 for ") != NULL, "%s", log);
+    cr_expect(strstr(log, "(5 finished task(s) held back)") != NULL, "%s", log);
+}
+
+/* -------------------------------------------------------------- progress */
+
+/* In the child: 40 tasks of 30 ms on 2 workers with FPP_TM_PROGRESS (one fails under FPP_LOG,
+ * which logs a line while the progress line is up), then "END <ms>" on stderr. */
+static void progress_child(int monitor_ms)
+{
+    fpp_log_set(NULL, NULL, FPP_LOG_INFO);
+    fpp_executor *ex;
+    fpp_executor_opts eo = {.workers = 2};
+    if (fpp_thread_executor(&ex, &eo) != 0)
+        _exit(2);
+    fpp_tm *tm;
+    fpp_tm_opts to = {.error_policy = FPP_LOG, .monitor_interval_ms = monitor_ms, .flags = FPP_TM_PROGRESS,
+                      .expected_total = 40};
+    if (fpp_tm_create(&tm, ex, &to) != 0)
+        _exit(3);
+    int64_t t0 = mono_ns();
+    int ms = 30;
+    for (int i = 0; i < 40; i++) {
+        if (i == 20)
+            fpp_submit(tm, F_FAIL, "p", 1);
+        else
+            fpp_submit(tm, F_SLEEP, &ms, sizeof ms);
+    }
+    int rc = fpp_run(tm);
+    int64_t elapsed = (mono_ns() - t0) / 1000000;
+    char end[64];
+    int n = snprintf(end, sizeof end, "END %lld rc %d\n", (long long)elapsed, rc);
+    ssize_t w = write(STDERR_FILENO, end, (size_t)n);
+    (void)w;
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+    _exit(0);
+}
+
+static size_t read_all(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = 0;
+    return n;
+}
+
+#define CLEAR "\r\033[K"
+
+Test(progress, on_a_terminal_one_line_is_redrawn_in_place_and_cleared_before_logs_and_at_the_end,
+     .fini = assert_clean, .timeout = 60)
+{
+    int master;
+    struct winsize ws = {.ws_row = 24, .ws_col = 120};
+    pid_t pid = forkpty(&master, NULL, NULL, &ws);
+    cr_assert_geq(pid, 0, "forkpty: %s", strerror(errno));
+    if (pid == 0)
+        progress_child(-1); /* the monitor off: the line shows all the same */
+    static char out[1 << 20];
+    size_t n = read_all(master, out, sizeof out); /* EIO once the child is gone */
+    int status;
+    waitpid(pid, &status, 0);
+    close(master);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d:\n%s", status, out);
+    long elapsed = -1;
+    int rc = -1;
+    const char *end = strstr(out, "END ");
+    cr_assert_not_null(end, "%s", out);
+    cr_assert_eq(sscanf(end, "END %ld rc %d", &elapsed, &rc), 2);
+    cr_expect_eq(rc, 0);
+
+    /* Every draw: "\r" + the line + erase to the end of the line. */
+    regex_t re;
+    cr_assert_eq(regcomp(&re, "^\r\\[[#.]{14}\\] [0-9]+% [0-9,]+/40 done, [0-9,]+ failed, [-0-9.kM]+/s, ETA [-0-9:]+\033\\[K",
+                         REG_EXTENDED | REG_NEWLINE), 0);
+    int draws = 0;
+    const char *last_draw = NULL;
+    for (const char *p = out; (p = strstr(p, "\r[")) != NULL; p++) {
+        if (p[2] != '#' && p[2] != '.')
+            continue; /* a log line's timestamp after a clear: "\r\033[K[12:..." has no "\r[" */
+        cr_expect_eq(regexec(&re, p, 0, NULL, 0), 0, "a malformed progress line: %.100s", p + 1);
+        draws++;
+        last_draw = p;
+    }
+    regfree(&re);
+    cr_expect_geq(draws, 2, "redrawn in place (%d draws in %ld ms):\n%s", draws, elapsed, out);
+    cr_expect_leq(draws, elapsed / 100 + 1, "at most 10 draws a second: %d in %ld ms", draws, elapsed);
+    /* The failed task's log line starts on a cleared line when a progress line was up. */
+    const char *log = strstr(out, "failed: failing on purpose (p)");
+    cr_assert_not_null(log, "%s", out);
+    const char *start = log;
+    while (start > out && *start != '[')
+        start--;
+    bool drawn_before = false;
+    for (const char *p = out; (p = strstr(p, "\r[")) != NULL && p < start; p++)
+        drawn_before = drawn_before || p[2] == '#' || p[2] == '.';
+    size_t cl = strlen(CLEAR);
+    if (drawn_before)
+        cr_expect(start - out >= (long)cl && memcmp(start - cl, CLEAR, cl) == 0,
+                  "the log line follows a clear: ...%.40s", start - 20);
+    /* Cleared at the end: nothing of the line is left when fpp_run returns. */
+    cr_assert_not_null(last_draw);
+    cr_expect(end - out >= (long)cl && memcmp(end - cl, CLEAR, cl) == 0, "cleared before END: ...%.60s", end - 30);
+    cr_expect_lt(last_draw, end);
+    cr_expect_eq(strstr(out, "task(s) completed in the last"), NULL, "no monitor lines on a terminal");
+    cr_log_info("%d draws in %ld ms, %zu bytes", draws, elapsed, n);
+}
+
+Test(progress, elsewhere_the_monitor_lines_as_before, .fini = assert_clean, .timeout = 60)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        dup2(p[1], STDERR_FILENO);
+        close(p[0]);
+        close(p[1]);
+        progress_child(100);
+    }
+    close(p[1]);
+    static char out[1 << 20];
+    read_all(p[0], out, sizeof out);
+    close(p[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d:\n%s", status, out);
+    cr_expect(strstr(out, "Starting executor monitor") != NULL, "%s", out);
+    cr_expect(strstr(out, "task(s) completed in the last") != NULL, "%s", out);
+    cr_expect(strstr(out, "failed: failing on purpose (p)") != NULL, "%s", out);
+    cr_expect_eq(strchr(out, '\r'), NULL, "no progress line off a terminal:\n%s", out);
 }

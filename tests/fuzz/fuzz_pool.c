@@ -130,7 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         case 7: atomic_store(&b->running, (take(&r, 1) & 1) ? take(&r, 8) : (wp->first != FPP__NIL ? pool.fl[wp->first].ticket : 0)); break;
-        case 8: fpp__pool_timeouts(&pool, (unsigned)(take(&r, 1) % 2)); break;
+        case 8: ex.opts.task_timeout_ms = (unsigned)(take(&r, 1) % 2); fpp__pool_timeouts(&pool); break;
         case 9: { /* cancel one task, or steal */
             int i = (int)(take(&r, 1) % (uint64_t)(dispatched ? dispatched : 1));
             if (take(&r, 1) & 1)
