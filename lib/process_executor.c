@@ -201,9 +201,19 @@ static void child(proc *pr, uint32_t slot)
 /* Forks a process (a worker for slot, or a spare with NO_SLOT) and opens its pidfd. */
 static int fork_one(proc *pr, uint32_t slot, sup_slot *out)
 {
+    fpp__fork_hooks hk = fpp__fork_hooks_get();
+    if (hk.prepare)
+        hk.prepare();
     pid_t pid = fork();
-    if (pid == 0)
+    if (pid == 0) {
+        if (hk.child)
+            hk.child();
         child(pr, slot);
+    }
+    int fork_errno = errno;
+    if (hk.parent)
+        hk.parent();
+    errno = fork_errno;
     if (pid < 0)
         return errno;
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);
