@@ -152,8 +152,9 @@ static void child(proc *pr, uint32_t slot)
      * already gone, the death signal was missed: leave now. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != pr->parent_pid)
         _exit(127);
-    /* Hold no descriptor the parent does not need us to hold: keep only stdio. */
-    if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0)
+    /* Hold no descriptor the parent does not need us to hold: keep only stdio (all of them
+     * with keep_fds). */
+    if (!pr->ex->opts.keep_fds && syscall(SYS_close_range, 3u, ~0u, 0u) != 0)
         for (int fd = 3; fd < 1024; fd++)
             close(fd);
     /* Drop the parent's unwritten stdio buffers: a task that calls exit() would otherwise
