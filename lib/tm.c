@@ -338,11 +338,12 @@ enum goal { ROOM, NEXT, ALL };
 
 static bool nothing_left(fpp_tm *tm) { return tm->unfinished == 0 && !tm->maps; }
 
-static int drive(fpp_tm *tm, enum goal g)
+static int drive(fpp_tm *tm, enum goal g, int64_t deadline)
 {
     bool sig = tm->sig.slot >= 0;
     if (sig)
         fpp__sigint_enter(&tm->sig);
+    bool timed_out = false;
     int rc;
     for (;;) {
         if (tm->raised) {
@@ -373,7 +374,16 @@ static int drive(fpp_tm *tm, enum goal g)
             tm->map_error = 0;
             break;
         }
-        int n = tm->ex->ops->poll(tm->ex, INT64_MAX);
+        int64_t until = deadline;
+        if (deadline != INT64_MAX && fpp__now_ns() >= deadline) {
+            if (timed_out) { /* looked once more without waiting: nothing */
+                rc = FPP_ETIMEDOUT;
+                break;
+            }
+            timed_out = true;
+            until = 0;
+        }
+        int n = tm->ex->ops->poll(tm->ex, until);
         if (n < 0) {
             rc = n;
             break;
@@ -491,7 +501,7 @@ int64_t fpp_submit(fpp_tm *tm, int fn, const void *arg, size_t arg_len)
     if (rc)
         return rc;
     if (tm->unfinished >= tm->max_in_flight) {
-        rc = drive(tm, ROOM);
+        rc = drive(tm, ROOM, INT64_MAX);
         if (rc < 0)
             return rc;
     }
@@ -537,6 +547,11 @@ int fpp_map(fpp_tm *tm, int fn, fpp_next next, void *state)
 
 int fpp_as_completed(fpp_tm *tm, fpp_task **task)
 {
+    return fpp_as_completed_for(tm, task, -1);
+}
+
+int fpp_as_completed_for(fpp_tm *tm, fpp_task **task, int timeout_ms)
+{
     if (!tm || !task) {
         fpp__log(FPP_LOG_ERROR, "fpp_as_completed: NULL %s", !tm ? "task manager" : "task pointer");
         return FPP_EINVAL;
@@ -546,7 +561,7 @@ int fpp_as_completed(fpp_tm *tm, fpp_task **task)
     tm->current = NULL;
     int rc = state_error(tm);
     if (rc == 0)
-        rc = drive(tm, NEXT);
+        rc = drive(tm, NEXT, timeout_ms < 0 ? INT64_MAX : fpp__now_ns() + (int64_t)timeout_ms * 1000000);
     if (rc == 1) {
         fpp_task *t = fpp__tq_pop(&tm->doneq);
         if (t->where != FPP__AT_KEPT) {
@@ -571,7 +586,7 @@ int fpp_run(fpp_tm *tm)
     int rc = state_error(tm);
     if (rc)
         return rc;
-    return drive(tm, ALL);
+    return drive(tm, ALL, INT64_MAX);
 }
 
 size_t fpp_completed(fpp_tm *tm, fpp_task *const **tasks)
