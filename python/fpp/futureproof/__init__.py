@@ -1,0 +1,21 @@
+"""futureproof's API on fpp's crash-isolated pool: ``import fpp.futureproof as futureproof``.
+
+``TaskManager``, ``ErrorPolicyEnum``, ``ThreadPoolExecutor`` and ``ProcessPoolExecutor`` as in
+futureproof 0.3.1 (see :mod:`fpp.futureproof.task_manager` and
+:mod:`fpp.futureproof.executors`, whose module-level loggers are "futureproof.task_manager"
+and "futureproof.executors", as futureproof's are). ``FutureProofExecutor`` is the name
+futureproof's README uses: a ``ThreadPoolExecutor``.
+"""
+from .executors import ProcessPoolExecutor, ThreadPoolExecutor
+from .task_manager import ErrorPolicyEnum, Task, TaskManager
+
+FutureProofExecutor = ThreadPoolExecutor
+
+__all__ = [
+    "TaskManager",
+    "ErrorPolicyEnum",
+    "ThreadPoolExecutor",
+    "ProcessPoolExecutor",
+    "FutureProofExecutor",
+    "Task",
+]
