@@ -274,15 +274,26 @@ _results = {}
 _abandoned = set()
 
 
-def thread_submit(mgr, fn, args, kwargs):
-    """Submits fn(*args, **kwargs) to a thread Manager; returns the task id."""
+def thread_submit(mgr, fn, args, kwargs, seqs):
+    """Submits fn(*args, **kwargs) to a thread Manager; returns the task id, and records
+    id -> sequence number in seqs (for thread_forget)."""
     seq = next(_seqs)
     _calls[seq] = (fn, args, kwargs)
     try:
-        return mgr.submit(seq)
+        tid = mgr.submit(seq)
     except BaseException:
         _calls.pop(seq, None)
         raise
+    seqs[tid] = seq
+    return tid
+
+
+def thread_forget(seqs):
+    """The parent gives up these tasks (before ending a run): the ones not started never
+    will, the finished ones' outcomes are dropped, the running ones drop theirs when done."""
+    for seq in seqs:
+        if _calls.pop(seq, None) is None and _results.pop(seq, None) is None:
+            _abandoned.add(seq)
 
 
 def thread_run(seq):

@@ -6,8 +6,13 @@ futureproof 0.3.1 (see :mod:`fpp.futureproof.task_manager` and
 and "futureproof.executors", as futureproof's are). ``FutureProofExecutor`` is the name
 futureproof's README uses: a ``ThreadPoolExecutor``.
 """
-from .executors import ProcessPoolExecutor, ThreadPoolExecutor
-from .task_manager import ErrorPolicyEnum, Task, TaskManager
+import logging
+
+# futureproof's logger hierarchy: "futureproof", with ".task_manager" and ".executors" under it.
+logger = logging.getLogger("futureproof")
+
+from .executors import ProcessPoolExecutor, ThreadPoolExecutor  # noqa: E402
+from .task_manager import ErrorPolicyEnum, Task, TaskManager  # noqa: E402
 
 FutureProofExecutor = ThreadPoolExecutor
 

@@ -92,6 +92,7 @@ class TaskManager:
         self._singles = None       # the deque at the tail of _pending that submit() appends to
         self._singles_iter = None  # and the iterator over it that _pending holds
         self._inflight = {}        # fpp task id -> Task
+        self._seqs = {}            # thread executors: fpp task id -> fpp._codec sequence number
         self._ready = deque()      # (Task, ok): finished, not yet handed out
         self._shutdown = False
         self._submitted_task_count = 0
@@ -187,6 +188,7 @@ class TaskManager:
         process = self._process
         encode = _codec.encode_call
         thread_submit = _codec.thread_submit
+        seqs = self._seqs
         CODE_OK, CODE_EXC, CODE_FPP = _fpp.CODE_OK, _fpp.CODE_EXC, _fpp.CODE_FPP
         while True:
             while ready:
@@ -207,7 +209,7 @@ class TaskManager:
                     if process:
                         tid = mgr.submit(encode(task.fn, task.args, task.kwargs))
                     else:
-                        tid = thread_submit(mgr, task.fn, task.args, task.kwargs)
+                        tid = thread_submit(mgr, task.fn, task.args, task.kwargs, seqs)
                 except Exception as exc:  # cannot be pickled, too big: this task's failure
                     self._submitted_task_count += 1
                     task.result = exc
@@ -225,6 +227,8 @@ class TaskManager:
                 raise RuntimeError("fpp: %d task(s) lost by the pool" % len(inflight))
             for tid, code, value in batch:
                 task = inflight.pop(tid)
+                if not process:
+                    del seqs[tid]
                 if code == CODE_OK:
                     task.result = value
                     ok = True
@@ -255,6 +259,9 @@ class TaskManager:
         self._shutdown = True
         self._ready.clear()
         self._inflight.clear()
+        if self._seqs:
+            _codec.thread_forget(self._seqs.values())
+            self._seqs.clear()
         self._executor._close(self)
 
     def join(self):
