@@ -7,8 +7,9 @@ Process pools. A task's argument is bytes:
         (a reference: module and qualified name); ``fkey`` a number the parent gave it. Each
         worker unpickles ``ref`` once and keeps the function under ``fkey``, so a function is
         not pickled per task, nor looked up again per task in the workers.
-    b"M" + <same header> + ref + pickle((items, star))
-        a chunk of a map: fn(item) (or fn(*item) with star) for each item, results as a list.
+    b"M" + <same header> + ref + pickle((items, star, budget))
+        a chunk of a map: fn(item) (or fn(*item) with star) for each item, results as a list
+        (budget: the pool's max_result_size, see "Y" below).
     b"P" + pickle((fn, args, kwargs or None))
         any other picklable callable (functools.partial, a bound method, ...), pickled per task.
 
@@ -17,6 +18,8 @@ The worker's answer (the task's result bytes) is a tag byte and a pickle:
     b"R" + pickle(result)
     b"E" + pickle((module, qualname, message, traceback text, pickle(exception) or None))
     b"X" + pickle((results so far, the same tuple as "E")): a map chunk that raised.
+    b"Y" + pickle((results of the first k items, k)): a map chunk whose results would not fit
+        in max_result_size; the parent sends the rest again (and makes its chunks smaller).
 
 The fingerprint (a CRC of the function's code) catches a function redefined after the pool
 was created: the workers would otherwise silently run the old definition.
@@ -35,12 +38,13 @@ import types
 import zlib
 
 from . import _fpp
-from .errors import FunctionNotInWorkers, RemoteError, RemoteTraceback
+from .errors import FunctionNotInWorkers, RemoteError, RemoteTraceback, ResultTooBig
 
 HIGHEST = pickle.HIGHEST_PROTOCOL
+CODE_MORE = 3  # a map chunk done in part: (results, k)
 _HDR = struct.Struct("<III")
 _C, _M, _P = ord("C"), ord("M"), ord("P")
-_R, _E, _X = ord("R"), ord("E"), ord("X")
+_R, _E, _X, _Y = ord("R"), ord("E"), ord("X"), ord("Y")
 _dumps = pickle.dumps
 _loads = pickle.loads
 
@@ -114,13 +118,14 @@ def encode_call(fn, args, kwargs):
     return b"P" + _dumps((fn, args, kwargs or None), HIGHEST)
 
 
-def encode_chunk(fn, items, star):
-    """The payload for a map chunk: fn(item) for item in items (fn(*item) with star)."""
+def encode_chunk(fn, items, star, budget=0):
+    """The payload for a map chunk: fn(item) for item in items (fn(*item) with star); budget:
+    the most result bytes the pool takes back (0: no limit known)."""
     h = headers(fn)
     if h is None:
         raise TypeError("fpp.ProcessPool map functions must be module-level functions "
                         "(got %r); wrap other callables in one" % (fn,))
-    return h[1] + _dumps((items, star), HIGHEST)
+    return h[1] + _dumps((items, star, budget), HIGHEST)
 
 
 def _rebuild(info):
@@ -146,6 +151,8 @@ def decode(buf):
     if tag == _X:
         results, info = _loads(buf[1:])
         return _fpp.CODE_PARTIAL, (results, _rebuild(info))
+    if tag == _Y:
+        return CODE_MORE, _loads(buf[1:])
     if tag == _R:
         return _fpp.CODE_OK, _loads(buf[1:])
     return _fpp.CODE_FPP + _fpp.FAILED, ("fpp: unknown answer tag %d from the worker" % tag, 0)
@@ -228,6 +235,31 @@ def _flush():
             pass
 
 
+_SIZED = (bytes, bytearray, str)
+
+
+def _split(out, budget, whole=True):
+    """The most leading results of a chunk that fit in budget (a binary search on pickled
+    prefixes: only chunks that overflow pay for it). whole: out is known not to fit."""
+    lo, hi = 0, len(out)  # fits(lo) is known true, fits(hi) false (unless not whole)
+    if not whole:
+        hi += 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if len(_dumps((out[:mid], mid), HIGHEST)) + 1 <= budget:
+            lo = mid
+        else:
+            hi = mid
+    if lo == 0:
+        size = len(_dumps(out[0], HIGHEST))
+        try:
+            raise ResultTooBig("the result of one item is %d bytes pickled, over the pool's "
+                               "max_result_size (%d bytes); raise max_result_size" % (size, budget))
+        except ResultTooBig as exc:
+            return _X, _dumps(([], _exc_info(exc, skip=0)), HIGHEST)
+    return _Y, _dumps((out[:lo], lo), HIGHEST)
+
+
 def worker_run(buf):
     """Runs one task in a worker process (called from C with a memoryview of the payload).
     Returns (tag, bytes). Never raises for anything the callable does."""
@@ -243,18 +275,23 @@ def worker_run(buf):
                 args, kwargs = _loads(buf[off + rlen:])
                 result = fn(*args, **kwargs) if kwargs else fn(*args)
                 return _R, _dumps(result, HIGHEST)
-            items, star = _loads(buf[off + rlen:])
+            items, star, budget = _loads(buf[off + rlen:])
             out = []
+            big = 0  # bytes of the str/bytes results so far: stop early past the budget
             try:
-                if star:
-                    for a in items:
-                        out.append(fn(*a))
-                else:
-                    for a in items:
-                        out.append(fn(a))
+                for a in items:
+                    r = fn(*a) if star else fn(a)
+                    out.append(r)
+                    if budget and r.__class__ in _SIZED:
+                        big += len(r)
+                        if big > budget and len(out) < len(items):
+                            return _split(out, budget, whole=False)
             except BaseException as exc:
                 return _X, _dumps((out, _exc_info(exc)), HIGHEST)
-            return _R, _dumps(out, HIGHEST)
+            data = _dumps(out, HIGHEST)
+            if budget and len(data) + 1 > budget:
+                return _split(out, budget)
+            return _R, data
         if tag == _P:
             fn, args, kwargs = _loads(buf[1:])
             result = fn(*args, **kwargs) if kwargs else fn(*args)

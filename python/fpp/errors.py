@@ -37,6 +37,10 @@ class FunctionNotInWorkers(FppError, pickle.PicklingError):
     thread pool."""
 
 
+class ResultTooBig(FppError, ValueError):
+    """A result that, pickled, is over the pool's ``max_result_size``."""
+
+
 class RemoteTraceback(Exception):
     """The traceback text of an exception raised in a worker (set as its ``__cause__``)."""
 
@@ -120,6 +124,8 @@ def _setup(fpp_status_codes):
 def task_error(status, message, signal=0):
     """The exception for a task fpp ended with status (an fpp_status number)."""
     cls = _STATUS_CLASSES.get(status, TaskFailed)
+    if "exceeds max_result_size" in message:
+        message += " (pickled, with a tag byte); raise the pool's max_result_size"
     return cls(message, signal)
 
 

@@ -124,14 +124,17 @@ class Future:
 
 
 class _Chunk:
-    """One map chunk in flight."""
+    """One map chunk in flight: its items stay here until it is done, in case the worker
+    sends back only part of it (results over max_result_size: the rest goes again)."""
 
-    __slots__ = ("map", "index", "n", "code", "value")
+    __slots__ = ("map", "index", "items", "sent", "acc", "code", "value")
 
-    def __init__(self, m, index, n):
+    def __init__(self, m, index, items):
         self.map = m
         self.index = index
-        self.n = n
+        self.items = items
+        self.sent = len(items)  # how many of items the task in flight carries
+        self.acc = None
         self.code = None
         self.value = None
 
@@ -142,32 +145,56 @@ class _Chunk:
 
 
 class _MapState:
-    __slots__ = ("ordered", "ready", "outstanding", "dead")
+    __slots__ = ("ordered", "ready", "outstanding", "dead", "more", "chunksize")
 
-    def __init__(self, ordered):
+    def __init__(self, ordered, chunksize):
         self.ordered = ordered
         self.ready = {} if ordered else deque()
         self.outstanding = 0
         self.dead = False
+        self.more = deque()  # chunks done in part, to send again
+        self.chunksize = chunksize
 
     def _done(self, ch):
         self.outstanding -= 1
         if self.dead:
+            return
+        if ch.code == _codec.CODE_MORE:
+            results, k = ch.value
+            self.chunksize = max(1, min(self.chunksize, k))  # later chunks: what fits
+        elif ch.code == _fpp.CODE_OK and ch.sent < len(ch.items):
+            results, k = ch.value, ch.sent
+        else:
+            k = 0
+        if k:
+            # Done in part: keep the results, send the rest again, in pieces that fit.
+            if ch.acc is None:
+                ch.acc = []
+            ch.acc.extend(results)
+            ch.items = ch.items[k:]
+            self.more.append(ch)
             return
         if self.ordered:
             self.ready[ch.index] = ch
         else:
             self.ready.append(ch)
 
+    def yieldable(self, want):
+        return (want in self.ready) if self.ordered else bool(self.ready)
+
 
 def _chunk_results(ch):
-    """The chunk's results, or raises its error after the ones it has."""
+    """The chunk's results, and the error to raise after them (or None)."""
     code, value = ch.code, ch.value
     if code == _fpp.CODE_OK:
-        return value, None
-    if code == _fpp.CODE_PARTIAL:
-        return value[0], value[1]
-    return (), _outcome(code, value)[1]
+        results, err = value, None
+    elif code == _fpp.CODE_PARTIAL:
+        results, err = value
+    else:
+        results, err = (), _outcome(code, value)[1]
+    if ch.acc:
+        results = ch.acc + list(results)
+    return results, err
 
 
 class ProcessPool:
@@ -202,6 +229,7 @@ class ProcessPool:
             max_tasks_per_worker=max_tasks_per_worker,
             max_worker_rss_kib=int(max_worker_rss_mib * 1024), keep_fds=keep_fds))
         self._mif = mif
+        self._max_result = max_result_size
         self._lock = threading.RLock()
         self._handlers = {}
         self._mgr.open(mif)
@@ -280,24 +308,33 @@ class ProcessPool:
         return self._map_gen(fn, iter(iterable), chunksize, ordered, star)
 
     def _map_gen(self, fn, it, chunksize, ordered, star):
-        m = _MapState(ordered)
+        m = _MapState(ordered, chunksize)
         window = self._mif
+        budget = self._max_result
         index = 0       # next chunk to send
         want = 0        # next chunk to yield (ordered)
         exhausted = False
         islice = itertools.islice
         encode = _codec.encode_chunk
+        handlers = self._handlers
         try:
             while True:
                 with self._lock:
-                    while (not exhausted and m.outstanding + len(m.ready) < window
-                           and len(self._handlers) < self._mif):
-                        items = list(islice(it, chunksize))
+                    handlers = self._handlers
+                    while m.more and len(handlers) < self._mif:
+                        ch = m.more.popleft()
+                        piece = ch.items[:m.chunksize]
+                        ch.sent = len(piece)
+                        handlers[self._mgr.submit(encode(fn, piece, star, budget))] = ch
+                        m.outstanding += 1
+                    while (not exhausted and m.outstanding + len(m.ready) + len(m.more) < window
+                           and len(handlers) < self._mif):
+                        items = list(islice(it, m.chunksize))
                         if not items:
                             exhausted = True
                             break
-                        tid = self._mgr.submit(encode(fn, items, star))
-                        self._handlers[tid] = _Chunk(m, index, len(items))
+                        tid = self._mgr.submit(encode(fn, items, star, budget))
+                        handlers[tid] = _Chunk(m, index, items)
                         index += 1
                         m.outstanding += 1
                 if ordered:
@@ -313,12 +350,13 @@ class ProcessPool:
                         yield from results
                         if err is not None:
                             raise err
-                if exhausted and m.outstanding == 0 and not m.ready:
+                if exhausted and m.outstanding == 0 and not m.ready and not m.more:
                     return
                 with self._lock:
-                    if (not m.ready or ordered and want not in m.ready):
-                        if not self._pump(None) and m.outstanding:
-                            raise RuntimeError("fpp: chunks lost (the run ended under a map)")
+                    if m.yieldable(want) or (m.more and len(self._handlers) < self._mif):
+                        continue
+                    if not self._pump(None) and m.outstanding:
+                        raise RuntimeError("fpp: chunks lost (the run ended under a map)")
         finally:
             m.dead = True  # chunks still running are dropped when they finish
 

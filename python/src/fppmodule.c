@@ -663,6 +663,11 @@ static PyObject *Manager_collect(Manager *m, PyObject *args, PyObject *kw)
                 Py_DECREF(list);
                 return NULL;
             }
+            if (!m->tm) { /* a handler ended the run or closed the pool */
+                Py_DECREF(list);
+                PyErr_SetString(PyExc_RuntimeError, "the run was ended while waiting for it");
+                return NULL;
+            }
             if (slice < SLICE_MS && limit >= 0)
                 break; /* the caller's timeout passed */
             continue;

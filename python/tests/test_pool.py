@@ -184,3 +184,18 @@ def test_worker_recycling(pool):
 
         pids = [p.submit(pid).result() for _ in range(20)]
     assert len(set(pids)) >= 4
+
+
+def test_chunks_too_big_for_max_result_size_are_split():
+    from helpers import big_result
+
+    with fpp.ProcessPool(2, max_result_size=4 << 20) as p:
+        sizes = [1 << 20] * 30 + [10] * 30
+        out = list(p.map(big_result, sizes, chunksize=16))
+        assert [len(b) for b in out] == sizes
+        out = list(p.imap_unordered(big_result, sizes, chunksize=16))
+        assert sorted(len(b) for b in out) == sorted(sizes)
+        with pytest.raises(fpp.ResultTooBig, match="max_result_size"):
+            list(p.map(big_result, [10, 5 << 20], chunksize=2))
+        with pytest.raises(fpp.TaskFailed, match="max_result_size"):
+            p.submit(big_result, 5 << 20).result()
