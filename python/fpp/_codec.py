@@ -161,6 +161,7 @@ def decode(buf):
 # -------------------------------------------------------------- worker side
 
 _fns = {}  # fkey -> function, in a worker
+_resolutions = [0]  # how many function references this worker unpickled (for the tests)
 _first = [True]
 
 
@@ -195,6 +196,7 @@ def _resolve(buf, fkey, fp, rlen, off):
             "definition" % (getattr(fn, "__module__", "?"), getattr(fn, "__qualname__", "?"))
         )
     _fns[fkey] = fn
+    _resolutions[0] += 1
     return fn
 
 

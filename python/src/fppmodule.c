@@ -225,9 +225,32 @@ static int task_process(const void *arg, size_t len, fpp_out *out)
     return rc;
 }
 
+/* A worker thread's thread state lives as long as the thread: made at its first task, kept
+ * (GIL released) between tasks, deleted by this key's destructor when the thread ends (the
+ * executor is freed with the GIL released, so the destructor can take it). */
+static pthread_key_t thread_ts_key;
+
+static int interpreter_finalizing(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing();
+#else
+    return _Py_IsFinalizing();
+#endif
+}
+
+static void thread_ts_end(void *p)
+{
+    PyThreadState *ts = p;
+    if (!ts || interpreter_finalizing())
+        return; /* the interpreter clears it itself */
+    PyEval_RestoreThread(ts);
+    PyThreadState_Clear(ts);
+    PyThreadState_DeleteCurrent();
+}
+
 /* A task in a worker thread of this process: the argument is a sequence number; everything
- * else happens in fpp._codec.thread_run under the GIL. The thread keeps its thread state
- * between tasks (released while in C). */
+ * else happens in fpp._codec.thread_run under the GIL. */
 static int task_thread(const void *arg, size_t len, fpp_out *out)
 {
     static _Thread_local PyThreadState *ts;
@@ -247,6 +270,7 @@ static int task_thread(const void *arg, size_t len, fpp_out *out)
         PyErr_WriteUnraisable(cb_thread_run);
     Py_XDECREF(r);
     ts = PyEval_SaveThread();
+    pthread_setspecific(thread_ts_key, ts);
     return 0;
 }
 
@@ -834,6 +858,10 @@ PyMODINIT_FUNC PyInit__fpp(void)
 {
     if (PyType_Ready(&ManagerType) < 0)
         return NULL;
+    if (pthread_key_create(&thread_ts_key, thread_ts_end) != 0) {
+        PyErr_SetString(PyExc_ImportError, "fpp: pthread_key_create failed");
+        return NULL;
+    }
     if ((fn_process = register_fn("fpp.python.process", task_process)) < 0)
         return NULL;
     if ((fn_thread = register_fn("fpp.python.thread", task_thread)) < 0)

@@ -53,24 +53,26 @@ def test_imap_unordered(pool):
     assert sorted(out) == [i * i for i in range(5000)]
 
 
-def test_chunks_travel_as_one_task_and_the_function_is_sent_once(pool):
-    before = pool._mgr.stats()[0]
-    assert sum(pool.map(square, range(10_000), chunksize=1000)) == sum(i * i for i in range(10_000))
-    assert pool._mgr.stats()[0] - before == 10
+def test_chunks_travel_as_one_task_and_the_function_is_sent_once():
     # The function's reference is pickled once in the parent and cached...
     h = _codec.headers(square)
     assert _codec.headers(square) is h
-    payload = _codec.encode_chunk(square, [1, 2, 3], False)
-    assert payload.startswith(h[1])
-    # ...and each worker resolves it once: the resolved function is cached under its key.
-    fkey = int.from_bytes(h[0][1:5], "little")
-    assert all(pool.submit(_worker_has_key, fkey).result() for _ in range(10))
+    assert _codec.encode_chunk(square, [1, 2, 3], False).startswith(h[1])
+    assert _codec.encode_call(square, (1,), {}).startswith(h[0])
+    with fpp.ProcessPool(1) as p:
+        before = p._mgr.stats()[0]
+        assert sum(p.map(square, range(10_000), chunksize=1000)) == sum(i * i for i in range(10_000))
+        assert p._mgr.stats()[0] - before == 10  # 10 chunks, 10 tasks
+        for i in range(100):
+            p.submit(square, i).result()
+        # ...and the worker unpickled it once: square and _resolutions_seen, nothing else.
+        assert p.submit(_resolutions_seen).result() == 2
 
 
-def _worker_has_key(fkey):
+def _resolutions_seen():
     from fpp import _codec as c
 
-    return fkey in c._fns
+    return c._resolutions[0]
 
 
 def test_map_is_lazy_and_stops_with_the_consumer(pool):

@@ -31,12 +31,13 @@ class _Monitor:
         self._interval = interval
         self._stats = stats
         self._stop = threading.Event()
+        self._final = None  # the counters when the run ended (set by stop)
         self._thread = threading.Thread(target=self._run, name="futureproof-monitor", daemon=True)
         self._thread.start()
 
     @staticmethod
     def _finished(stats):
-        s = stats()
+        s = stats() if callable(stats) else stats
         if s is None:
             return None
         return s[1] + s[2] + s[3] + s[4]  # done, failed, crashed, timed out
@@ -46,20 +47,26 @@ class _Monitor:
             logger.info("Starting executor monitor")
             previous = self._finished(self._stats) or 0
             start = time.monotonic()
-            while not self._stop.wait(self._interval):
-                now_count = self._finished(self._stats)
-                if now_count is None:
+            while True:
+                stopping = self._stop.wait(self._interval)
+                now_count = self._finished(self._final if stopping else self._stats)
+                if now_count is None:  # the run ended before we could look
                     break
                 now = time.monotonic()
-                logger.info("%d task(s) completed in the last %.2f second(s)",
-                            now_count - previous, now - start)
+                if not stopping or now_count > previous:  # the last, partial interval too
+                    logger.info("%d task(s) completed in the last %.2f second(s)",
+                                now_count - previous, now - start)
                 previous, start = now_count, now
+                if stopping:
+                    break
             logger.info("Shutting down monitor...")
         except Exception:
             logger.exception("Error in monitor")
 
-    def stop(self):
-        """Asks the thread to stop; does not wait for it."""
+    def stop(self, final=None):
+        """Asks the thread to stop (it logs the last interval's count from final, the run's
+        last counters, then "Shutting down monitor..."); does not wait for it."""
+        self._final = final
         self._stop.set()
 
 
@@ -128,7 +135,7 @@ class _FutureProofExecutor:
         self._owner = None
         mon, self._monitor = self._monitor, None
         if mon is not None:
-            mon.stop()
+            mon.stop(self._mgr.stats())
         self._mgr.reset()
 
     def join(self):
