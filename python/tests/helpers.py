@@ -101,3 +101,14 @@ def identity(x):
 
 def redefined():
     return "first definition"
+
+
+def mark_and_sleep(path, seconds):
+    """Appends a line to path when it starts (one write: lines from several processes do not
+    mix), then sleeps."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"started %d\n" % os.getpid())
+    finally:
+        os.close(fd)
+    time.sleep(seconds)
