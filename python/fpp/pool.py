@@ -224,10 +224,8 @@ class ProcessPool:
         _flush_std()
         self._mgr = _track(_fpp.Manager(
             "process", workers=workers, queue_capacity=_pow2(mif), max_arg_size=max_arg_size,
-            max_result_size=max_result_size,
-            task_timeout_ms=int(round(task_timeout * 1000)) if task_timeout else 0,
-            max_tasks_per_worker=max_tasks_per_worker,
-            max_worker_rss_kib=int(max_worker_rss_mib * 1024), keep_fds=keep_fds))
+            max_result_size=max_result_size, keep_fds=keep_fds,
+            **_limits(task_timeout, max_tasks_per_worker, max_worker_rss_mib)))
         self._mif = mif
         self._max_result = max_result_size
         self._lock = threading.RLock()
@@ -282,12 +280,18 @@ class ProcessPool:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError("the task is not finished after %s s" % timeout)
-            with self._lock:
+            # Another thread may be collecting (for every future): wait for the lock no
+            # longer than our own timeout.
+            if not self._lock.acquire(timeout=-1 if left is None else left):
+                continue
+            try:
                 if fut._state != _PENDING:
                     break
                 if self._mgr.closed:
                     raise RuntimeError("the pool is closed")
                 self._pump(left)
+            finally:
+                self._lock.release()
 
     def submit(self, fn, *args, **kwargs):
         """Runs fn(*args, **kwargs) in a worker; returns a :class:`Future`."""
@@ -398,6 +402,20 @@ class ProcessPool:
 
     def __repr__(self):
         return "<fpp.ProcessPool workers=%d%s>" % (self.workers, " closed" if self._mgr.closed else "")
+
+
+def _limits(task_timeout, max_tasks_per_worker, max_worker_rss_mib):
+    """The Manager's keyword arguments for these options, checked."""
+    if task_timeout is not None and not task_timeout > 0:
+        raise ValueError("task_timeout must be a number of seconds > 0, or None")
+    if max_tasks_per_worker < 0 or max_worker_rss_mib < 0:
+        raise ValueError("max_tasks_per_worker and max_worker_rss_mib must be >= 0")
+    ms = int(round(task_timeout * 1000)) if task_timeout else 0
+    if ms > 0xFFFFFFFF:
+        raise ValueError("task_timeout is too long")
+    return dict(task_timeout_ms=max(ms, 1) if task_timeout else 0,
+                max_tasks_per_worker=int(max_tasks_per_worker),
+                max_worker_rss_kib=int(max_worker_rss_mib * 1024))
 
 
 def _flush_std():

@@ -5,7 +5,7 @@
  * tables), the fork hooks that keep the interpreter consistent across fpp's forks, the log
  * sink, and the Manager type (one fpp executor and, while a run is going on, its task manager).
  *
- * The GIL rules, each learnt from a deadlock in the prototype:
+ * The GIL rules (the first three are what a prototype deadlocked or hung on without):
  *   - Every libfpp call that can wait (or can log) runs with the GIL released. Workers are
  *     forked by threads that take the GIL in the fork hooks, so holding it while libfpp waits
  *     for a worker would deadlock.
@@ -332,8 +332,7 @@ static int Manager_init(Manager *m, PyObject *args, PyObject *kw)
     else if (strcmp(kind, "thread") == 0)
         m->kind = KIND_THREAD;
     else {
-        PyErr_Format(PyExc_ValueError, "kind must be 'process' or 'thread', not %R",
-                     PyTuple_GET_ITEM(args, 0));
+        PyErr_Format(PyExc_ValueError, "kind must be 'process' or 'thread', not '%s'", kind);
         return -1;
     }
     if (qcap < 0 || max_arg < 0 || max_res < 0 || rss < 0) {

@@ -11,6 +11,7 @@ import fpp.futureproof as futureproof
 from fpp.futureproof import executors, task_manager
 
 from helpers import add, echo, fail_at, flaky_sum, mark_and_sleep, sleep, square
+from helpers import pid as pid_of
 
 
 def test_module_layout_and_logger_names():
@@ -382,3 +383,17 @@ def test_thread_executors_come_and_go():
             tm.map(square, range(30))
         ex.shutdown()
         assert sorted(tm.results) == [i * i for i in range(30)]
+
+
+def test_concurrent_futures_options():
+    ex = futureproof.ProcessPoolExecutor(max_workers=1, max_tasks_per_child=3, monitor_interval=0)
+    try:
+        with futureproof.TaskManager(ex) as tm:
+            tm.map(pid_of, range(9))
+        assert len(set(tm.results)) >= 3  # a new worker every 3 tasks
+    finally:
+        ex.shutdown()
+    with pytest.raises(TypeError, match="initializer"):
+        futureproof.ProcessPoolExecutor(max_workers=1, initializer=print)
+    ex = futureproof.ThreadPoolExecutor(max_workers=1, thread_name_prefix="x")
+    ex.shutdown()

@@ -178,6 +178,12 @@ def test_options_are_validated():
         fpp.ProcessPool(2000)
     with pytest.raises(fpp.FppError):
         fpp.ProcessPool(1, max_result_size=2 << 30)
+    with pytest.raises(ValueError):
+        fpp.ProcessPool(1, task_timeout=0)
+    with pytest.raises(ValueError):
+        fpp.ProcessPool(1, max_tasks_per_worker=-1)
+    with pytest.raises(ValueError, match="kind"):
+        fpp._fpp.Manager(kind="fork")
 
 
 def test_worker_recycling(pool):

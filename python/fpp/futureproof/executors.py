@@ -17,7 +17,7 @@ import threading
 import time
 
 from .. import _fpp, _track
-from ..pool import _default_in_flight, _flush_std, _pow2
+from ..pool import _default_in_flight, _flush_std, _limits, _pow2
 
 logger = logging.getLogger("futureproof.executors")
 
@@ -95,10 +95,8 @@ class _FutureProofExecutor:
             _flush_std()
         self._mgr = _track(_fpp.Manager(
             self._kind, workers=max_workers, queue_capacity=_pow2(self._max_in_flight),
-            max_arg_size=max_arg_size, max_result_size=max_result_size,
-            task_timeout_ms=int(round(task_timeout * 1000)) if task_timeout else 0,
-            max_tasks_per_worker=max_tasks_per_worker,
-            max_worker_rss_kib=int(max_worker_rss_mib * 1024), keep_fds=keep_fds))
+            max_arg_size=max_arg_size, max_result_size=max_result_size, keep_fds=keep_fds,
+            **_limits(task_timeout, max_tasks_per_worker, max_worker_rss_mib)))
         self._owner = None
         self._monitor = None
 
@@ -200,4 +198,11 @@ class ProcessPoolExecutor(_FutureProofExecutor):
     def __init__(self, max_workers=None, monitor_interval=2, **options):
         if sys.version_info < (3, 7):
             raise NotImplementedError("ProcessPoolExecutor are only available for Python 3.7+")
+        if "max_tasks_per_child" in options:  # concurrent.futures' name (3.11)
+            options["max_tasks_per_worker"] = options.pop("max_tasks_per_child") or 0
+        for name in ("initializer", "initargs", "mp_context"):
+            if name in options:
+                raise TypeError("fpp's ProcessPoolExecutor does not take %s: workers are forked "
+                                "from this process when the executor is created, so set up "
+                                "what they need before creating it" % name)
         super().__init__(max_workers, monitor_interval, **options)
