@@ -19,7 +19,6 @@ whichever thread waits.
 """
 import itertools
 import os
-import sys
 import threading
 import time
 from collections import deque
@@ -221,7 +220,6 @@ class ProcessPool:
         mif = int(max_in_flight) if max_in_flight else _default_in_flight(n)
         if mif < 1:
             raise ValueError("max_in_flight must be >= 1")
-        _flush_std()
         self._mgr = _track(_fpp.Manager(
             "process", workers=workers, queue_capacity=_pow2(mif), max_arg_size=max_arg_size,
             max_result_size=max_result_size, keep_fds=keep_fds,
@@ -416,14 +414,3 @@ def _limits(task_timeout, max_tasks_per_worker, max_worker_rss_mib):
     return dict(task_timeout_ms=max(ms, 1) if task_timeout else 0,
                 max_tasks_per_worker=int(max_tasks_per_worker),
                 max_worker_rss_kib=int(max_worker_rss_mib * 1024))
-
-
-def _flush_std():
-    """Output buffered in Python before the fork would otherwise be written again by every
-    worker that flushes."""
-    for s in (sys.stdout, sys.stderr):
-        try:
-            if s is not None:
-                s.flush()
-        except Exception:
-            pass

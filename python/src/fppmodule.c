@@ -71,9 +71,29 @@ static _Thread_local PyGILState_STATE fork_gil;
 /* In a forked child: this process's only thread state while it is in C (GIL released). */
 static PyThreadState *worker_ts;
 
+/* What Python holds in sys.stdout/sys.stderr buffers now would be written again by the child
+ * the first time it flushes (a worker flushes after every task): write it out first. */
+static void flush_std(void)
+{
+    static const char *names[] = {"stdout", "stderr"};
+    PyObject *et, *ev, *etb;
+    PyErr_Fetch(&et, &ev, &etb);
+    for (int i = 0; i < 2; i++) {
+        PyObject *f = PySys_GetObject(names[i]); /* borrowed */
+        if (!f || f == Py_None)
+            continue;
+        PyObject *r = PyObject_CallMethod(f, "flush", NULL);
+        if (!r)
+            PyErr_Clear();
+        Py_XDECREF(r);
+    }
+    PyErr_Restore(et, ev, etb);
+}
+
 static void hook_prepare(void)
 {
     fork_gil = PyGILState_Ensure();
+    flush_std();
     PyOS_BeforeFork();
 }
 

@@ -1,12 +1,10 @@
 """fpp.futureproof behaves as futureproof 0.3.1 documents, on both executors."""
 import itertools
 import logging
-import sys
 from functools import partial
 
 import pytest
 
-import fpp
 import fpp.futureproof as futureproof
 from fpp.futureproof import executors, task_manager
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import pytest
 
@@ -17,7 +16,7 @@ import fpp.futureproof as futureproof
 
 import helpers
 from helpers import (
-    add, big_result, fail_at, hard_exit, kill_self, log_to, pid, raise_lock_error,
+    big_result, fail_at, hard_exit, kill_self, log_to, pid, raise_lock_error,
     raise_unpicklable, return_lock, segfault, sleep, square, sys_exit,
 )
 
@@ -294,3 +293,25 @@ def test_pool_created_from_a_thread_serves_the_main_thread():
 def test_workers_are_processes_of_their_own(pool):
     pids = {pool.submit(pid).result() for _ in range(20)}
     assert os.getpid() not in pids
+
+
+def test_task_output_reaches_a_pipe_once():
+    """Output a task prints reaches a pipe (flushed after every task), and what the parent had
+    buffered before the fork is not written again by the workers."""
+    script = textwrap.dedent("""
+        import sys
+        sys.path.insert(0, %r)
+        import fpp
+        from helpers import shout
+        print("before the pool")  # stdout is a pipe: this sits in the buffer
+        with fpp.ProcessPool(2) as p:
+            assert sum(f.result() for f in [p.submit(shout, i) for i in range(20)]) == 190
+        print("after the pool")
+    """ % os.path.dirname(__file__))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("before the pool") == 1
+    assert out.stdout.count("after the pool") == 1
+    for i in range(20):
+        assert out.stdout.count("task %d says hello" % i) == 1

@@ -3,7 +3,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -41,7 +40,10 @@ def test_alarm_handler_runs_on_time_while_a_task_runs(kind):
         handler_at, done_at = _alarm_while(tm.run)
     finally:
         ex.shutdown()
-    assert 0.9 <= handler_at <= 1.3, handler_at
+    print("alarm %s: handler at %.3f s" % (kind, handler_at))
+    # On time: at 1 s (measured 1.000 to 1.011 s; the bound leaves room for a loaded machine),
+    # while the task still ran, not when it ended.
+    assert 0.9 <= handler_at <= 1.5, handler_at
     assert done_at >= 2.9
     assert tm.results == ["slept"]
 
@@ -49,7 +51,8 @@ def test_alarm_handler_runs_on_time_while_a_task_runs(kind):
 def test_alarm_handler_runs_while_a_future_waits(pool):
     fut = pool.submit(sleep, 3, "slept")
     handler_at, done_at = _alarm_while(fut.result)
-    assert 0.9 <= handler_at <= 1.3, handler_at
+    assert 0.9 <= handler_at <= 1.5, handler_at
+    assert done_at >= 2.9
     assert fut.result() == "slept"
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 
 from .. import _fpp, _track
-from ..pool import _default_in_flight, _flush_std, _limits, _pow2
+from ..pool import _default_in_flight, _limits, _pow2
 
 logger = logging.getLogger("futureproof.executors")
 
@@ -91,8 +91,6 @@ class _FutureProofExecutor:
         self._max_in_flight = int(max_in_flight) if max_in_flight else _default_in_flight(max_workers)
         if self._max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
-        if self._kind == "process":
-            _flush_std()
         self._mgr = _track(_fpp.Manager(
             self._kind, workers=max_workers, queue_capacity=_pow2(self._max_in_flight),
             max_arg_size=max_arg_size, max_result_size=max_result_size, keep_fds=keep_fds,
