@@ -166,7 +166,7 @@ class TaskManager:
 
     def as_completed(self):
         """Starts the queued tasks and yields each as it completes."""
-        if self._shutdown:
+        if self._shutdown or not (self._pending or self._inflight or self._ready):
             return
         ex = self._executor
         ex._open(self)
