@@ -1,0 +1,209 @@
+"""fpp.ProcessPool: submit, map, imap_unordered with chunks, laziness, errors, threads."""
+import itertools
+import threading
+from functools import partial
+
+import pytest
+
+import fpp
+from fpp import _codec
+
+from helpers import add, echo, fail_at, segfault, sleep, square
+
+
+def test_submit_and_result(pool):
+    futs = [pool.submit(add, i, b=1) for i in range(1000)]
+    assert [f.result() for f in futs] == list(range(1, 1001))
+    assert all(f.done() for f in futs)
+    assert pool.submit(echo, 1, x=2).result() == ((1,), {"x": 2})
+
+
+def test_submit_any_picklable_callable(pool):
+    assert pool.submit(partial(add, b=10), 1).result() == 11
+    assert pool.submit(max, [3, 9, 2]).result() == 9
+    assert pool.submit("{}-{}".format, 1, 2).result() == "1-2"
+
+
+def test_future_api(pool):
+    f = pool.submit(sleep, 0.2, "v")
+    assert not f.done()
+    seen = []
+    f.add_done_callback(seen.append)
+    assert f.result(timeout=5) == "v"
+    assert seen == [f]
+    assert f.exception() is None
+    assert not f.cancel() and not f.cancelled()
+    g = pool.submit(fail_at, 1, 1)
+    assert isinstance(g.exception(), KeyError)
+    h = pool.submit(sleep, 1)
+    with pytest.raises(TimeoutError):
+        h.result(timeout=0.05)
+    assert h.result() is None
+
+
+def test_map_in_order_with_chunks(pool):
+    for chunksize in (1, 7, 256, 5000):
+        assert list(pool.map(square, range(3000), chunksize=chunksize)) == [i * i for i in range(3000)]
+    assert list(pool.starmap(add, [(1, 2), (3, 4)], chunksize=2)) == [3, 7]
+    assert list(pool.map(square, [])) == []
+
+
+def test_imap_unordered(pool):
+    out = list(pool.imap_unordered(square, range(5000), chunksize=64))
+    assert sorted(out) == [i * i for i in range(5000)]
+
+
+def test_chunks_travel_as_one_task_and_the_function_is_sent_once():
+    # The function's reference is pickled once in the parent and cached...
+    h = _codec.headers(square)
+    assert _codec.headers(square) is h
+    assert _codec.encode_chunk(square, [1, 2, 3], False).startswith(h[1])
+    assert _codec.encode_call(square, (1,), {}).startswith(h[0])
+    with fpp.ProcessPool(1) as p:
+        before = p._mgr.stats()[0]
+        assert sum(p.map(square, range(10_000), chunksize=1000)) == sum(i * i for i in range(10_000))
+        assert p._mgr.stats()[0] - before == 10  # 10 chunks, 10 tasks
+        for i in range(100):
+            p.submit(square, i).result()
+        # ...and the worker unpickled it once: square and _resolutions_seen, nothing else.
+        assert p.submit(_resolutions_seen).result() == 2
+
+
+def _resolutions_seen():
+    from fpp import _codec as c
+
+    return c._resolutions[0]
+
+
+def test_map_is_lazy_and_stops_with_the_consumer(pool):
+    pulled = []
+
+    def numbers():
+        for i in itertools.count():
+            pulled.append(i)
+            yield i
+
+    it = pool.map(square, numbers(), chunksize=10)
+    first = [next(it) for _ in range(100)]
+    assert first == [i * i for i in range(100)]
+    # Only about the backpressure window was read from the infinite input.
+    assert len(pulled) <= 100 + pool.max_in_flight * 10 + 10
+    it.close()
+    assert pool.submit(square, 3).result() == 9
+
+
+def test_map_raises_at_the_failing_item(pool):
+    it = pool.starmap(fail_at, ((i, 20) for i in range(100)), chunksize=8)
+    got = []
+    with pytest.raises(KeyError):
+        for x in it:
+            got.append(x)
+    # Every item before the failing one (item 20, whose chunk starts at 16) came first.
+    assert got == list(range(20))
+    unordered = []
+    with pytest.raises(KeyError):
+        for x in pool.imap_unordered(_fail_at_2, range(5), chunksize=1):
+            unordered.append(x)
+    assert pool.submit(square, 2).result() == 4
+
+
+def _fail_at_2(x):
+    return fail_at(x, 2)
+
+
+def test_map_with_a_crashing_chunk(pool):
+    it = pool.map(_crash_at_3, range(8), chunksize=2)
+    got = []
+    with pytest.raises(fpp.WorkerCrashed):
+        for x in it:
+            got.append(x)
+    assert got == [0, 1]
+    assert list(pool.map(square, range(4))) == [0, 1, 4, 9]
+
+
+def _crash_at_3(x):
+    if x == 3:
+        segfault()
+    return x
+
+
+def test_map_needs_a_module_level_function(pool):
+    with pytest.raises(TypeError):
+        pool.map(partial(add, b=1), range(3))
+    with pytest.raises(fpp.FunctionNotInWorkers):
+        pool.map(lambda x: x, range(3))
+
+
+def test_many_futures_beyond_max_in_flight():
+    with fpp.ProcessPool(2, max_in_flight=8) as p:
+        futs = [p.submit(square, i) for i in range(1000)]
+        assert [f.result() for f in futs] == [i * i for i in range(1000)]
+
+
+def test_threads_share_a_pool(pool):
+    results = {}
+
+    def worker(k):
+        results[k] = [pool.submit(add, i, k).result() for i in range(200)]
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(4):
+        assert results[k] == [i + k for i in range(200)]
+
+
+def test_close_cancels_pending_futures():
+    p = fpp.ProcessPool(1)
+    slow = p.submit(sleep, 30)
+    p.close()
+    with pytest.raises(fpp.TaskCancelled):
+        slow.result()
+    with pytest.raises(RuntimeError):
+        p.submit(square, 1)
+
+
+def test_context_manager_joins(pool):
+    with fpp.ProcessPool(2) as p:
+        futs = [p.submit(sleep, 0.05, i) for i in range(6)]
+    assert [f.result() for f in futs] == list(range(6))
+
+
+def test_options_are_validated():
+    with pytest.raises(ValueError):
+        fpp.ProcessPool(-1)
+    with pytest.raises(fpp.FppError):
+        fpp.ProcessPool(2000)
+    with pytest.raises(fpp.FppError):
+        fpp.ProcessPool(1, max_result_size=2 << 30)
+    with pytest.raises(ValueError):
+        fpp.ProcessPool(1, task_timeout=0)
+    with pytest.raises(ValueError):
+        fpp.ProcessPool(1, max_tasks_per_worker=-1)
+    with pytest.raises(ValueError, match="kind"):
+        fpp._fpp.Manager(kind="fork")
+
+
+def test_worker_recycling(pool):
+    with fpp.ProcessPool(1, max_tasks_per_worker=5) as p:
+        from helpers import pid
+
+        pids = [p.submit(pid).result() for _ in range(20)]
+    assert len(set(pids)) >= 4
+
+
+def test_chunks_too_big_for_max_result_size_are_split():
+    from helpers import big_result
+
+    with fpp.ProcessPool(2, max_result_size=4 << 20) as p:
+        sizes = [1 << 20] * 30 + [10] * 30
+        out = list(p.map(big_result, sizes, chunksize=16))
+        assert [len(b) for b in out] == sizes
+        out = list(p.imap_unordered(big_result, sizes, chunksize=16))
+        assert sorted(len(b) for b in out) == sorted(sizes)
+        with pytest.raises(fpp.ResultTooBig, match="max_result_size"):
+            list(p.map(big_result, [10, 5 << 20], chunksize=2))
+        with pytest.raises(fpp.TaskFailed, match="max_result_size"):
+            p.submit(big_result, 5 << 20).result()
