@@ -338,7 +338,8 @@ enum goal { ROOM, NEXT, ALL };
 
 static bool nothing_left(fpp_tm *tm) { return tm->unfinished == 0 && !tm->maps; }
 
-static int drive(fpp_tm *tm, enum goal g)
+/* deadline_ns: INT64_MAX waits for ever; otherwise FPP_ETIMEDOUT once it passes (0: look once). */
+static int drive(fpp_tm *tm, enum goal g, int64_t deadline_ns)
 {
     bool sig = tm->sig.slot >= 0;
     if (sig)
@@ -373,9 +374,17 @@ static int drive(fpp_tm *tm, enum goal g)
             tm->map_error = 0;
             break;
         }
-        int n = tm->ex->ops->poll(tm->ex, INT64_MAX);
+        if (deadline_ns != INT64_MAX && deadline_ns > 0 && fpp__now_ns() >= deadline_ns) {
+            rc = FPP_ETIMEDOUT;
+            break;
+        }
+        int n = tm->ex->ops->poll(tm->ex, deadline_ns);
         if (n < 0) {
             rc = n;
+            break;
+        }
+        if (deadline_ns == 0 && n == 0 && !tm->doneq.head && !tm->raised) {
+            rc = FPP_ETIMEDOUT;
             break;
         }
     }
@@ -468,7 +477,7 @@ void fpp_tm_free(fpp_tm *tm)
     fpp__free(tm);
 }
 
-int64_t fpp_submit(fpp_tm *tm, int fn, const void *arg, size_t arg_len)
+static int64_t submit(fpp_tm *tm, int fn, const void *arg, size_t arg_len, const fpp_task_opts *o)
 {
     if (!tm) {
         fpp__log(FPP_LOG_ERROR, "fpp_submit: NULL task manager");
@@ -491,19 +500,28 @@ int64_t fpp_submit(fpp_tm *tm, int fn, const void *arg, size_t arg_len)
     if (rc)
         return rc;
     if (tm->unfinished >= tm->max_in_flight) {
-        rc = drive(tm, ROOM);
+        rc = drive(tm, ROOM, INT64_MAX);
         if (rc < 0)
             return rc;
     }
     fpp_task *t = make_task(tm, fn, arg, arg_len, false);
     if (!t)
         return FPP_ENOMEM;
+    if (o) {
+        t->user = o->user;
+        t->timeout_ms = o->timeout_ms;
+    }
     fpp__tq_push(&tm->pending, t);
     int64_t id = t->id;
     feed(tm);
     if (!tm->mon_running)
         monitor_check(tm);
     return id;
+}
+
+int64_t fpp_submit(fpp_tm *tm, int fn, const void *arg, size_t arg_len)
+{
+    return submit(tm, fn, arg, arg_len, NULL);
 }
 
 int fpp_map(fpp_tm *tm, int fn, fpp_next next, void *state)
@@ -546,7 +564,7 @@ int fpp_as_completed(fpp_tm *tm, fpp_task **task)
     tm->current = NULL;
     int rc = state_error(tm);
     if (rc == 0)
-        rc = drive(tm, NEXT);
+        rc = drive(tm, NEXT, INT64_MAX);
     if (rc == 1) {
         fpp_task *t = fpp__tq_pop(&tm->doneq);
         if (t->where != FPP__AT_KEPT) {
@@ -571,7 +589,7 @@ int fpp_run(fpp_tm *tm)
     int rc = state_error(tm);
     if (rc)
         return rc;
-    return drive(tm, ALL);
+    return drive(tm, ALL, INT64_MAX);
 }
 
 size_t fpp_completed(fpp_tm *tm, fpp_task *const **tasks)
@@ -601,4 +619,88 @@ void fpp_tm_stats(const fpp_tm *tm, fpp_stats *out)
     out->cancelled = atomic_load_explicit(&tm->cancelled_n, memory_order_relaxed);
     out->worker_restarts = atomic_load_explicit(&tm->ex->restarts, memory_order_relaxed);
     out->in_flight = tm->unfinished;
+}
+
+/* ------------------------------------------------ 0.2 stop-gap (issue 11)
+ *
+ * The MPI serve loop (lib/mpi_serve.c) needs four 0.2 calls of the SPEC before issue 10
+ * lands: a bounded wait, per-task options and cancelling one task. These are the smallest
+ * versions that keep the SPEC's contract for what they do; issue 10's tm.c replaces this
+ * block whole (the signatures are the SPEC's). Limits until then: fpp_cancel of a task the
+ * executor holds needs the executor's cancel_task (the process executor gains it with the
+ * 0.2 rewrite; until then such a task runs on and fpp_cancel returns FPP_ESTATE), and only
+ * executors that read fpp_task.timeout_ms apply a per-task timeout. */
+
+int64_t fpp_submit_ex(fpp_tm *tm, int fn, const void *arg, size_t arg_len, const fpp_task_opts *o)
+{
+    return submit(tm, fn, arg, arg_len, o);
+}
+
+void *fpp_task_user(const fpp_task *t) { return t ? t->user : NULL; }
+
+int fpp_as_completed_for(fpp_tm *tm, fpp_task **task, int timeout_ms)
+{
+    if (!tm || !task) {
+        fpp__log(FPP_LOG_ERROR, "fpp_as_completed_for: NULL %s", !tm ? "task manager" : "task pointer");
+        return FPP_EINVAL;
+    }
+    *task = NULL;
+    task_release(tm, tm->current);
+    tm->current = NULL;
+    int rc = state_error(tm);
+    if (rc == 0) {
+        int64_t deadline = timeout_ms < 0 ? INT64_MAX
+                           : timeout_ms == 0 ? 0
+                                             : fpp__now_ns() + (int64_t)timeout_ms * 1000000;
+        rc = drive(tm, NEXT, deadline);
+    }
+    if (rc == 1) {
+        fpp_task *t = fpp__tq_pop(&tm->doneq);
+        if (t->where != FPP__AT_KEPT) {
+            t->where = FPP__AT_CURRENT;
+            tm->current = t;
+        }
+        *task = t;
+    } else if (rc == FPP_ETASK) {
+        *task = tm->failure;
+    }
+    return rc;
+}
+
+int fpp_cancel(fpp_tm *tm, int64_t id)
+{
+    if (!tm || id < 0 || id >= tm->next_id) {
+        fpp__log(FPP_LOG_ERROR, "fpp_cancel: %s", !tm ? "NULL task manager" : "no task with that id");
+        return FPP_EINVAL;
+    }
+    fpp_task *prev = NULL;
+    for (fpp_task *t = tm->pending.head; t; prev = t, t = t->next) {
+        if (t->id != id)
+            continue;
+        if (prev)
+            prev->next = t->next;
+        else
+            tm->pending.head = t->next;
+        if (tm->pending.tail == t)
+            tm->pending.tail = prev;
+        tm->pending.n--;
+        fpp__task_fail(t, FPP_CANCELLED, 0, "cancelled");
+        fpp__tm_finished(tm, t);
+        return 1;
+    }
+    for (size_t i = 0; i < tm->nslabs; i++) {
+        fpp_task *slab = tm->slabs[i];
+        for (int j = 0; j < SLAB; j++) {
+            fpp_task *t = &slab[j];
+            if (t->where != FPP__AT_EXEC || t->id != id)
+                continue;
+            if (!tm->ex->ops->cancel_task) {
+                fpp__log(FPP_LOG_WARN, "fpp_cancel(%lld): the %s executor cannot stop a task it holds",
+                         (long long)id, tm->ex->ops->kind);
+                return FPP_ESTATE;
+            }
+            return tm->ex->ops->cancel_task(tm->ex, t);
+        }
+    }
+    return 0; /* finished already */
 }
