@@ -23,7 +23,8 @@
 
 #define FPP__HIDDEN __attribute__((visibility("hidden")))
 /* Internal, but exported from libfpp for fpp's own out-of-library backends (libfpp_mpi): no
- * API promise, never declared in fpp.h. Keep this set small. */
+ * API promise, never declared in fpp.h. Keep this set small. Today: fpp__executor_create,
+ * fpp__tm_finished, fpp__task_fail, fpp__task_set_result, fpp__log (the MPI rank-0 backend). */
 #define FPP__BACKEND __attribute__((visibility("default")))
 
 /* ------------------------------------------------------------- small tools */
@@ -89,7 +90,7 @@ FPP__HIDDEN uint64_t fpp__proc_token(void);
 
 /* ----------------------------------------------------------------- logging */
 
-FPP__HIDDEN void fpp__log(fpp_log_level level, const char *fmt, ...) FPP_PRINTF(2, 3);
+FPP__BACKEND void fpp__log(fpp_log_level level, const char *fmt, ...) FPP_PRINTF(2, 3);
 FPP__HIDDEN bool fpp__log_enabled(fpp_log_level level);
 /* Logs "call(what): strerror(errno)" at ERROR, keeps errno, returns FPP_ESYS. */
 FPP__HIDDEN int fpp__sys_error(const char *call, const char *what);
@@ -303,9 +304,9 @@ static inline fpp_task *fpp__tq_pop(fpp__tq *q)
 }
 
 /* Sets the task's outcome. The message is copied (printf-style); result bytes are copied. */
-FPP__HIDDEN void fpp__task_fail(fpp_task *t, fpp_status st, int signo, const char *fmt, ...)
+FPP__BACKEND void fpp__task_fail(fpp_task *t, fpp_status st, int signo, const char *fmt, ...)
     FPP_PRINTF(4, 5);
-FPP__HIDDEN int fpp__task_set_result(fpp_task *t, const void *data, size_t len);
+FPP__BACKEND int fpp__task_set_result(fpp_task *t, const void *data, size_t len);
 FPP__HIDDEN void fpp__task_clear(fpp_task *t); /* frees what the task owns */
 
 /* --------------------------------------------------------------- executors */
@@ -461,7 +462,7 @@ FPP__HIDDEN int64_t fpp__pool_timeouts(fpp__pool *p, unsigned timeout_ms,
 /* ---------------------------------------------------------- task manager */
 
 /* Called by executors for each task that leaves them finished. */
-FPP__HIDDEN void fpp__tm_finished(fpp_tm *tm, fpp_task *t);
+FPP__BACKEND void fpp__tm_finished(fpp_tm *tm, fpp_task *t);
 /* True once the task manager raised or was interrupted: nothing more may be dispatched. */
 FPP__HIDDEN bool fpp__tm_halted(const fpp_tm *tm);
 
