@@ -19,6 +19,7 @@
  * Credits: `granted` counts credits ever given, `received` tasks ever received; rank 0 holds
  * granted - received unspent. The rank grants up to its window (WINDOW_NS of work at its
  * rate) minus what it holds and what rank 0 may still send. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -690,6 +691,15 @@ int fpp_mpi_serve(MPI_Comm comm, const fpp_executor_opts *local)
         return rc ? rc : v;
     }
     fpp__mpi_link_init(&s.link, s.comm, (size_t)s.cfg.chunk, bulk_done, &s);
+    /* Rank 0 decides about Ctrl-C, as a pool's parent does for its workers: a launcher that
+     * passes SIGINT to every rank (MPICH's Hydra) then gets rank 0's FPP_EINTR, with tasks
+     * stopped everywhere, instead of ranks dying under it. Open MPI's mpirun sends SIGTERM,
+     * which still ends the rank at once. */
+    struct sigaction ign = {.sa_handler = SIG_IGN}, old;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGINT, &ign, &old);
     serve(&s);
-    return finish(&s);
+    rc = finish(&s);
+    sigaction(SIGINT, &old, NULL);
+    return rc;
 }

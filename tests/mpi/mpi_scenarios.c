@@ -531,6 +531,24 @@ static void interrupt(void)
     fpp_executor_free(ex);
 }
 
+/* For the scripts that end the job from outside: tasks of a minute on every worker, then
+ * "ready" (the ranks have printed their pids at start), then fpp_run, which never returns. */
+static void hang(void)
+{
+    fpp_executor_opts eo = {.workers = 2};
+    fpp_executor *ex = mk_exec(&eo);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE);
+    uint32_t ms = 60000;
+    for (int i = 0; i < 4 * (nranks - 1); i++)
+        fpp_submit(tm, F_NAP, &ms, sizeof ms);
+    usleep(1500000);
+    printf("ready\n");
+    fflush(stdout);
+    fpp_run(tm);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
 /* Misuse: errors, never a hang; the ranks hear about a refused executor too. */
 static void bad(void)
 {
@@ -579,6 +597,10 @@ int main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &my_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
     scenario = argc > 1 ? argv[1] : "many";
+    if (strcmp(scenario, "hang") == 0) {
+        printf("rank %d pid %d\n", my_rank, (int)getpid());
+        fflush(stdout);
+    }
     fpp_log_set(NULL, NULL, FPP_LOG_WARN);
     register_all();
     if (strcmp(scenario, "mismatch") == 0 && my_rank == nranks - 1)
@@ -605,6 +627,8 @@ int main(int argc, char **argv)
         interrupt();
     } else if (strcmp(scenario, "bad") == 0) {
         bad();
+    } else if (strcmp(scenario, "hang") == 0) {
+        hang();
     } else if (strcmp(scenario, "mismatch") == 0) {
         fpp_log_set(NULL, NULL, FPP_LOG_OFF);
         fpp_executor *ex = NULL;
