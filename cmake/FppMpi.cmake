@@ -63,7 +63,15 @@ if(FPP_BUILD_EXAMPLES)
   add_executable(mpi_primes examples/mpi_primes.c)
   target_link_libraries(mpi_primes PRIVATE fpp::fpp_mpi)
   target_compile_options(mpi_primes PRIVATE ${FPP_WARNINGS})
+  target_compile_definitions(mpi_primes PRIVATE _GNU_SOURCE)
   set_target_properties(mpi_primes PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/examples)
+  if(FPP_BUILD_TESTS)
+    add_test(NAME mpi_example_primes
+      COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 3 --oversubscribe $<TARGET_FILE:mpi_primes>)
+    set_tests_properties(mpi_example_primes PROPERTIES RUN_SERIAL ON TIMEOUT 300
+      ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
+      PASS_REGULAR_EXPRESSION "5761455 primes below 100000000 \\(100 tasks, 1 crashed and ran again")
+  endif()
 endif()
 
 if(FPP_BUILD_TESTS)

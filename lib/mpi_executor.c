@@ -19,6 +19,7 @@
  * Threads: everything runs on the thread calling into the task manager (one at a time),
  * except wake, which only posts `wake` (async-signal-safe). MPI is called on that thread
  * only. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,6 +78,7 @@ typedef struct mpx {
     _Atomic uint32_t wake;
     fpp__mpi_nap nap;
     bool broken;             /* an MPI call failed or a rank broke the protocol */
+    bool stopping;           /* STOP sent: BYEs are expected */
     int finished;            /* tasks finished during the current progress */
     bool heard;              /* a message arrived during the current progress */
 } mpx;
@@ -344,6 +346,34 @@ static void on_cancel_done(mpx *m, int p, uint32_t epoch)
     pe->acked = epoch;
 }
 
+/* Peer p stopped serving on its own (it ran out of memory, or rank 0 sent it something it
+ * could not read): its tasks fail, and it gets no more. The rest go on. */
+static void lost(mpx *m, int p, int why)
+{
+    peer *pe = &m->peers[p];
+    fpp__log(FPP_LOG_ERROR, "fpp_mpi: rank %d (%s) stopped serving: %s; its tasks fail, the other ranks go on",
+             pe->rank, pe->host, fpp_strerror(why));
+    for (uint32_t i = 0; i < m->nent; i++) {
+        entry *e = &m->ent[i];
+        if (e->state == E_FREE || e->state == E_BULK || e->peer != p)
+            continue;
+        if (e->task) {
+            fpp_task *t = e->task;
+            e->task = NULL;
+            char msg[160];
+            int n = snprintf(msg, sizeof msg, "rank %d stopped serving (%s) while it held task %lld", pe->rank,
+                             fpp_strerror(why), (long long)t->id);
+            finish_task(m, t, FPP_CRASHED, 0, (const unsigned char *)msg, n > 0 ? (size_t)n : 0);
+        }
+        if (e->state == E_SENT)
+            pe->unanswered--;
+        ent_free(m, i);
+    }
+    pe->open_n = 0;
+    fpp__mpi_buf_put(&m->link, &pe->open);
+    pe->credit = 0;
+}
+
 static void set_restarts(mpx *m, int p, uint64_t restarts)
 {
     m->peers[p].restarts = restarts;
@@ -383,6 +413,8 @@ static int handle(mpx *m, int from)
         return 0;
     case FPP__MT_BYE:
         pe->bye = true;
+        if (!m->stopping)
+            lost(m, p, (int)h.aux);
         return 0;
     default:
         return broken(m, from, "sent a message only rank 0 sends");
@@ -555,8 +587,9 @@ static void m_destroy(fpp_executor *ex, bool owner)
         for (uint32_t i = 0; i < m->nent; i++)
             m->ent[i].task = NULL; /* the task manager is gone; nothing is reported any more */
         drop_open(m);
+        m->stopping = true;
         for (int p = 0; p < m->npeers && !m->broken; p++)
-            if (fpp__mpi_send_ctl(&m->link, m->peers[p].rank, FPP__MT_STOP, 0, 0, NULL, 0))
+            if (!m->peers[p].bye && fpp__mpi_send_ctl(&m->link, m->peers[p].rank, FPP__MT_STOP, 0, 0, NULL, 0))
                 m->broken = true;
         int64_t warn_at = fpp__now_ns() + STOP_WARN_NS;
         fpp__mpi_nap_reset(&m->nap);

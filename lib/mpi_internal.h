@@ -86,7 +86,7 @@ enum {
     FPP__MT_RESULTS,     /* r -> 0: count result records; credit; aux = worker restarts */
     FPP__MT_CREDIT,      /* r -> 0: credit only; aux = worker restarts */
     FPP__MT_CANCEL_DONE, /* r -> 0: aux = the epoch acknowledged; credit */
-    FPP__MT_BYE,         /* r -> 0: stopped */
+    FPP__MT_BYE,         /* r -> 0: stopped serving; aux: 0 as asked, else the error */
 };
 
 typedef struct fpp__mpi_hdr {

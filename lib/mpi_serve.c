@@ -578,7 +578,10 @@ static void serve(srv *s)
 }
 
 /* Ends serving: the pool goes first (its workers are killed and reaped), then every request
- * in flight completes, then rank 0 hears BYE. */
+ * in flight completes, then rank 0 hears BYE: 0 when it asked, else why this rank stops on its
+ * own (rank 0 then fails what this rank held and goes on with the others). After an MPI
+ * failure the BYE is tried all the same; MPI without fault tolerance has ended the job by
+ * then anyway. */
 static int finish(srv *s)
 {
     fpp_tm_free(s->tm);
@@ -586,20 +589,18 @@ static int finish(srv *s)
     fpp_executor_free(s->ex);
     s->ex = NULL;
     int rc = s->err;
-    if (rc == 0) {
-        fpp__mpi_nap_reset(&s->nap);
-        while (!fpp__mpi_link_idle(&s->link) && rc == 0) {
-            rc = fpp__mpi_link_progress(&s->link) < 0 ? FPP_ESYS : 0;
-            fpp__mpi_nap_step(&s->nap, NULL, INT64_MAX);
-        }
-        if (rc == 0) {
-            fpp__mpi_hdr bye = {.magic = FPP__MPI_MAGIC, .type = FPP__MT_BYE};
-            rc = fpp__mpi_check(MPI_Send(&bye, sizeof bye, MPI_BYTE, 0, FPP__MPI_TAG_CTL, s->comm), "MPI_Send", 0);
-        }
-    } else {
+    if (rc)
         fpp__log(FPP_LOG_ERROR, "rank %d: fpp_mpi_serve stops: %s", s->me, fpp_strerror(rc));
+    fpp__mpi_nap_reset(&s->nap);
+    int lrc = 0;
+    while (!fpp__mpi_link_idle(&s->link) && lrc == 0) {
+        lrc = fpp__mpi_link_progress(&s->link) < 0 ? FPP_ESYS : 0;
+        fpp__mpi_nap_step(&s->nap, NULL, INT64_MAX);
     }
-    if (rc == 0)
+    fpp__mpi_hdr bye = {.magic = FPP__MPI_MAGIC, .type = FPP__MT_BYE, .aux = (uint64_t)(int64_t)rc};
+    if (lrc == 0)
+        lrc = fpp__mpi_check(MPI_Send(&bye, sizeof bye, MPI_BYTE, 0, FPP__MPI_TAG_CTL, s->comm), "MPI_Send", 0);
+    if (lrc == 0)
         MPI_Comm_free(&s->comm);
     fpp__mpi_link_fini(&s->link);
     for (uint32_t k = 0; k < s->nslabs; k++) {
@@ -610,7 +611,7 @@ static int finish(srv *s)
     free(s->slabs);
     fpp__mpi_buf_free(&s->out);
     fpp__mpi_buf_free(&s->rx);
-    return rc;
+    return rc ? rc : lrc;
 }
 
 static void opts_for_rank(fpp_executor_opts *o, const fpp_executor_opts *local, const fpp__mpi_config *c,
