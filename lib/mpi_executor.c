@@ -163,7 +163,7 @@ static void bulk_done(void *owner, fpp__mpi_bulk *b)
         answered(m, i, FPP_DONE, 0, b->dst, b->len);
     else
         answered(m, i, FPP_FAILED, 0, (const unsigned char *)"out of memory for the result", 28);
-    free(b->dst);
+    fpp__mpi_big_put(&m->link, b->dst, b->len);
     free(rb);
 }
 
@@ -231,21 +231,21 @@ static int m_dispatch(fpp_executor *ex, fpp_task *t)
     bool bulk = t->arg_len > FPP__MPI_INLINE_MAX;
     void *copy = NULL;
     if (bulk) {
-        copy = malloc(t->arg_len);
+        copy = fpp__mpi_big_get(&m->link, t->arg_len);
         if (!copy)
             return FPP_ENOMEM;
         memcpy(copy, t->arg, t->arg_len);
     }
     uint32_t i;
     if (ent_alloc(m, &i)) {
-        free(copy);
+        fpp__mpi_big_put(&m->link, copy, t->arg_len);
         return FPP_ENOMEM;
     }
     if (pe->open_n == 0) {
         pe->open = fpp__mpi_buf_get(&m->link);
         if (fpp__mpi_batch_begin(&pe->open, FPP__MT_TASKS)) {
             ent_free(m, i);
-            free(copy);
+            fpp__mpi_big_put(&m->link, copy, t->arg_len);
             return FPP_ENOMEM;
         }
         pe->open_since = fpp__now_ns();
@@ -261,7 +261,7 @@ static int m_dispatch(fpp_executor *ex, fpp_task *t)
     size_t off;
     if (fpp__mpi_batch_add_task(&pe->open, &rec, t->arg, &off)) {
         ent_free(m, i);
-        free(copy);
+        fpp__mpi_big_put(&m->link, copy, t->arg_len);
         return FPP_ENOMEM;
     }
     m->ent[i] = (entry){.task = t, .gen = m->ent[i].gen, .state = E_OPEN, .peer = p, .rec_off = off};
@@ -274,7 +274,7 @@ static int m_dispatch(fpp_executor *ex, fpp_task *t)
         if (rc == 0)
             rc = fpp__mpi_send_bulk(&m->link, pe->rank, copy, t->arg_len);
         else
-            free(copy);
+            fpp__mpi_big_put(&m->link, copy, t->arg_len);
         if (rc)
             m->broken = true;
     } else if (pe->open_n >= FPP__MPI_BATCH_TASKS || pe->open.len >= FPP__MPI_BATCH_BYTES) {
@@ -320,7 +320,7 @@ static int on_result(mpx *m, int p, const fpp__mpi_result_rec *r, const unsigned
     rbulk *rb = malloc(sizeof *rb);
     if (!rb)
         return broken(m, from, "sent a result this process has no memory to receive");
-    *rb = (rbulk){.b = {.dst = r->len ? malloc((size_t)r->len) : NULL, .len = (size_t)r->len, .cookie = i},
+    *rb = (rbulk){.b = {.dst = fpp__mpi_big_get(&m->link, (size_t)r->len), .len = (size_t)r->len, .cookie = i},
                   .peer = p};
     m->ent[i].state = E_BULK;
     /* With dst NULL the link receives into scratch and the task fails for want of memory. */

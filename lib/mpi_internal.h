@@ -48,9 +48,9 @@ enum { FPP__MPI_TAG_CTL = 1, FPP__MPI_TAG_BULK = 2 };
  * past the point where per-message cost stops mattering (64 per message already reaches
  * 40-65 M tasks/s over shared memory and 4 M/s over TCP on this machine). */
 #define FPP__MPI_BATCH_TASKS 512u
-#define FPP__MPI_BATCH_BYTES ((size_t)256 << 10)
+#define FPP__MPI_BATCH_BYTES ((size_t)512 << 10)
 /* An argument or result larger than this travels alone, in bulk (no copy into a batch). */
-#define FPP__MPI_INLINE_MAX ((size_t)32 << 10)
+#define FPP__MPI_INLINE_MAX ((size_t)128 << 10)
 /* Bulk chunk: MPI counts are int, so no message may carry 2 GiB; 64 MiB also bounds the
  * scratch a receiver without memory drops bytes into. FPP_MPI_CHUNK in rank 0's environment
  * (bytes, 4096 up to 1 GiB) sets another size, for tests of the chunking. */
@@ -66,6 +66,11 @@ enum { FPP__MPI_TAG_CTL = 1, FPP__MPI_TAG_BULK = 2 };
 #define FPP__MPI_LOCAL_NS 1000000   /* the part of it handed to the local pool at once */
 #define FPP__MPI_RATE_NS 10000000
 #define FPP__MPI_WINDOW_MAX 4096u
+
+#define FPP__MPI_BIG_MIN_SHIFT 16
+#define FPP__MPI_BIG_CLASSES 15      /* 64 KiB .. 1 GiB */
+#define FPP__MPI_BIG_PER_CLASS 4
+#define FPP__MPI_BIG_HELD ((size_t)64 << 20)
 
 /* Naps: a side with nothing to do spins this long, then sleeps NAP_MIN_NS, doubling up to
  * NAP_MAX_NS, checking MPI between naps (MPI has no descriptor to sleep on, and Open MPI's
@@ -184,6 +189,9 @@ typedef struct fpp__mpi_link {
     fpp__mpi_buf spare[8];    /* send buffers kept for reuse */
     unsigned char *scratch;   /* where bulk bytes nobody has memory for are dropped */
     size_t scratch_cap;
+    void *big[FPP__MPI_BIG_CLASSES][FPP__MPI_BIG_PER_CLASS]; /* large buffers kept for reuse */
+    int nbig[FPP__MPI_BIG_CLASSES];
+    size_t big_held;
     int nspare;
     void (*done)(void *owner, fpp__mpi_bulk *b);
     void *owner;
@@ -191,6 +199,12 @@ typedef struct fpp__mpi_link {
 
 FPP__HIDDEN void fpp__mpi_link_init(fpp__mpi_link *l, MPI_Comm comm, size_t chunk,
                                     void (*done)(void *owner, fpp__mpi_bulk *b), void *owner);
+/* Buffers for bulk bytes: from 64 KiB up, by power-of-two class, a few of each kept (at most
+ * BIG_HELD bytes): a stream of 1 MiB results otherwise faults in 256 fresh pages apiece,
+ * which cost rank 0 more than copying them. Smaller ones are plain malloc. put takes the
+ * size given to get. */
+FPP__HIDDEN void *fpp__mpi_big_get(fpp__mpi_link *l, size_t n);
+FPP__HIDDEN void fpp__mpi_big_put(fpp__mpi_link *l, void *p, size_t n);
 /* Frees what the link holds; requests still in flight are left to MPI (only after an error). */
 FPP__HIDDEN void fpp__mpi_link_fini(fpp__mpi_link *l);
 /* A buffer for a message (reused when one is spare); give it to fpp__mpi_send or back. */
@@ -201,7 +215,8 @@ FPP__HIDDEN int fpp__mpi_send(fpp__mpi_link *l, int dest, fpp__mpi_buf *b);
 /* A small control message at once (header only, or with tickets). */
 FPP__HIDDEN int fpp__mpi_send_ctl(fpp__mpi_link *l, int dest, uint16_t type, uint32_t credit, uint64_t aux,
                                   const uint64_t *tickets, uint32_t nt);
-/* Sends len bytes at data on TAG_BULK in chunks. The link owns data (heap, freed when sent). */
+/* Sends len bytes at data on TAG_BULK in chunks. The link owns data (from fpp__mpi_big_get,
+ * put back when sent). */
 FPP__HIDDEN int fpp__mpi_send_bulk(fpp__mpi_link *l, int dest, void *data, size_t len);
 /* Posts the receives of a bulk transfer of b->len bytes into b->dst from src (dst NULL: the
  * bytes are dropped, for a receiver that had no memory for them). */

@@ -104,7 +104,7 @@ static uint32_t it_alloc(srv *s)
 static void it_free(srv *s, uint32_t i)
 {
     item *it = it_at(s, i);
-    free(it->arg);
+    fpp__mpi_big_put(&s->link, it->arg, it->len);
     it->arg = NULL;
     it->state = I_FREE;
     it->next = s->free_item;
@@ -234,7 +234,7 @@ static void reply(srv *s, item *it, fpp_status st, int signo, const void *data, 
     bool bulk = st == FPP_DONE && len > FPP__MPI_INLINE_MAX;
     if (bulk) {
         /* The result lives until the next fpp_as_completed_for; MPI needs it longer. */
-        copy = malloc(len);
+        copy = fpp__mpi_big_get(&s->link, len);
         if (copy) {
             memcpy(copy, data, len);
         } else {
@@ -254,7 +254,7 @@ static void reply(srv *s, item *it, fpp_status st, int signo, const void *data, 
         .flags = bulk ? FPP__REC_BULK : 0,
     };
     if (fpp__mpi_batch_add_result(&s->out, &r, data)) {
-        free(copy);
+        fpp__mpi_big_put(&s->link, copy, len);
         fpp__log(FPP_LOG_ERROR, "rank %d: out of memory for a batch of results", s->me);
         fail_mpi(s, FPP_ENOMEM);
         return;
@@ -318,7 +318,7 @@ static void submit(srv *s, uint32_t i, const void *arg)
         it_free(s, i);
         return;
     }
-    free(it->arg);
+    fpp__mpi_big_put(&s->link, it->arg, it->len);
     it->arg = NULL;
     it->lid = lid;
     it->state = I_LOCAL;
@@ -453,14 +453,14 @@ static void on_tasks(srv *s, fpp__mpi_rd *rd)
         }
         if (r.flags & FPP__REC_BULK) {
             it->state = I_BULK;
-            it->arg = malloc(it->len ? it->len : 1);
+            it->arg = fpp__mpi_big_get(&s->link, it->len);
             it->bulk.dst = it->arg;
             it->bulk.len = it->len;
             fail_mpi(s, fpp__mpi_recv_bulk(&s->link, 0, &it->bulk));
         } else if (s->in_head == NO_ITEM && s->local < share(s, FPP__MPI_LOCAL_NS)) {
             submit(s, i, bytes); /* straight from the batch: no copy */
         } else {
-            it->arg = malloc(it->len ? it->len : 1);
+            it->arg = fpp__mpi_big_get(&s->link, it->len);
             if (!it->arg) {
                 reply_msg(s, it, FPP_FAILED, 0, "rank %d: out of memory for an argument of %zu bytes", s->me, it->len);
                 it_free(s, i);
@@ -602,12 +602,12 @@ static int finish(srv *s)
         lrc = fpp__mpi_check(MPI_Send(&bye, sizeof bye, MPI_BYTE, 0, FPP__MPI_TAG_CTL, s->comm), "MPI_Send", 0);
     if (lrc == 0)
         MPI_Comm_free(&s->comm);
-    fpp__mpi_link_fini(&s->link);
     for (uint32_t k = 0; k < s->nslabs; k++) {
         for (uint32_t j = 0; j < SLAB_ITEMS; j++)
-            free(s->slabs[k][j].arg);
+            fpp__mpi_big_put(&s->link, s->slabs[k][j].arg, s->slabs[k][j].len);
         free(s->slabs[k]);
     }
+    fpp__mpi_link_fini(&s->link);
     free(s->slabs);
     fpp__mpi_buf_free(&s->out);
     fpp__mpi_buf_free(&s->rx);

@@ -201,7 +201,44 @@ void fpp__mpi_link_fini(fpp__mpi_link *l)
     free(l->kind);
     free(l->done_idx);
     free(l->scratch);
+    for (int c = 0; c < FPP__MPI_BIG_CLASSES; c++)
+        for (int k = 0; k < l->nbig[c]; k++)
+            free(l->big[c][k]);
     memset(l, 0, sizeof *l);
+}
+
+static int big_class(size_t n)
+{
+    if (n < ((size_t)1 << FPP__MPI_BIG_MIN_SHIFT))
+        return -1;
+    int c = 0;
+    while (c < FPP__MPI_BIG_CLASSES && ((size_t)1 << (FPP__MPI_BIG_MIN_SHIFT + c)) < n)
+        c++;
+    return c < FPP__MPI_BIG_CLASSES ? c : -1;
+}
+
+void *fpp__mpi_big_get(fpp__mpi_link *l, size_t n)
+{
+    int c = big_class(n);
+    if (c < 0)
+        return malloc(n ? n : 1);
+    if (l->nbig[c] > 0) {
+        l->big_held -= (size_t)1 << (FPP__MPI_BIG_MIN_SHIFT + c);
+        return l->big[c][--l->nbig[c]];
+    }
+    return malloc((size_t)1 << (FPP__MPI_BIG_MIN_SHIFT + c));
+}
+
+void fpp__mpi_big_put(fpp__mpi_link *l, void *p, size_t n)
+{
+    int c = big_class(n);
+    size_t cap = c < 0 ? 0 : (size_t)1 << (FPP__MPI_BIG_MIN_SHIFT + c);
+    if (p && c >= 0 && l->nbig[c] < FPP__MPI_BIG_PER_CLASS && l->big_held + cap <= FPP__MPI_BIG_HELD) {
+        l->big[c][l->nbig[c]++] = p;
+        l->big_held += cap;
+        return;
+    }
+    free(p);
 }
 
 fpp__mpi_buf fpp__mpi_buf_get(fpp__mpi_link *l)
@@ -234,7 +271,7 @@ static void completed(fpp__mpi_link *l, void *what, int kind)
     } else if (kind == W_SEND_BULK) {
         fpp__mpi_bulk *b = what;
         if (--b->left == 0) {
-            free(b->dst);
+            fpp__mpi_big_put(l, b->dst, b->len);
             free(b);
         }
     } else if (what) {
@@ -326,7 +363,7 @@ int fpp__mpi_send_bulk(fpp__mpi_link *l, int dest, void *data, size_t len)
     size_t nchunks = len == 0 ? 0 : (len + l->chunk - 1) / l->chunk;
     fpp__mpi_bulk *b = nchunks ? malloc(sizeof *b) : NULL;
     if (!b) {
-        free(data);
+        fpp__mpi_big_put(l, data, len);
         return nchunks ? FPP_ENOMEM : 0;
     }
     *b = (fpp__mpi_bulk){.dst = data, .len = len, .left = 0};
@@ -343,7 +380,7 @@ int fpp__mpi_send_bulk(fpp__mpi_link *l, int dest, void *data, size_t len)
         track(l, r, b, W_SEND_BULK);
     }
     if (b->left == 0) {
-        free(data);
+        fpp__mpi_big_put(l, data, len);
         free(b);
     }
     return rc;

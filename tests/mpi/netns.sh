@@ -34,7 +34,7 @@ ip -n "$b" link set "vb$id" up
 printf '%s slots=1\n%s slots=2\n' "${net}1" "${net}2" >"$hostfile"
 # Variables the ranks in the other namespace need too (rank 0 inherits everything).
 fwd="-x FPP_NETNS_MAP"
-for v in MPI_MANY FPP_MPI_CHUNK; do
+for v in MPI_MANY FPP_MPI_CHUNK ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS OMPI_MCA_mca_base_component_disable_dlclose; do
   eval "[ -n \"\${$v:-}\" ]" && fwd="$fwd -x $v"
 done
 export FPP_NETNS_MAP="${net}1=$a ${net}2=$b"
