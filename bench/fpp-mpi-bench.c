@@ -179,6 +179,8 @@ int main(int argc, char **argv)
             csv = argv[++i];
         else if (!strcmp(argv[i], "--no-process"))
             process = 0;
+        else if (!strcmp(argv[i], "--debug"))
+            fpp_log_set(NULL, NULL, FPP_LOG_DEBUG);
     }
     wl wls[16];
     int nw = 0;

@@ -12,7 +12,8 @@
  * the executor holds t.
  *
  * When a batch goes: when full; at flush, if its rank holds fewer than two tasks per worker
- * (it may run dry); at poll, if it waited FLUSH_AGE_NS or the caller is about to wait.
+ * (it may run dry); at poll, if it waited FLUSH_AGE_NS (a user who submits one task and then
+ * does something else still sees it run) or the caller is about to wait.
  * A task argument over INLINE_MAX goes at once, its batch first, then its bytes in bulk
  * (copied: the task manager may free the task before MPI is done with the bytes).
  *
@@ -25,9 +26,6 @@
 
 #include "mpi_internal.h"
 
-/* A batch that waited this long goes out at the next poll, even if not full: a user who
- * submits one task at a time and then does something else still sees it run. */
-#define FLUSH_AGE_NS 200000
 /* A rank that does not answer a stop within this long is named in the log (then waited for:
  * MPI gives no safe way to leave it behind). */
 #define STOP_WARN_NS 10000000000LL
@@ -81,6 +79,8 @@ typedef struct mpx {
     bool stopping;           /* STOP sent: BYEs are expected */
     int finished;            /* tasks finished during the current progress */
     bool heard;              /* a message arrived during the current progress */
+    int64_t last_look;       /* when progress last ran */
+    uint64_t n_sent, n_batches, n_msgs, n_results; /* for the DEBUG line at the end */
 } mpx;
 
 #define NO_ENTRY UINT32_MAX
@@ -180,6 +180,8 @@ static int send_open(mpx *m, int p)
         e->epoch = pe->epoch;
     }
     pe->unanswered += pe->open_n;
+    m->n_sent += pe->open_n;
+    m->n_batches++;
     pe->open_n = 0;
     int rc = fpp__mpi_send(&m->link, pe->rank, &pe->open);
     if (rc)
@@ -313,6 +315,7 @@ static int on_result(mpx *m, int p, const fpp__mpi_result_rec *r, const unsigned
     if (r->status < FPP_DONE || r->status > FPP_CANCELLED || (bulk && r->status != FPP_DONE) ||
         r->len > (r->status == FPP_DONE ? m->ex->opts.max_result_size : FPP__MPI_MSG_MAX))
         return broken(m, from, "sent a malformed result");
+    m->n_results++;
     if (!bulk) {
         answered(m, i, (fpp_status)r->status, r->signo, bytes, (size_t)r->len);
         return 0;
@@ -427,6 +430,7 @@ static int progress(mpx *m)
     m->heard = false;
     if (m->broken)
         return FPP_ESYS;
+    m->last_look = fpp__now_ns();
     if (fpp__mpi_link_progress(&m->link) < 0) {
         m->broken = true;
         return FPP_ESYS;
@@ -441,6 +445,7 @@ static int progress(mpx *m)
         if (rc == 0)
             return 0;
         m->heard = true;
+        m->n_msgs++;
         if (handle(m, from))
             return FPP_ESYS;
     }
@@ -452,12 +457,16 @@ static int m_poll(fpp_executor *ex, int64_t deadline)
     if (atomic_exchange(&ex->poked, 0))
         deadline = 0;
     m->finished = 0;
-    int rc = progress(m);
+    int64_t now = fpp__now_ns();
+    int rc = 0;
+    if (deadline != 0 || now - m->last_look >= FPP__MPI_PROGRESS_GAP_NS)
+        rc = progress(m);
+    else
+        m->heard = false;
     if (rc)
         return rc;
-    int64_t now = fpp__now_ns();
     for (int p = 0; p < m->npeers; p++)
-        if (m->peers[p].open_n && now - m->peers[p].open_since >= FLUSH_AGE_NS)
+        if (m->peers[p].open_n && now - m->peers[p].open_since >= FPP__MPI_FLUSH_AGE_NS)
             send_open(m, p);
     if (m->finished == 0 && !m->heard && deadline != 0) {
         send_all_open(m); /* about to wait: nobody else would send them */
@@ -578,6 +587,9 @@ static void m_destroy(fpp_executor *ex, bool owner)
     if (!m)
         return;
     ex->impl = NULL;
+    fpp__log(FPP_LOG_DEBUG, "fpp_mpi: %llu task(s) sent in %llu batch(es); %llu result(s) in %llu message(s)",
+             (unsigned long long)m->n_sent, (unsigned long long)m->n_batches, (unsigned long long)m->n_results,
+             (unsigned long long)m->n_msgs);
     int fin = 0;
     MPI_Finalized(&fin);
     if (owner && fin) {

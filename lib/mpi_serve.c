@@ -61,6 +61,7 @@ typedef struct srv {
     uint64_t granted, received;
     fpp__mpi_buf out;     /* the results batch being built */
     uint32_t out_n;
+    int64_t out_since;    /* when its first result came */
     fpp__mpi_buf rx;
     uint64_t completed;   /* local tasks finished, for the rate */
     uint64_t rate_c0;
@@ -69,6 +70,7 @@ typedef struct srv {
     fpp__mpi_nap nap;
     bool stop;
     int err;              /* an MPI call failed: give up */
+    int64_t last_look;    /* when MPI was last looked at */
 } srv;
 
 /* ----------------------------------------------------------------- items */
@@ -223,6 +225,7 @@ static void reply(srv *s, item *it, fpp_status st, int signo, const void *data, 
 {
     if (s->out_n == 0) {
         s->out = fpp__mpi_buf_get(&s->link);
+        s->out_since = fpp__now_ns();
         if (fpp__mpi_batch_begin(&s->out, FPP__MT_RESULTS)) {
             fpp__log(FPP_LOG_ERROR, "rank %d: out of memory for a batch of results", s->me);
             fail_mpi(s, FPP_ENOMEM);
@@ -533,6 +536,7 @@ static void handle(srv *s)
 static bool take_messages(srv *s)
 {
     bool any = false;
+    s->last_look = fpp__now_ns();
     fail_mpi(s, fpp__mpi_link_progress(&s->link) < 0 ? FPP_ESYS : 0);
     while (!s->stop && !s->err) {
         int from;
@@ -554,20 +558,33 @@ static void serve(srv *s)
     fpp__mpi_nap_reset(&s->nap);
     /* The first credit: rank 0 sends nothing before it. */
     fail_mpi(s, fpp__mpi_send_ctl(&s->link, 0, FPP__MT_CREDIT, grant(s), 0, NULL, 0));
+    bool busy = true;
     while (!s->stop && !s->err) {
-        bool busy = take_messages(s);
+        /* A busy loop looks at MPI once per PROGRESS_GAP_NS; one about to wait, always. */
+        if (!busy || fpp__now_ns() - s->last_look >= FPP__MPI_PROGRESS_GAP_NS)
+            busy = take_messages(s);
+        else
+            busy = false;
         if (s->stop || s->err)
             break;
         busy |= submit_some(s);
         busy |= harvest(s, 0);
         measure(s);
-        send_results(s);
+        /* Results wait for company (RESULTS_MIN), but never past FLUSH_AGE_NS, nor when credit
+         * is due, nor when this rank has nothing left to run. */
         size_t want = share(s, FPP__MPI_WINDOW_NS);
         uint64_t have = s->held + (s->granted - s->received);
-        if (have + want / 4 < want || (have == 0 && want > 0))
+        bool credit_due = have + want / 4 < want || (have == 0 && want > 0);
+        bool dry = s->local == 0 && s->in_head == NO_ITEM;
+        if (s->out_n && (dry || credit_due || s->out_n >= FPP__MPI_RESULTS_MIN ||
+                         fpp__now_ns() - s->out_since >= FPP__MPI_FLUSH_AGE_NS))
+            send_results(s); /* with the credit grant */
+        else if (credit_due)
             fail_mpi(s, fpp__mpi_send_ctl(&s->link, 0, FPP__MT_CREDIT, grant(s), restarts(s), NULL, 0));
         if (busy) {
             fpp__mpi_nap_reset(&s->nap);
+        } else if (s->out_n) {
+            fpp__mpi_nap_step(&s->nap, NULL, s->out_since + FPP__MPI_FLUSH_AGE_NS); /* short naps */
         } else if (s->local > 0) {
             if (harvest(s, 1)) /* sleeps on the local pool, so MPI waits at most 1 ms */
                 fpp__mpi_nap_reset(&s->nap);
