@@ -1,7 +1,8 @@
 /* fpp-mpi-bench: the MPI executor next to the process executor, on noop, spin and bytes.
  *
  *     mpirun -np 3 ./build/bench/fpp-mpi-bench [--workloads noop,spin:1000,bytes:1048576]
- *            [--workers 1] [--tasks N] [--label shm] [--no-process] [--csv FILE]
+ *            [--workers 1] [--tasks N] [--label shm] [--no-process] [--latency] [--csv FILE]
+ *            [--debug]
  *
  * Rank 0 measures; the other ranks serve with --workers local workers each. For each
  * workload rank 0 first runs the process executor with as many workers as all serving ranks
@@ -123,6 +124,36 @@ static row run(fpp_executor *ex, const wl *w, uint64_t tasks)
     return r;
 }
 
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One noop task at a time, into idle workers: submit to result, in microseconds. */
+static void latency(fpp_executor *ex, int n, double *p50, double *p99)
+{
+    fpp_tm *tm;
+    fpp_tm_opts o = {.error_policy = FPP_LOG, .monitor_interval_ms = -1};
+    fpp_tm_create(&tm, ex, &o);
+    double *us = malloc((size_t)n * sizeof *us);
+    uint64_t x = 1;
+    for (int i = 0; i < n; i++) {
+        double t0 = now_s();
+        fpp_submit(tm, F_NOOP, &x, sizeof x);
+        fpp_task *t;
+        fpp_as_completed(tm, &t);
+        us[i] = (now_s() - t0) * 1e6;
+        if (i % 16 == 15)
+            usleep(2000); /* now and then, let everything go idle (naps grow) */
+    }
+    qsort(us, (size_t)n, sizeof *us, cmp_d);
+    *p50 = us[n / 2];
+    *p99 = us[n * 99 / 100];
+    free(us);
+    fpp_tm_free(tm);
+}
+
 static double memcpy_gbs(void)
 {
     size_t n = 1u << 20;
@@ -164,7 +195,7 @@ int main(int argc, char **argv)
     F_BYTES = fpp_register("bytes", bytes);
 
     const char *workloads = "noop,spin:1000,bytes:1048576", *label = "shm", *csv = NULL;
-    int workers = 1, process = 1;
+    int workers = 1, process = 1, lat = 0, debug = 0;
     uint64_t tasks = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--workloads") && i + 1 < argc)
@@ -179,9 +210,13 @@ int main(int argc, char **argv)
             csv = argv[++i];
         else if (!strcmp(argv[i], "--no-process"))
             process = 0;
+        else if (!strcmp(argv[i], "--latency"))
+            lat = 1;
         else if (!strcmp(argv[i], "--debug"))
-            fpp_log_set(NULL, NULL, FPP_LOG_DEBUG);
+            debug = 1;
     }
+    if (debug)
+        fpp_log_set(NULL, NULL, FPP_LOG_DEBUG);
     wl wls[16];
     int nw = 0;
     char *spec = strdup(workloads);
@@ -209,10 +244,16 @@ int main(int argc, char **argv)
     eo.max_result_size = max_result;
 
     if (rank != 0) {
-        /* Rank 0 makes one MPI executor per workload; serving ends with each. */
+        /* Rank 0 makes one MPI executor per workload (and one for --latency); serving ends
+         * with each. */
         int rc = 0;
-        for (int i = 0; i < nw && rc == 0; i++)
+        for (int i = 0; i < nw + lat && rc == 0; i++) {
+            double c0 = cpu_s(), t0 = now_s();
             rc = fpp_mpi_serve(MPI_COMM_WORLD, NULL);
+            if (debug)
+                fprintf(stderr, "rank %d: serving %.2f s used %.3f s of this rank's CPU (its workers not counted)\n",
+                        rank, now_s() - t0, cpu_s() - c0);
+        }
         MPI_Finalize();
         return rc ? 1 : 0;
     }
@@ -225,6 +266,23 @@ int main(int argc, char **argv)
            FPP_VERSION_STRING, host, sysconf(_SC_NPROCESSORS_ONLN), size - 1, workers, gbs);
     printf("%-12s %-6s %-14s %7s %9s %11s %8s %7s %9s %7s\n", "executor", "link", "workload", "workers", "tasks",
            "tasks/s", "us/task", "speedup", "MB/s", "cpu0_s");
+    if (lat) {
+        for (int pass = process ? 0 : 1; pass < 2; pass++) {
+            fpp_executor *ex = NULL;
+            fpp_executor_opts po = eo;
+            po.workers = workers * (size - 1);
+            int rc = pass == 0 ? fpp_process_executor(&ex, &po) : fpp_mpi_executor(&ex, MPI_COMM_WORLD, &eo);
+            if (rc) {
+                fprintf(stderr, "executor: %s\n", fpp_strerror(rc));
+                MPI_Abort(MPI_COMM_WORLD, 1);
+            }
+            double p50, p99;
+            latency(ex, 2000, &p50, &p99);
+            printf("%-12s %-6s latency: one noop task at a time, submit to result: p50 %.1f us, p99 %.1f us\n",
+                   pass == 0 ? "fpp-process" : "fpp-mpi", pass == 0 ? "-" : label, p50, p99);
+            fpp_executor_free(ex);
+        }
+    }
     for (int i = 0; i < nw; i++) {
         wl *w = &wls[i];
         uint64_t n = tasks ? tasks : default_tasks(w);

@@ -470,15 +470,17 @@ static int m_poll(fpp_executor *ex, int64_t deadline)
             send_open(m, p);
     if (m->finished == 0 && !m->heard && deadline != 0) {
         send_all_open(m); /* about to wait: nobody else would send them */
-        fpp__mpi_nap_reset(&m->nap);
+        fpp__mpi_nap_begin(&m->nap);
         for (;;) {
             fpp__mpi_nap_step(&m->nap, &m->wake, deadline);
             if (atomic_exchange(&ex->poked, 0))
                 break;
             if ((rc = progress(m)) != 0)
                 return rc;
-            if (m->finished || m->heard)
+            if (m->finished || m->heard) {
+                fpp__mpi_nap_reset(&m->nap); /* the spin learns how long this took */
                 break;
+            }
             if (deadline != INT64_MAX && fpp__now_ns() >= deadline)
                 break;
         }
@@ -529,7 +531,7 @@ static void m_cancel(fpp_executor *ex, bool wait)
         any = true;
     }
     /* Ctrl-C: return once every rank has stopped what it ran for us. */
-    fpp__mpi_nap_reset(&m->nap);
+    fpp__mpi_nap_begin(&m->nap);
     while (wait && any && !m->broken) {
         any = false;
         for (int p = 0; p < m->npeers; p++)
@@ -604,7 +606,7 @@ static void m_destroy(fpp_executor *ex, bool owner)
             if (!m->peers[p].bye && fpp__mpi_send_ctl(&m->link, m->peers[p].rank, FPP__MT_STOP, 0, 0, NULL, 0))
                 m->broken = true;
         int64_t warn_at = fpp__now_ns() + STOP_WARN_NS;
-        fpp__mpi_nap_reset(&m->nap);
+        fpp__mpi_nap_begin(&m->nap);
         while (!m->broken) {
             int waiting = -1;
             for (int p = 0; p < m->npeers && waiting < 0; p++)

@@ -84,13 +84,21 @@ enum { FPP__MPI_TAG_CTL = 1, FPP__MPI_TAG_BULK = 2 };
 #define FPP__MPI_BIG_PER_CLASS 4
 #define FPP__MPI_BIG_HELD ((size_t)64 << 20)
 
-/* Naps: a side with nothing to do spins this long, then sleeps NAP_MIN_NS, doubling up to
- * NAP_MAX_NS, checking MPI between naps (MPI has no descriptor to sleep on, and Open MPI's
- * blocking calls spin at full CPU: on 2 cores shared by three ranks and their workers, a
- * spinning rank halves the workers' speed). 1 ms caps what a nap adds to a round trip, which
- * the credit window hides; 4 naps per millisecond cost a rank ~1% of a core when idle. */
+/* Naps: a side with nothing to do spins a while, then naps NAP_MIN_NS at a time while it has
+ * been idle less than SHORT_IDLE_NS, then naps doubling up to NAP_MAX_NS, checking MPI between
+ * naps (MPI has no descriptor to sleep on, and Open MPI's blocking calls spin at full CPU: on
+ * 2 cores shared by three ranks and their workers, a spinning rank halves the workers' speed).
+ * The spin adapts, as the process executor's parent does: a wait that ended within SPIN_MAX_NS
+ * moves the spin halfway towards 1.5 times that wait, a longer one halves it (down to
+ * SPIN_MIN_NS): quick round trips are caught spinning on both sides, 1 ms tasks are waited for
+ * asleep. Doubling naps from the first one made every hop of a lone task wait for a nap grown
+ * to most of a millisecond (p50 2.8-3.9 ms per task). A side idle for good costs ~1,000
+ * wake-ups a second, under 1% of a core. */
+#define FPP__MPI_SPIN_MIN_NS 5000
 #define FPP__MPI_SPIN_NS 20000
-#define FPP__MPI_NAP_MIN_NS 20000
+#define FPP__MPI_SPIN_MAX_NS 200000
+#define FPP__MPI_NAP_MIN_NS 50000
+#define FPP__MPI_SHORT_IDLE_NS 2000000
 #define FPP__MPI_NAP_MAX_NS 1000000
 
 /* ------------------------------------------------------------- messages */
@@ -246,14 +254,18 @@ FPP__HIDDEN int fpp__mpi_check(int err, const char *call, int peer);
 
 /* ------------------------------------------------------------------ naps */
 
-/* The one way the MPI side sleeps: spin SPIN_NS, then naps growing from NAP_MIN_NS to
- * NAP_MAX_NS, on the futex word `wake` when there is one (so a signal handler's post cuts a nap
+/* The one way the MPI side sleeps: spin SPIN_NS, then naps of NAP_MIN_NS until SHORT_IDLE_NS,
+ * then growing to NAP_MAX_NS, on the futex word `wake` when there is one (so a signal handler's post cuts a nap
  * short) or plain nanosleep. reset after anything happened. */
 typedef struct fpp__mpi_nap {
     int64_t idle_since_ns; /* 0: not idle */
-    int64_t nap_ns;
+    int64_t nap_ns;        /* the last nap (0: still spinning) */
+    int64_t spin_ns;       /* this side's spin, adapted (0: SPIN_NS) */
 } fpp__mpi_nap;
-static inline void fpp__mpi_nap_reset(fpp__mpi_nap *n) { n->idle_since_ns = 0; n->nap_ns = 0; }
+/* Something happened: the wait (if any) ends, and the spin learns how long it was. */
+FPP__HIDDEN void fpp__mpi_nap_reset(fpp__mpi_nap *n);
+/* A wait starts afresh (no lesson drawn: the last one ended for another reason). */
+static inline void fpp__mpi_nap_begin(fpp__mpi_nap *n) { n->idle_since_ns = 0; n->nap_ns = 0; }
 /* One step of waiting, never past deadline_ns (INT64_MAX: none). */
 FPP__HIDDEN void fpp__mpi_nap_step(fpp__mpi_nap *n, _Atomic uint32_t *wake, int64_t deadline_ns);
 /* Waits for one request, napping between tests. 0 or FPP_ESYS. */

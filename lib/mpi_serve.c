@@ -555,7 +555,7 @@ static bool take_messages(srv *s)
 
 static void serve(srv *s)
 {
-    fpp__mpi_nap_reset(&s->nap);
+    fpp__mpi_nap_begin(&s->nap);
     /* The first credit: rank 0 sends nothing before it. */
     fail_mpi(s, fpp__mpi_send_ctl(&s->link, 0, FPP__MT_CREDIT, grant(s), 0, NULL, 0));
     bool busy = true;
@@ -608,7 +608,7 @@ static int finish(srv *s)
     int rc = s->err;
     if (rc)
         fpp__log(FPP_LOG_ERROR, "rank %d: fpp_mpi_serve stops: %s", s->me, fpp_strerror(rc));
-    fpp__mpi_nap_reset(&s->nap);
+    fpp__mpi_nap_begin(&s->nap);
     int lrc = 0;
     while (!fpp__mpi_link_idle(&s->link) && lrc == 0) {
         lrc = fpp__mpi_link_progress(&s->link) < 0 ? FPP_ESYS : 0;

@@ -480,18 +480,42 @@ int fpp__mpi_recv_ctl(fpp__mpi_link *l, int src, fpp__mpi_buf *rx, int *from)
 
 /* ------------------------------------------------------------------ naps */
 
+void fpp__mpi_nap_reset(fpp__mpi_nap *n)
+{
+    if (n->spin_ns == 0)
+        n->spin_ns = FPP__MPI_SPIN_NS;
+    if (n->idle_since_ns != 0) {
+        /* A wait short enough to spin through is aimed at with half again its length (moving
+         * halfway there each time); a longer one halves the spin. */
+        int64_t waited = fpp__now_ns() - n->idle_since_ns;
+        if (waited <= FPP__MPI_SPIN_MAX_NS) {
+            int64_t aim = FPP__MIN(waited + waited / 2, (int64_t)FPP__MPI_SPIN_MAX_NS);
+            n->spin_ns = FPP__MAX((n->spin_ns + aim) / 2, (int64_t)FPP__MPI_SPIN_MIN_NS);
+        } else {
+            n->spin_ns = FPP__MAX(n->spin_ns / 2, (int64_t)FPP__MPI_SPIN_MIN_NS);
+        }
+    }
+    n->idle_since_ns = 0;
+    n->nap_ns = 0;
+}
+
 void fpp__mpi_nap_step(fpp__mpi_nap *n, _Atomic uint32_t *wake, int64_t deadline_ns)
 {
     int64_t now = fpp__now_ns();
+    if (n->spin_ns == 0)
+        n->spin_ns = FPP__MPI_SPIN_NS;
     if (n->idle_since_ns == 0) {
         n->idle_since_ns = now;
         n->nap_ns = 0;
     }
-    if (now - n->idle_since_ns < FPP__MPI_SPIN_NS) {
+    if (now - n->idle_since_ns < n->spin_ns) {
         fpp__cpu_relax();
         return;
     }
-    n->nap_ns = n->nap_ns ? FPP__MIN(2 * n->nap_ns, (int64_t)FPP__MPI_NAP_MAX_NS) : FPP__MPI_NAP_MIN_NS;
+    if (now - n->idle_since_ns < FPP__MPI_SHORT_IDLE_NS || n->nap_ns == 0)
+        n->nap_ns = FPP__MPI_NAP_MIN_NS;
+    else
+        n->nap_ns = FPP__MIN(2 * n->nap_ns, (int64_t)FPP__MPI_NAP_MAX_NS);
     int64_t until = now + n->nap_ns;
     if (deadline_ns < until)
         until = deadline_ns;
