@@ -583,6 +583,16 @@ static int rank_side(void)
         fpp_log_set(NULL, NULL, FPP_LOG_OFF);
         return fpp_mpi_serve(MPI_COMM_WORLD, NULL) == FPP_EINVAL ? 0 : 1;
     }
+    if (strcmp(scenario, "badlocal") == 0) {
+        /* This rank's own options are wrong: rank 0 hears it, every rank fails, and the next
+         * executor (good options everywhere) serves. */
+        fpp_executor_opts bad = {.workers = my_rank == 1 ? -1 : 1};
+        if (my_rank == 1)
+            fpp_log_set(NULL, NULL, FPP_LOG_OFF);
+        int rc = fpp_mpi_serve(MPI_COMM_WORLD, &bad);
+        CHECK(rc == FPP_EINVAL, "serve with workers %d: %s", bad.workers, fpp_strerror(rc));
+        fpp_log_set(NULL, NULL, FPP_LOG_WARN);
+    }
     int rc = fpp_mpi_serve(MPI_COMM_WORLD, NULL);
     if (strcmp(scenario, "mismatch") == 0)
         CHECK(rc == FPP_EINVAL, "serve: %s", fpp_strerror(rc));
@@ -629,6 +639,19 @@ int main(int argc, char **argv)
         bad();
     } else if (strcmp(scenario, "hang") == 0) {
         hang();
+    } else if (strcmp(scenario, "badlocal") == 0) {
+        fpp_executor *ex = NULL;
+        fpp_log_set(NULL, NULL, FPP_LOG_OFF);
+        CHECK(fpp_mpi_executor(&ex, MPI_COMM_WORLD, NULL) == FPP_EINVAL && !ex, "rank 1 could not start its pool");
+        fpp_log_set(NULL, NULL, FPP_LOG_WARN);
+        ex = mk_exec(NULL);
+        fpp_tm *tm = mk_tm(ex, FPP_LOG);
+        uint64_t x = 9;
+        fpp_submit(tm, F_SQUARE, &x, sizeof x);
+        fpp_task *t;
+        CHECK(fpp_as_completed(tm, &t) == 1 && fpp_task_status(t) == FPP_DONE, "a task after the failed start");
+        fpp_tm_free(tm);
+        fpp_executor_free(ex);
     } else if (strcmp(scenario, "mismatch") == 0) {
         fpp_log_set(NULL, NULL, FPP_LOG_OFF);
         fpp_executor *ex = NULL;
