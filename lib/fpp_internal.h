@@ -25,7 +25,9 @@
 
 #define FPP__HIDDEN __attribute__((visibility("hidden")))
 /* Internal, but exported from libfpp for fpp's own out-of-library backends (libfpp_mpi): no
- * API promise, never declared in fpp.h. Keep this set small. */
+ * API promise, never declared in fpp.h. Keep this set small. Today: fpp__executor_create,
+ * fpp__tm_finished, fpp__task_fail, fpp__task_set_result, fpp__log, and the event count's
+ * arm/wait/post (the MPI rank-0 backend). */
 #define FPP__BACKEND __attribute__((visibility("default")))
 
 /* ------------------------------------------------------------- small tools */
@@ -66,12 +68,12 @@ static inline void fpp__cpu_relax(void)
  * returns at once. Every wait has a deadline; a scribbled word costs a spurious wake-up or a
  * wait until the deadline, never a spin and never a crash. */
 typedef struct fpp__ec { _Atomic uint32_t w; } fpp__ec;
-FPP__HIDDEN uint32_t fpp__ec_arm(fpp__ec *e);
-FPP__HIDDEN void fpp__ec_post(fpp__ec *e);
+FPP__BACKEND uint32_t fpp__ec_arm(fpp__ec *e);
+FPP__BACKEND void fpp__ec_post(fpp__ec *e);
 /* A post that always counts (fpp__ec_count moves): for rare events polled by count. */
 FPP__HIDDEN void fpp__ec_bump(fpp__ec *e);
 /* Sleeps while the word still holds armed, until deadline_ns (CLOCK_MONOTONIC). */
-FPP__HIDDEN void fpp__ec_wait(fpp__ec *e, uint32_t armed, int64_t deadline_ns);
+FPP__BACKEND void fpp__ec_wait(fpp__ec *e, uint32_t armed, int64_t deadline_ns);
 /* The parent's sleep on several words at once (futex_waitv); armed[i] from fpp__ec_arm.
  * Returns 0, or -1 when futex_waitv is unavailable (the caller then sleeps in short slices). */
 FPP__HIDDEN int fpp__ec_waitv(fpp__ec **e, const uint32_t *armed, int n, int64_t deadline_ns);
@@ -98,7 +100,7 @@ FPP__HIDDEN bool fpp__fd_is_ours(int fd);
 
 /* ----------------------------------------------------------------- logging */
 
-FPP__HIDDEN void fpp__log(fpp_log_level level, const char *fmt, ...) FPP_PRINTF(2, 3);
+FPP__BACKEND void fpp__log(fpp_log_level level, const char *fmt, ...) FPP_PRINTF(2, 3);
 FPP__HIDDEN bool fpp__log_enabled(fpp_log_level level);
 /* True on a thread that is inside the log sink right now (a sink calling back into fpp). */
 FPP__HIDDEN bool fpp__log_in_sink(void);
@@ -351,9 +353,9 @@ static inline fpp_task *fpp__tq_pop(fpp__tq *q)
 }
 
 /* Sets the task's outcome. The message is copied (printf-style); result bytes are copied. */
-FPP__HIDDEN void fpp__task_fail(fpp_task *t, fpp_status st, int signo, const char *fmt, ...)
+FPP__BACKEND void fpp__task_fail(fpp_task *t, fpp_status st, int signo, const char *fmt, ...)
     FPP_PRINTF(4, 5);
-FPP__HIDDEN int fpp__task_set_result(fpp_task *t, const void *data, size_t len);
+FPP__BACKEND int fpp__task_set_result(fpp_task *t, const void *data, size_t len);
 FPP__HIDDEN void fpp__task_clear(fpp_task *t); /* frees what the task owns */
 
 /* --------------------------------------------------------------- executors */
@@ -598,7 +600,7 @@ FPP__HIDDEN void fpp__fs_stop(fpp__fs *fs, int64_t grace_ns, bool owner);
 /* ---------------------------------------------------------- task manager */
 
 /* Called by executors for each task that leaves them finished. */
-FPP__HIDDEN void fpp__tm_finished(fpp_tm *tm, fpp_task *t);
+FPP__BACKEND void fpp__tm_finished(fpp_tm *tm, fpp_task *t);
 /* True once the task manager raised or was interrupted: nothing more may be dispatched. */
 FPP__HIDDEN bool fpp__tm_halted(const fpp_tm *tm);
 /* fpp_executor_free with a task manager attached: cancel its unfinished tasks, move held

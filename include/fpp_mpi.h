@@ -1,0 +1,86 @@
+/* fpp_mpi.h: fpp across machines. Rank 0 of an MPI communicator runs the task manager on an
+ * executor whose workers are the other ranks; every other rank serves, running the tasks in
+ * a local fpp process executor. Link with libfpp_mpi (pkg-config fpp-mpi, CMake fpp::fpp_mpi);
+ * libfpp itself never links MPI.
+ *
+ * The program is the same on every rank, and every rank registers the same functions in the
+ * same order before creating its executor or serving (checked when they meet: a rank whose
+ * table differs makes fpp_mpi_executor fail). Typical use:
+ *
+ *     MPI_Init(&argc, &argv);
+ *     int f = fpp_register("work", work);            // every rank, same order
+ *     int rank;
+ *     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+ *     if (rank == 0) {
+ *         fpp_executor *ex;
+ *         fpp_mpi_executor(&ex, MPI_COMM_WORLD, NULL);
+ *         ... fpp_tm_create(&tm, ex, ...), fpp_submit / fpp_map, fpp_as_completed ...
+ *         fpp_executor_free(ex);                     // every fpp_mpi_serve returns 0
+ *     } else {
+ *         fpp_mpi_serve(MPI_COMM_WORLD, NULL);
+ *     }
+ *     MPI_Finalize();
+ *
+ * Threads: MPI is called only from inside these calls and the task manager's calls on rank 0
+ * (never from fpp's monitor or signal handler). With MPI_THREAD_SINGLE or FUNNELED, make them
+ * from the thread that initialised MPI; with SERIALIZED, from one thread at a time; MULTIPLE
+ * lets the application use MPI from other threads meanwhile. Traffic runs on a duplicate of
+ * comm, so it never mixes with the application's own messages.
+ *
+ * Failure model: a task that crashes, exits or times out kills a worker process on its rank,
+ * never the rank; it comes back FPP_CRASHED or FPP_TIMEOUT with the rank in its message
+ * ("rank 2: worker 4312 killed by SIGSEGV while running task 17"). A rank that dies (killed
+ * from outside, out of memory) ends the whole job: MPI without fault tolerance (Open MPI 4,
+ * MPICH without ULFM) aborts every rank; mpirun then ends in about a second, every local worker
+ * dies with its rank and no shared memory is left behind. Ctrl-C on mpirun is such an end too:
+ * mpirun sends SIGTERM to every rank. Ctrl-C (SIGINT) delivered to rank 0 itself is fpp's
+ * Ctrl-C: the task manager's call returns FPP_EINTR after every rank stopped its workers.
+ *
+ * Licence: see LICENSE. */
+#ifndef FPP_MPI_H
+#define FPP_MPI_H
+
+#include <mpi.h>
+
+#include "fpp.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* On rank 0 of comm (size >= 2): creates an executor whose workers are the other ranks' local
+ * pools, for fpp_tm_create and fpp_executor_free like any other. Collective: every other rank
+ * of comm must be calling fpp_mpi_serve meanwhile; this returns once they all answered.
+ *
+ * opts (NULL: defaults) apply to each rank's local process executor, except where that rank's
+ * fpp_mpi_serve gives its own non-zero value; workers 0 means each rank's own CPU count.
+ * max_arg_size and max_result_size are rank 0's for every rank; task_timeout_ms (and a task's
+ * own timeout_ms) is enforced on the rank that runs the task. Tasks travel in batches and are
+ * balanced by credits: each rank asks for more as its pool drains, holding about 10 ms of
+ * work, so a slow rank keeps no backlog another could run. fpp_executor_workers() gives the
+ * workers of all ranks together; the task manager's default max_in_flight covers every
+ * rank's window.
+ *
+ * On failure *out is NULL, every rank's fpp_mpi_serve returns an error too, and there is
+ * nothing to free. Returns 0, FPP_EINVAL (NULL out, MPI_COMM_NULL, a communicator of one
+ * rank, called on a rank other than 0, bad options, a rank registered other functions),
+ * FPP_ESTATE (MPI not initialised or finalised, or called from a thread MPI does not allow),
+ * FPP_ENOMEM, FPP_ESYS (an MPI call failed, or a rank could not start its pool: logged). */
+FPP_API int fpp_mpi_executor(fpp_executor **out, MPI_Comm comm, const fpp_executor_opts *opts);
+
+/* On every rank of comm but 0: serves rank 0's executor until rank 0 frees it, then returns 0
+ * (call MPI_Finalize afterwards as usual). Tasks run in a local fpp process executor built
+ * from local (NULL: rank 0's options; non-zero fields of local win, see fpp_mpi_executor), so
+ * a crashing task kills a worker process here, never this rank. Blocks; sleeps when idle
+ * (short naps, no busy wait). Its own log lines name the rank ("rank 2: ...").
+ *
+ * Returns 0 once rank 0 freed its executor; FPP_EINVAL (MPI_COMM_NULL, called on rank 0, bad
+ * options, this rank's registered functions differ from rank 0's), FPP_ESTATE (MPI not
+ * initialised), FPP_ENOMEM, FPP_ESYS (the local pool could not start, an MPI call failed), or
+ * the error rank 0's fpp_mpi_executor failed with. */
+FPP_API int fpp_mpi_serve(MPI_Comm comm, const fpp_executor_opts *local);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FPP_MPI_H */

@@ -1,0 +1,157 @@
+/* test_mpi_wire.c: lib/mpi_wire.c without an MPI run: batches written and read back, every
+ * kind of malformed message refused at the right place, the rank message rewrite, the registry
+ * digest. (The traffic itself is tested end to end by mpi_scenarios under mpiexec.) */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "mpi_internal.h"
+
+static fpp__mpi_task_rec task_rec(uint64_t ticket, uint64_t len, uint32_t flags)
+{
+    return (fpp__mpi_task_rec){.ticket = ticket, .id = (int64_t)ticket * 10, .fn = 3, .timeout_ms = 7, .len = len,
+                               .flags = flags};
+}
+
+Test(mpi_wire, task_batch_reads_back_what_was_written)
+{
+    fpp__mpi_buf b = {0};
+    cr_assert_eq(fpp__mpi_batch_begin(&b, FPP__MT_TASKS), 0);
+    static const char five[5] = "abcde";
+    size_t off[3];
+    fpp__mpi_task_rec r0 = task_rec(1, 0, 0), r1 = task_rec(2, 5, 0), r2 = task_rec(3, 1u << 20, FPP__REC_BULK);
+    cr_assert_eq(fpp__mpi_batch_add_task(&b, &r0, NULL, &off[0]), 0);
+    cr_assert_eq(fpp__mpi_batch_add_task(&b, &r1, five, &off[1]), 0);
+    cr_assert_eq(fpp__mpi_batch_add_task(&b, &r2, NULL, &off[2]), 0);
+    cr_assert_eq(fpp__mpi_batch_hdr(&b)->count, 3u);
+    /* Inline bytes are padded to 8; a bulk record carries none. */
+    cr_assert_eq(b.len, sizeof(fpp__mpi_hdr) + 3 * sizeof(fpp__mpi_task_rec) + 8);
+    cr_assert_eq(off[0], sizeof(fpp__mpi_hdr));
+    cr_assert_eq(off[2], off[1] + sizeof(fpp__mpi_task_rec) + 8);
+
+    fpp__mpi_rd rd;
+    fpp__mpi_hdr h;
+    cr_assert_eq(fpp__mpi_msg_open(&rd, b.p, b.len, &h), 0);
+    cr_assert_eq(h.type, FPP__MT_TASKS);
+    fpp__mpi_task_rec r;
+    const unsigned char *bytes;
+    cr_assert_eq(fpp__mpi_next_task(&rd, &r, &bytes), 1);
+    cr_assert(r.ticket == 1 && r.len == 0 && r.id == 10 && r.fn == 3 && r.timeout_ms == 7);
+    cr_assert_eq(fpp__mpi_next_task(&rd, &r, &bytes), 1);
+    cr_assert(r.ticket == 2 && r.len == 5 && memcmp(bytes, five, 5) == 0);
+    cr_assert_eq(fpp__mpi_next_task(&rd, &r, &bytes), 1);
+    cr_assert(r.ticket == 3 && r.len == 1u << 20 && (r.flags & FPP__REC_BULK) && bytes == NULL);
+    cr_assert_eq(fpp__mpi_next_task(&rd, &r, &bytes), 0);
+    fpp__mpi_buf_free(&b);
+}
+
+Test(mpi_wire, result_batch_reads_back_what_was_written)
+{
+    fpp__mpi_buf b = {0};
+    fpp__mpi_batch_begin(&b, FPP__MT_RESULTS);
+    fpp__mpi_result_rec a = {.ticket = 9, .len = 11, .status = FPP_CRASHED, .signo = 11};
+    fpp__mpi_result_rec c = {.ticket = 10, .len = 8u << 20, .status = FPP_DONE, .flags = FPP__REC_BULK};
+    cr_assert_eq(fpp__mpi_batch_add_result(&b, &a, "rank 1: boo"), 0);
+    cr_assert_eq(fpp__mpi_batch_add_result(&b, &c, NULL), 0);
+    fpp__mpi_rd rd;
+    fpp__mpi_hdr h;
+    cr_assert_eq(fpp__mpi_msg_open(&rd, b.p, b.len, &h), 0);
+    fpp__mpi_result_rec r;
+    const unsigned char *bytes;
+    cr_assert_eq(fpp__mpi_next_result(&rd, &r, &bytes), 1);
+    cr_assert(r.ticket == 9 && r.status == FPP_CRASHED && r.signo == 11 && memcmp(bytes, "rank 1: boo", 11) == 0);
+    cr_assert_eq(fpp__mpi_next_result(&rd, &r, &bytes), 1);
+    cr_assert(r.ticket == 10 && r.len == 8u << 20 && bytes == NULL);
+    cr_assert_eq(fpp__mpi_next_result(&rd, &r, &bytes), 0);
+    fpp__mpi_buf_free(&b);
+}
+
+Test(mpi_wire, refuses_a_header_that_lies)
+{
+    fpp__mpi_buf b = {0};
+    fpp__mpi_batch_begin(&b, FPP__MT_RESULTS);
+    fpp__mpi_rd rd;
+    fpp__mpi_hdr h;
+    cr_assert_eq(fpp__mpi_msg_open(&rd, b.p, sizeof h - 1, &h), FPP_EINVAL, "shorter than a header");
+    fpp__mpi_batch_hdr(&b)->magic ^= 1;
+    cr_assert_eq(fpp__mpi_msg_open(&rd, b.p, b.len, &h), FPP_EINVAL, "wrong magic");
+    fpp__mpi_batch_hdr(&b)->magic ^= 1;
+    fpp__mpi_batch_hdr(&b)->type = 99;
+    cr_assert_eq(fpp__mpi_msg_open(&rd, b.p, b.len, &h), FPP_EINVAL, "unknown type");
+    fpp__mpi_batch_hdr(&b)->type = FPP__MT_RESULTS;
+    fpp__mpi_batch_hdr(&b)->count = 1000;
+    cr_assert_eq(fpp__mpi_msg_open(&rd, b.p, b.len, &h), FPP_EINVAL, "more records than bytes");
+    fpp__mpi_buf_free(&b);
+}
+
+Test(mpi_wire, refuses_records_that_do_not_fit)
+{
+    fpp__mpi_buf b = {0};
+    fpp__mpi_batch_begin(&b, FPP__MT_TASKS);
+    fpp__mpi_task_rec r0 = task_rec(1, 16, 0);
+    fpp__mpi_batch_add_task(&b, &r0, "0123456789abcdef", NULL);
+    fpp__mpi_rd rd;
+    fpp__mpi_hdr h;
+    fpp__mpi_task_rec r;
+    const unsigned char *bytes;
+    /* Cut in the record's bytes, then in the record itself. */
+    cr_assert_eq(fpp__mpi_msg_open(&rd, b.p, b.len - 8, &h), 0);
+    cr_assert_eq(fpp__mpi_next_task(&rd, &r, &bytes), FPP_EINVAL);
+    cr_assert_eq(fpp__mpi_msg_open(&rd, b.p, sizeof h + 8, &h), 0);
+    cr_assert_eq(fpp__mpi_next_task(&rd, &r, &bytes), FPP_EINVAL);
+    /* A length near 2^64 must not wrap the bounds check. */
+    ((fpp__mpi_task_rec *)(b.p + sizeof h))->len = UINT64_MAX - 3;
+    cr_assert_eq(fpp__mpi_msg_open(&rd, b.p, b.len, &h), 0);
+    cr_assert_eq(fpp__mpi_next_task(&rd, &r, &bytes), FPP_EINVAL);
+    fpp__mpi_buf_free(&b);
+}
+
+Test(mpi_wire, reads_tickets_of_a_cancel)
+{
+    uint64_t msg[3];
+    fpp__mpi_hdr h = {.magic = FPP__MPI_MAGIC, .type = FPP__MT_CANCEL, .count = 2};
+    unsigned char buf[sizeof h + 2 * sizeof(uint64_t)];
+    memcpy(buf, &h, sizeof h);
+    msg[0] = 42;
+    msg[1] = (uint64_t)7 << 32 | 3;
+    memcpy(buf + sizeof h, msg, 2 * sizeof(uint64_t));
+    fpp__mpi_rd rd;
+    cr_assert_eq(fpp__mpi_msg_open(&rd, buf, sizeof buf, &h), 0);
+    uint64_t t;
+    cr_assert_eq(fpp__mpi_next_ticket(&rd, &t), 1);
+    cr_assert_eq(t, 42u);
+    cr_assert_eq(fpp__mpi_next_ticket(&rd, &t), 1);
+    cr_assert_eq(t, msg[1]);
+    cr_assert_eq(fpp__mpi_next_ticket(&rd, &t), 0);
+}
+
+Test(mpi_wire, rank_message_names_the_rank_and_rank_0s_task_id)
+{
+    char out[128];
+    size_t n = fpp__mpi_rank_message(out, sizeof out, 2, "worker 4312 killed by SIGSEGV while running task 17", 17,
+                                     123456);
+    cr_assert_str_eq(out, "rank 2: worker 4312 killed by SIGSEGV while running task 123456");
+    cr_assert_eq(n, strlen(out));
+    fpp__mpi_rank_message(out, sizeof out, 1, "task 17 exceeded its timeout of 300 ms; worker 9 killed", 17, 5);
+    cr_assert_str_eq(out, "rank 1: task 5 exceeded its timeout of 300 ms; worker 9 killed");
+    /* Only the id as a whole word: not task 170, not subtask 17. */
+    fpp__mpi_rank_message(out, sizeof out, 1, "task 170 and subtask 17 (task 17)", 17, 5);
+    cr_assert_str_eq(out, "rank 1: task 170 and subtask 17 (task 5)");
+    fpp__mpi_rank_message(out, 12, 3, "worker 1 killed", 0, 0);
+    cr_assert_str_eq(out, "rank 3: wor");
+}
+
+static int noop(const void *a, size_t n, fpp_out *o) { return fpp_out_set(o, a, n); }
+
+Test(mpi_wire, registry_digest_changes_with_the_table)
+{
+    uint32_t n0, n1, n2;
+    uint64_t h0, h1, h2;
+    fpp__mpi_fns_digest(&n0, &h0);
+    fpp_register("a", noop);
+    fpp_register("b", noop);
+    fpp__mpi_fns_digest(&n1, &h1);
+    cr_assert_eq(n1, n0 + 2);
+    cr_assert_neq(h1, h0);
+    fpp__mpi_fns_digest(&n2, &h2);
+    cr_assert(n2 == n1 && h2 == h1, "the same table, the same digest");
+}
