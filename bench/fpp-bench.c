@@ -12,6 +12,11 @@
  *                  [--executors a,b] [--workloads w1,w2] [--tasks N] [--peers DIR]
  *                  [--hold-mib N]   (each run's parent first fills N MiB, e.g. 1024, to show
  *                                    what a large parent does to fork and respawn)
+ *                  [--grow-mib N]   (each run's parent fills N MiB right after creating its
+ *                                    executor: the fork server makes respawns independent of it)
+ * Executors: fpp-process, fpp-thread, and variants of either: +copy (results copied out of the
+ * worker's arena, as 0.1 did: FPP_COPY_RESULTS=1), +ordered (FPP_TM_ORDERED). Every fpp row
+ * runs a lazy fpp_map consumed with fpp_as_completed, with the default options.
  * Uses only <fpp.h>. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -178,7 +183,26 @@ static double serial_secs(const workload *w, long n)
 
 /* ---------------------------------------------------------------- fpp */
 
-static int run_fpp(int threads, const workload *w, int workers, long n, row *r)
+static size_t hold_mib = 0; /* --hold-mib: memory the parent holds before it creates the pool */
+static size_t grow_mib = 0; /* --grow-mib: memory the parent takes after it created the pool */
+
+/* The map's input: the task sequence numbers 0..n-1 (one 8-byte item each). */
+typedef struct seq_iter { long i, n; uint64_t cur; } seq_iter;
+
+static int next_seq(void *state, const void **arg, size_t *len)
+{
+    seq_iter *it = state;
+    if (it->i >= it->n)
+        return 0;
+    it->cur = (uint64_t)it->i++;
+    *arg = &it->cur;
+    *len = sizeof it->cur;
+    return 1;
+}
+
+/* variant: "" the defaults; "copy" results copied out of the arena as 0.1 did (the
+ * FPP_COPY_RESULTS knob); "ordered" FPP_TM_ORDERED. */
+static int run_fpp(int threads, const char *variant, const workload *w, int workers, long n, row *r)
 {
     fpp_log_set(NULL, NULL, FPP_LOG_OFF);
     int fn = fpp_lookup("bench");
@@ -186,11 +210,22 @@ static int run_fpp(int threads, const workload *w, int workers, long n, row *r)
     fpp_executor_opts eo = {.workers = workers};
     if (w->kind == 2)
         eo.max_result_size = (size_t)w->param;
+    if (!strcmp(variant, "copy"))
+        setenv("FPP_COPY_RESULTS", "1", 1);
     int rc = threads ? fpp_thread_executor(&ex, &eo) : fpp_process_executor(&ex, &eo);
     if (rc)
         return rc;
+    if (grow_mib) {
+        /* A parent that grows after creating the pool: respawns must not pay for it. */
+        size_t grow = grow_mib << 20;
+        unsigned char *g = malloc(grow);
+        if (g)
+            memset(g, 1, grow);
+    }
     fpp_tm *tm;
     fpp_tm_opts to = {.error_policy = FPP_IGNORE, .monitor_interval_ms = -1};
+    if (!strcmp(variant, "ordered"))
+        to.flags |= FPP_TM_ORDERED;
     fpp_tm_create(&tm, ex, &to);
 
     /* Latency: one task at a time into an idle pool. */
@@ -225,20 +260,13 @@ static int run_fpp(int threads, const workload *w, int workers, long n, row *r)
     }
     free(lat);
 
-    /* Throughput: fpp_submit per task, fpp_as_completed for the results. */
+    /* Throughput, the way users write it: a lazy map over the tasks, consumed with
+     * fpp_as_completed, every option at its default (but max_result_size for bytes:N). */
     uint64_t t0 = now_ns();
     long got = 0, failed = 0;
-    /* A streaming caller: keep up to `window` tasks submitted ahead of the results. */
-    long window = w->kind == 2 ? 16 : 1024;
-    for (long i = 0; i < n; i++) {
-        uint64_t seq = (uint64_t)i;
-        if (fpp_submit(tm, fn, &seq, sizeof seq) < 0)
-            return 1;
-        if (i - got >= window && fpp_as_completed(tm, &t) == 1) {
-            got++;
-            failed += fpp_task_status(t) != FPP_DONE;
-        }
-    }
+    seq_iter it = {0, n, 0};
+    if (fpp_map(tm, fn, next_seq, &it) != 0)
+        return 1;
     while (fpp_as_completed(tm, &t) == 1) {
         got++;
         failed += fpp_task_status(t) != FPP_DONE;
@@ -380,7 +408,6 @@ static int run_fork(const workload *w, int workers, long n, row *r)
 /* ---------------------------------------------------------- Python peers */
 
 static const char *peers_dir = NULL;
-static size_t hold_mib = 0; /* --hold-mib: memory the parent holds while it runs (fork cost) */
 
 static int run_python(const char *executor, const workload *w, int workers, long n, row *r)
 {
@@ -435,8 +462,10 @@ static int run_config(const char *executor, const workload *w, int workers, long
             memset(big, 0x5a, big_len);
         }
         int rc;
-        if (strcmp(executor, "fpp-process") == 0) rc = run_fpp(0, w, workers, n, r);
-        else if (strcmp(executor, "fpp-thread") == 0) rc = run_fpp(1, w, workers, n, r);
+        if (strncmp(executor, "fpp-process", 11) == 0)
+            rc = run_fpp(0, executor[11] == '+' ? executor + 12 : "", w, workers, n, r);
+        else if (strncmp(executor, "fpp-thread", 10) == 0)
+            rc = run_fpp(1, executor[10] == '+' ? executor + 11 : "", w, workers, n, r);
         else if (strcmp(executor, "fork") == 0) rc = run_fork(w, workers, n, r);
         else rc = run_python(executor, w, workers, n, r);
         if (strncmp(executor, "fpp", 3) == 0 || strcmp(executor, "fork") == 0) {
@@ -502,7 +531,8 @@ int main(int argc, char **argv)
 {
     int quick = 0, workers_given = 0;
     const char *csv = NULL, *plot = NULL;
-    char workers_s[64] = "1,2", execs_s[256] = "fpp-process,fpp-thread,fork,cf-process,cf-thread,mp-imap";
+    char workers_s[64] = "1,2",
+         execs_s[256] = "fpp-process,fpp-process+copy,fpp-process+ordered,fpp-thread,fork,cf-process,cf-thread,mp-imap";
     char loads_s[256] = "noop,spin:1000,bytes:1048576,mixed,crashy:0.01";
     long tasks_override = 0;
     static char peers_buf[512];
@@ -518,9 +548,10 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[a], "--tasks") && a + 1 < argc) tasks_override = atol(argv[++a]);
         else if (!strcmp(argv[a], "--peers") && a + 1 < argc) peers_dir = argv[++a];
         else if (!strcmp(argv[a], "--hold-mib") && a + 1 < argc) hold_mib = (size_t)atol(argv[++a]);
+        else if (!strcmp(argv[a], "--grow-mib") && a + 1 < argc) grow_mib = (size_t)atol(argv[++a]);
         else {
             fprintf(stderr, "usage: %s [--quick] [--csv FILE] [--plot FILE.png] [--workers 1,2] [--executors LIST] "
-                            "[--workloads LIST] [--tasks N] [--peers DIR] [--hold-mib N]\n", argv[0]);
+                            "[--workloads LIST] [--tasks N] [--peers DIR] [--hold-mib N] [--grow-mib N]\n", argv[0]);
             return 2;
         }
     }
@@ -549,7 +580,7 @@ int main(int argc, char **argv)
     double mc = memcpy_gbs(1 << 20);
     printf("fpp-bench %s on %ld cores (%s); memcpy of 1 MiB: %.1f GB/s; %.0f clock reads/us\n",
            FPP_VERSION_STRING, ncpu, cpu, mc, spin_per_us);
-    printf("%-11s %-14s %3s %8s %11s %9s %7s %9s %9s %7s %7s %7s %s\n", "executor", "workload", "w", "tasks", "tasks/s",
+    printf("%-20s %-14s %3s %8s %11s %9s %7s %9s %9s %7s %7s %7s %s\n", "executor", "workload", "w", "tasks", "tasks/s",
            "us/task", "speedup", "p50_us", "p99_us", "rss_MiB", "cpu_par", "cpu_wrk", "note");
     FILE *out = csv ? fopen(csv, "w") : NULL;
     if (out)
@@ -567,7 +598,7 @@ int main(int argc, char **argv)
             int workers = atoi(ws[wi]);
             for (int ei = 0; ei < ne; ei++, k++) {
                 const char *e = execs[ei];
-                int fast = !strcmp(e, "fpp-process") || !strcmp(e, "fpp-thread");
+                int fast = !strncmp(e, "fpp-", 4);
                 int py_proc = !strcmp(e, "cf-process");
                 double per_task_us = w.kind == 1 ? w.param : w.kind == 3 ? 0.9 * 20 + 0.09 * 200 + 0.01 * 5000
                                    : w.kind == 2 ? w.param / 4000.0 : 1;
@@ -587,8 +618,10 @@ int main(int argc, char **argv)
                     n = 20;
                 if (tasks_override)
                     n = tasks_override;
-                if (w.kind == 4 && !strcmp(e, "fpp-thread"))
+                if (w.kind == 4 && !strncmp(e, "fpp-thread", 10))
                     continue; /* a crash takes the thread executor's process down */
+                if ((strstr(e, "+copy") && w.kind != 2) || (strstr(e, "+ordered") && w.kind != 0 && w.kind != 3))
+                    continue; /* variants only where they change something: copies, reordering */
                 if (w.kind == 4 && !strcmp(e, "cf-thread"))
                     continue;
                 if (tty)
@@ -598,7 +631,7 @@ int main(int argc, char **argv)
                 if (run_config(e, &w, workers, n, serial, r) != 0) {
                     if (tty)
                         fprintf(stderr, "\r%*s\r", 70, "");
-                    printf("%-11s %-14s %3d  (failed or unavailable)\n", e, w.name, workers);
+                    printf("%-20s %-14s %3d  (failed or unavailable)\n", e, w.name, workers);
                     continue;
                 }
                 if (tty)
@@ -608,13 +641,13 @@ int main(int argc, char **argv)
                     snprintf(note, sizeof note, "%.2f GB/s = %.2f x memcpy", r->extra / 1e9, r->extra / 1e9 / mc);
                 else if (w.kind == 0 && fast)
                     snprintf(note, sizeof note, "p50 into a sleeping pool %.1f us", r->extra);
-                else if (w.kind == 4 && !strcmp(e, "fpp-process"))
+                else if (w.kind == 4 && !strncmp(e, "fpp-process", 11))
                     snprintf(note, sizeof note, "%ld crashed; respawn p50 %.2f ms", r->failed, r->extra);
                 else if (w.kind == 4 && !strcmp(e, "cf-process") && r->failed > r->tasks / 2)
                     snprintf(note, sizeof note, "%ld failed: BrokenProcessPool", r->failed);
                 else if (w.kind == 4)
                     snprintf(note, sizeof note, "%ld crashed", r->failed);
-                printf("%-11s %-14s %3d %8ld %11.0f %9.2f %7.2f %9.1f %9.1f %7.1f %7.2f %7.2f %s\n", r->executor,
+                printf("%-20s %-14s %3d %8ld %11.0f %9.2f %7.2f %9.1f %9.1f %7.1f %7.2f %7.2f %s\n", r->executor,
                        r->workload, r->workers, r->tasks, r->tasks_per_s, r->us_per_task, r->speedup, r->p50_us,
                        r->p99_us, r->rss_mib, r->cpu_parent, r->cpu_workers, note);
                 fflush(stdout);

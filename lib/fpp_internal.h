@@ -231,9 +231,11 @@ FPP__HIDDEN void fpp__region_destroy(fpp__region *r);
 /* A worker slot's memory: a region plus references (the slot's current worker, and each
  * result the parent hands out from its arena, zero-copy). A new worker always gets new slot
  * memory; the old one lives until its last reference goes. */
+struct fpp__hold;
 typedef struct fpp__slotmem {
     fpp__region r;
     _Atomic unsigned refs;
+    struct fpp__hold *first, *last; /* results handed out from its arena, oldest first (parent) */
 } fpp__slotmem;
 FPP__HIDDEN fpp__slotmem *fpp__slotmem_new(const fpp__layout *l, bool shared);
 FPP__HIDDEN void fpp__slotmem_ref(fpp__slotmem *m);
@@ -485,6 +487,7 @@ typedef struct fpp__pool {
     uint64_t next_ticket;
     fpp__wpriv *wp;
     uint32_t cursor;        /* where the next dispatch starts looking */
+    size_t hold_min;        /* results from this size on are handed out zero-copy */
     uint32_t ntimed;        /* entries with a timeout */
     unsigned min_timeout_ms; /* the shortest of those since ntimed was last 0 */
     fpp__tq retry;          /* tasks to publish again (revoked: never started) */
@@ -514,6 +517,11 @@ FPP__HIDDEN void fpp__pool_attach(fpp__pool *p, uint32_t w, fpp__slotmem *mem);
 FPP__HIDDEN int fpp__pool_dispatch(fpp__pool *p, fpp_task *t);
 /* Wakes the workers that got tasks since the last flush. */
 FPP__HIDDEN void fpp__pool_flush(fpp__pool *p);
+/* Zero-copy results (harvest.c): a result of at least FPP__HOLD_MIN bytes is handed out where
+ * the worker wrote it; the task's hold keeps that arena space (and the slot memory) until the
+ * task manager unpins it. keep: copy it into memory the task owns first. */
+#define FPP__HOLD_MIN ((size_t)16 << 10)
+FPP__HIDDEN void fpp__pool_unpin(fpp__pool *p, fpp_task *t, bool keep);
 /* Harvests every worker's completion records; returns how many tasks finished. */
 FPP__HIDDEN int fpp__pool_collect(fpp__pool *p);
 FPP__HIDDEN int fpp__pool_collect_worker(fpp__pool *p, uint32_t w);

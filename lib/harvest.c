@@ -9,7 +9,18 @@
  * worker whose record names another task, or whose indices are impossible, is reported to
  * bad() (it is replaced) and nothing more is read from it; a record that is merely malformed
  * fails its own task with a clear message. The parent keeps its own copy of every index and
- * only writes the shared ones for the worker's benefit. */
+ * only writes the shared ones for the worker's benefit.
+ *
+ * Zero-copy results: a result of FPP__HOLD_MIN bytes or more is not copied: the task points
+ * at it in the worker's arena, and a hold (below) keeps that space, and the slot memory, until
+ * the task manager unpins the task (it recycles it, or keeps it and the bytes move to the
+ * heap). The worker may only reuse arena space before `atail`, which the parent publishes as
+ * the start of the oldest result still held. When a worker waits for room (`need`) that held
+ * results block, results the caller has not seen yet (still in the task manager's queue) are
+ * moved to the heap, oldest first; the one result the caller may be reading (the current
+ * task) is never moved, and an arena of three largest results always has room beside it.
+ * A hostile worker can change its own results' bytes after it reported them; it can change
+ * nothing else, and the parent never reads those bytes. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +28,98 @@
 #include "fpp_internal.h"
 
 #define DEPTH_TARGET_NS 200000 /* queue about this much work on each worker */
+
+typedef struct fpp__hold {
+    fpp__slotmem *mem;      /* a reference to the memory the result lies in */
+    fpp_task *task;         /* NULL once released */
+    uint64_t start;         /* the result's arena positions */
+    uint64_t end;
+    uint32_t w;
+    struct fpp__hold *next; /* the memory's holds, oldest first */
+} fpp__hold;
+
+/* Where worker w may write up to (plus the arena size): the oldest result still held in its
+ * current memory, else the end of the last one taken. */
+static uint64_t arena_tail(fpp__pool *p, uint32_t w)
+{
+    fpp__wpriv *wp = &p->wp[w];
+    return wp->mem && wp->mem->first ? wp->mem->first->start : wp->apos;
+}
+
+/* Drops released holds from the front of mem's list; publishes the new tail to its worker if
+ * mem is still that slot's memory. */
+static void trim_holds(fpp__pool *p, fpp__slotmem *mem, uint32_t w)
+{
+    unsigned dropped = 0;
+    while (mem->first && !mem->first->task) {
+        fpp__hold *h = mem->first;
+        mem->first = h->next;
+        if (!mem->first)
+            mem->last = NULL;
+        fpp__free(h);
+        dropped++;
+    }
+    fpp__wpriv *wp = &p->wp[w];
+    if (dropped && wp->mem == mem && !wp->corrupt) {
+        atomic_store_explicit(&wp->b->atail, arena_tail(p, w), memory_order_release);
+        fpp__ec_post(&wp->b->wake);
+    }
+    while (dropped--)
+        fpp__slotmem_unref(mem); /* the last one may free mem */
+}
+
+static void release(fpp__pool *p, fpp__hold *h, fpp_task *t)
+{
+    h->task = NULL;
+    t->hold = NULL;
+    trim_holds(p, h->mem, h->w);
+}
+
+/* Moves a held result into memory the task owns. */
+static void move_out(fpp__pool *p, fpp_task *t)
+{
+    fpp__hold *h = t->hold;
+    const unsigned char *src = t->result;
+    size_t len = t->result_len;
+    t->hold = NULL;
+    t->result = NULL;
+    if (fpp__task_set_result(t, src, len) != 0)
+        fpp__task_fail(t, FPP_FAILED, 0, "out of memory for a result of %zu bytes", len);
+    t->hold = h;
+    release(p, h, t);
+}
+
+void fpp__pool_unpin(fpp__pool *p, fpp_task *t, bool keep)
+{
+    if (!t->hold)
+        return;
+    if (keep) {
+        move_out(p, t);
+    } else {
+        t->result = NULL;
+        t->result_len = 0;
+        release(p, t->hold, t);
+    }
+}
+
+/* Worker w waits for arena room that held results block: move out what the caller has not
+ * seen, oldest first, until it has the room (or only results the caller holds are left).
+ * Its memory is the slot's current one, so the pool's reference keeps it alive throughout. */
+static void make_room(fpp__pool *p, uint32_t w)
+{
+    fpp__wpriv *wp = &p->wp[w];
+    uint64_t need = atomic_load_explicit(&wp->b->need, memory_order_relaxed);
+    if (!need)
+        return;
+    while (need - arena_tail(p, w) > p->lay.arena_size) {
+        fpp__hold *h = wp->mem->first;
+        while (h && !(h->task && h->task->where == FPP__AT_DONEQ))
+            h = h->next;
+        if (!h)
+            return; /* only what the caller holds is left */
+        move_out(p, h->task); /* may free holds: look from the front again */
+    }
+}
 
 static void copy_message(char *dst, size_t cap, const unsigned char *src, size_t len)
 {
@@ -75,6 +178,7 @@ static int handle(fpp__pool *p, uint32_t w, const fpp__crec *r)
         }
     }
     fpp_task *t = e->task;
+    fpp__hold *h = NULL;
     bool abandoned = e->state == FPP__FL_ABANDONED;
     fpp__flight_unlink(p, tag);
     fpp__flight_put(p, tag);
@@ -83,6 +187,21 @@ static int handle(fpp__pool *p, uint32_t w, const fpp__crec *r)
     if (bad) {
         p->bogus++;
         fpp__task_fail(t, FPP_FAILED, 0, "worker returned a corrupted completion record (%s)", bad);
+    } else if (r->status == FPP__R_DONE && r->len >= p->hold_min && (h = fpp__malloc(sizeof *h))) {
+        /* Handed out where it lies. */
+        *h = (fpp__hold){.mem = wp->mem, .task = t, .start = r->off, .end = r->off + r->len, .w = w};
+        fpp__slotmem_ref(wp->mem);
+        if (wp->mem->last)
+            wp->mem->last->next = h;
+        else
+            wp->mem->first = h;
+        wp->mem->last = h;
+        t->result = (unsigned char *)data;
+        t->result_len = r->len;
+        t->result_cap = 0;
+        t->hold = h;
+        t->status = FPP_DONE;
+        t->signo = 0;
     } else if (r->status == FPP__R_DONE) {
         if (fpp__task_set_result(t, data, r->len) != 0)
             fpp__task_fail(t, FPP_FAILED, 0, "out of memory for a result of %u bytes", r->len);
@@ -118,8 +237,10 @@ int fpp__pool_collect_worker(fpp__pool *p, uint32_t w)
     /* A3: acquire; pairs with R3 in the worker's publish. */
     uint64_t tail = atomic_load_explicit(&b->ctail, memory_order_acquire);
     uint64_t avail = tail - wp->chead;
-    if (avail == 0)
+    if (avail == 0) {
+        make_room(p, w);
         return 0;
+    }
     if (avail > FPP__CRING) {
         if (getenv("FPP_DEBUG"))
             fprintf(stderr, "DEBUG slot %u ctail %llu chead %llu n %u\n", w, (unsigned long long)tail, (unsigned long long)wp->chead, wp->n);
@@ -140,7 +261,8 @@ int fpp__pool_collect_worker(fpp__pool *p, uint32_t w)
         n += rc;
     }
     atomic_store_explicit(&b->chead, wp->chead, memory_order_release);
-    atomic_store_explicit(&b->atail, wp->apos, memory_order_release);
+    make_room(p, w);
+    atomic_store_explicit(&b->atail, arena_tail(p, w), memory_order_release);
     /* A worker waiting for ring or arena room sleeps on wake: post it (a fence and a load
      * unless it sleeps). */
     fpp__ec_post(&b->wake);

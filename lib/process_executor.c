@@ -483,6 +483,12 @@ static int p_cancel_task(fpp_executor *ex, fpp_task *t)
 
 static void p_wake(fpp_executor *ex) { fpp__exec_poke(ex); }
 
+static void p_unpin(fpp_executor *ex, fpp_task *t, bool keep)
+{
+    proc *pr = ex->impl;
+    fpp__pool_unpin(&pr->pool, t, keep);
+}
+
 static void p_destroy(fpp_executor *ex, bool owner)
 {
     proc *pr = ex->impl;
@@ -516,7 +522,7 @@ static const fpp__exec_ops process_ops = {
     .wake = p_wake,
     .destroy = p_destroy,
     .cancel_task = p_cancel_task,
-    .unpin = NULL,
+    .unpin = p_unpin,
 };
 
 int fpp__process_start(fpp_executor *ex)

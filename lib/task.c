@@ -1,6 +1,7 @@
 /* task.c: the task object's accessors and outcome setters. A task is owned by its task
  * manager; what it points to (argument copy, result copy, error text) is owned by the task,
- * inline when small, on the heap otherwise, and freed by fpp__task_clear. */
+ * inline when small, on the heap otherwise, and freed by fpp__task_clear; except a large
+ * result handed out where a worker wrote it (t->hold: the executor's, see harvest.c). */
 #include <stdio.h>
 #include <string.h>
 
@@ -13,7 +14,7 @@ void fpp__task_fail(fpp_task *t, fpp_status st, int signo, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    if (t->result && t->result != t->res_inline)
+    if (t->result && t->result != t->res_inline && !t->hold)
         fpp__buf_put(t->result, t->result_cap);
     t->result = NULL;
     t->result_len = 0;
@@ -44,7 +45,9 @@ void fpp__task_clear(fpp_task *t)
 {
     if (t->arg && t->arg != t->arg_inline)
         fpp__free(t->arg);
-    if (t->result && t->result != t->res_inline)
+    /* A result still held in a worker's arena (t->hold) is the executor's: the task manager
+     * unpins before it clears. */
+    if (t->result && t->result != t->res_inline && !t->hold)
         fpp__buf_put(t->result, t->result_cap);
     fpp__free(t->error);
     t->arg = t->result = NULL;

@@ -244,6 +244,12 @@ static int t_cancel_task(fpp_executor *ex, fpp_task *task)
 
 static void t_wake(fpp_executor *ex) { fpp__exec_poke(ex); }
 
+static void t_unpin(fpp_executor *ex, fpp_task *t, bool keep)
+{
+    thr *th = ex->impl;
+    fpp__pool_unpin(&th->pool, t, keep);
+}
+
 static void t_destroy(fpp_executor *ex, bool owner)
 {
     thr *t = ex->impl;
@@ -280,7 +286,7 @@ static const fpp__exec_ops thread_ops = {
     .wake = t_wake,
     .destroy = t_destroy,
     .cancel_task = t_cancel_task,
-    .unpin = NULL,
+    .unpin = t_unpin,
 };
 
 int fpp__thread_start(fpp_executor *ex)

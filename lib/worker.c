@@ -69,8 +69,9 @@ static bool not_me(const fpp__wctx *w)
     return w->process && w->token != fpp__proc_token();
 }
 
-/* Waits, for at most one sleep, until ready(o) holds: spin, yield, then ring the parent (it may
- * be asleep with the room we need) and sleep on our wake count. */
+/* Waits, for at most one sleep, until ready(o, need) holds: spin, yield, then ring the parent
+ * (it may be asleep with the room we need; need > 0: the arena position we must reach, so it
+ * can move held results out of the way) and sleep on our wake count. */
 static void wait_room(fpp_out *o, int round, uint64_t need, bool (*ready)(fpp_out *o, uint64_t need))
 {
     if (round < ROOM_SPIN_ROUNDS) {
@@ -81,7 +82,8 @@ static void wait_room(fpp_out *o, int round, uint64_t need, bool (*ready)(fpp_ou
         sched_yield();
         return;
     }
-    atomic_store_explicit(&o->b->need, need, memory_order_relaxed);
+    if (need)
+        atomic_store_explicit(&o->b->need, need, memory_order_relaxed);
     fpp__ec_post(&o->b->bell);
     uint32_t v = fpp__ec_arm(&o->b->wake);
     if (!ready(o, need) && !stopping(o->w))
@@ -183,7 +185,7 @@ static void publish(fpp_out *o, uint64_t *ctail, const fpp__crec *r)
     for (int round = 0; !ring_room(o, *ctail); round++) {
         if (stopping(o->w))
             return;
-        wait_room(o, round, 1, ring_room);
+        wait_room(o, round, 0, ring_room);
     }
     b->ring[*ctail & (FPP__CRING - 1)] = *r;
     (*ctail)++;
