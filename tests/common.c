@@ -96,7 +96,7 @@ static int jitter(const void *arg, size_t len, fpp_out *out)
 }
 
 /* every_slot_serves: arg {generation, W}; arrives at barrier `generation` (words from
- * SLOTS_AT of T_SHARED), waits until W arrived (10 s at most). Result: {pid, 1 if all arrived}. */
+ * SLOTS_AT of T_SHARED), waits until W arrived (10 s at most). Result: {tid, 1 if all arrived}. */
 #define SLOTS_AT 3968
 static int slots(const void *arg, size_t len, fpp_out *out)
 {
@@ -106,7 +106,7 @@ static int slots(const void *arg, size_t len, fpp_out *out)
     memcpy(a, arg, sizeof a);
     int i = SLOTS_AT + (int)(a[0] % 128);
     atomic_fetch_add(&T_SHARED[i], 1);
-    int32_t r[2] = {(int32_t)getpid(), wait_shared(i, (long)a[1], 10000)};
+    int32_t r[2] = {(int32_t)gettid(), wait_shared(i, (long)a[1], 10000)}; /* a thread worker's own id */
     return fpp_out_set(out, r, sizeof r);
 }
 
