@@ -19,7 +19,7 @@
  * a log line). The pure functions (fpp_strerror, fpp_err_name, fpp_lookup, fpp_fn_name,
  * fpp_status_name, the fpp_task_* accessors) may be called from anywhere.
  *
- * Licence: see LICENSE. */
+ * Licence: MIT, see LICENSE. */
 #ifndef FPP_H
 #define FPP_H
 
@@ -91,7 +91,8 @@ FPP_API const char *fpp_fn_name(int id);
 FPP_API int fpp_out_set(fpp_out *out, const void *data, size_t len);
 /* Like fpp_out_set, but returns len bytes of result space for the function to fill in place
  * (no copy), or NULL (FPP_ETOOBIG: the task then fails as above). Valid until the function
- * returns or calls fpp_out_set/fpp_out_alloc again. */
+ * returns or calls fpp_out_set/fpp_out_alloc again. A result of 16 KiB or more is then handed
+ * to the caller where it lies, never copied (see fpp_task_result). */
 FPP_API void *fpp_out_alloc(fpp_out *out, size_t len);
 /* Fails the task with a printf-style message (cut at 511 bytes). Returns 0 or FPP_EINVAL. */
 FPP_API int fpp_out_fail(fpp_out *out, const char *fmt, ...) FPP_PRINTF(2, 3);
@@ -103,42 +104,83 @@ typedef struct fpp_executor fpp_executor;
 /* A zeroed struct means every default. New fields are only ever added at the end. */
 typedef struct fpp_executor_opts {
     int workers;                   /* 0: number of online CPUs; 1..1024 */
-    size_t queue_capacity;         /* slots in the task ring (rounded up to a power of two);
+    size_t queue_capacity;         /* task queue slots of the whole pool, shared out among the
+                                      workers (each gets a power of two, at least 8);
                                       0: 64 per worker, at least 128 */
     size_t max_arg_size;           /* 0: 64 KiB; at most 1 GiB */
     size_t max_result_size;        /* 0: 1 MiB; at most 1 GiB */
-    unsigned task_timeout_ms;      /* 0: none. Process executor: the worker is killed; thread
-                                      executor: the task is reported FPP_TIMEOUT and its thread
-                                      is left to finish (its result is dropped) */
+    unsigned task_timeout_ms;      /* 0: none. Counted from when a worker claims the task.
+                                      Process executor: the worker is killed and replaced;
+                                      thread executor: the task is reported FPP_TIMEOUT, its
+                                      thread is abandoned (left to finish, its result dropped)
+                                      and a new thread takes its place */
     unsigned max_tasks_per_worker; /* 0: never. Else a worker is replaced after N tasks */
-    size_t max_worker_rss_kib;     /* 0: none. Else a worker grown past it is replaced */
+    size_t max_worker_rss_kib;     /* 0: none. Process executor: the worker's own growth, its
+                                      resident memory above what it had when it started
+                                      (memory shared with the parent does not count), within
+                                      10% + 1 MiB; a worker past it is replaced after the task
+                                      that crossed it, at the latest within a second, and that
+                                      task keeps its result. A task that grows past it while it
+                                      runs may be stopped: its address space is capped near the
+                                      cap, so malloc returns NULL (a task that does not check
+                                      then crashes, with a message naming the cap). Costs no
+                                      system call per task on average. Thread executor: ignored */
     /* 0.2 */
     const char *worker_init;       /* NULL: none. A registered function's name, run once in
                                       every worker (process or thread) before its first task,
-                                      with the bytes below; its result is ignored */
+                                      with the bytes below; its result is ignored, its failure
+                                      (non-zero, fpp_out_fail, or a crash) means that worker is
+                                      not used. See fpp_process_executor for what follows. */
     const void *worker_init_arg;   /* copied at creation */
-    size_t worker_init_arg_len;
-    int keep_fds;                  /* non-zero: workers keep every fd open at creation (else
-                                      only 0, 1 and 2) */
+    size_t worker_init_arg_len;    /* at most max_arg_size */
+    int keep_fds;                  /* non-zero: workers keep every descriptor the program had
+                                      open when the executor was created (else only 0, 1, 2);
+                                      fpp's own descriptors are never inherited */
 } fpp_executor_opts;
 
-/* Creates an executor whose workers are processes forked from this one: a task that
- * crashes, exits or hangs takes down only its worker, which is replaced. Shared memory is
- * created with mode 0600 under an unguessable name and unlinked at once, so nothing is left
- * in /dev/shm whatever ends the process. Workers ignore SIGINT, die with the parent and are
- * always reaped. opts NULL: defaults. On success *out is the executor; on failure *out is NULL
- * and there is nothing to free. Returns 0, FPP_EINVAL (bad option, NULL out), FPP_ENOMEM,
- * FPP_ESYS (shm_open, ftruncate, mmap, fork... failed: the call and errno are logged). */
+/* Creates an executor whose workers are processes: a task that crashes, exits or hangs takes
+ * down only its worker, which is replaced. What a worker sees:
+ *  - the program as it was when this call ran: a fork server is forked once, here, in this
+ *    thread, and every worker (the first ones, replacements, recycled ones) is forked from
+ *    it. Memory, globals and files created later do not exist in any worker. A program that
+ *    has threads now is forked once, never again; respawning costs the same whatever the
+ *    program allocates later. Create executors early.
+ *  - descriptors 0, 1, 2 only (every one open now with keep_fds), never fpp's own;
+ *  - stdout and stderr flushed after every task, so a task's output reaches a pipe or a file;
+ *  - every signal at its default disposition and unblocked, but SIGINT ignored (the parent
+ *    decides about Ctrl-C); workers are in a process group of their own;
+ *  - no memory of any other executor, and no memory of this one but its own slot (its task
+ *    queue, its results) and, read-only, the arguments.
+ * Nothing outlives the pool: no worker, no fork server, no process a task left behind (a
+ * forked helper, a daemon()) survives fpp_executor_free or the death of this process, however
+ * it dies and whatever the task did to its credentials or signals. A worker that is a copy
+ * made by a task's fork() never runs another task. Workers are not this process's children
+ * (they are the fork server's), so an application that reaps children itself cannot take
+ * their exit status. The pool's memory has no name in any file system (sealed memfds): nothing
+ * is ever left in /dev/shm, at any instant. opts NULL: defaults. On success *out is the
+ * executor; on failure *out is NULL and there is nothing to free. Returns 0, FPP_EINVAL (bad
+ * option, NULL out), FPP_ENOFN (worker_init names no registered function), FPP_ETOOBIG
+ * (worker_init_arg over max_arg_size), FPP_ENOMEM, FPP_EINIT (the first workers' initializer
+ * failed or crashed: its message is logged), FPP_ESYS (memfd_create, fallocate, mmap, fork...
+ * failed: the call and errno are logged). Later, a worker whose initializer fails is not used;
+ * after 5 workers in a row cannot start (initializer, or fork failing), every queued and
+ * later task ends FPP_CRASHED "workers cannot start: <cause>" while no worker runs (no
+ * thrashing: attempts back off to one a second; the first worker that starts ends this). */
 FPP_API int fpp_process_executor(fpp_executor **out, const fpp_executor_opts *opts);
 /* Creates an executor whose workers are threads of this process, with the same interface.
- * This is the baseline, not the isolation: a crashing task takes the whole process down. */
+ * This is the baseline, not the isolation: a crashing task takes the whole process down. A
+ * running function cannot be stopped: a task that times out or is cancelled while it runs is
+ * abandoned, its thread left to finish on its own (touching no memory of the executor's) and
+ * replaced at once. worker_init runs in each thread before its first task (FPP_EINIT as above). */
 FPP_API int fpp_thread_executor(fpp_executor **out, const fpp_executor_opts *opts);
 /* Stops and reaps every worker and frees the memory. A task manager still attached is detached
  * first: its unfinished tasks are cancelled (and the number logged), finished ones not yet
  * handed out are dropped, and it stays valid until fpp_tm_free, which the caller still calls;
  * meanwhile its calls return FPP_ESTATE, except fpp_completed, fpp_tm_stats, fpp_tm_failure,
  * and the kept, retained and current tasks, which stay readable. So both orders of freeing
- * work. NULL does nothing. Thread executor: waits for running functions to return. */
+ * work. NULL does nothing. Process executor: returns once the fork server has killed and
+ * reaped every worker and everything they left. Thread executor: never waits for a running
+ * function; its thread is abandoned and finishes on its own. */
 FPP_API void fpp_executor_free(fpp_executor *ex);
 /* The number of workers (>= 1), FPP_EINVAL for NULL, FPP_ESTATE from another process. */
 FPP_API int fpp_executor_workers(const fpp_executor *ex);
@@ -304,7 +346,11 @@ FPP_API int fpp_task_fn(const fpp_task *t);
 /* The argument bytes (NULL for an item over max_arg_size, whose *len still says its size). */
 FPP_API const void *fpp_task_arg(const fpp_task *t, size_t *len);
 FPP_API fpp_status fpp_task_status(const fpp_task *t);
-/* The result bytes; NULL (and *len 0) unless FPP_DONE. */
+/* The result bytes; NULL (and *len 0) unless FPP_DONE. Valid as long as the task lives. A
+ * result of 16 KiB or more points where the worker wrote it (no copy): the space stays the
+ * task's while it lives; results not yet handed out are moved to the heap if a worker needs
+ * the room, and fpp_task_keep moves a kept task's. So submitting thousands of large-result
+ * tasks before reading any holds them all in memory (as copies): read as you submit, or map. */
 FPP_API const void *fpp_task_result(const fpp_task *t, size_t *len);
 /* The error message; NULL when FPP_DONE. */
 FPP_API const char *fpp_task_error(const fpp_task *t);
