@@ -22,6 +22,7 @@
 
 #define ARGS_PREFAULT_MAX ((size_t)64 << 20)
 #define STEAL_AFTER_NS 100000      /* a worker silent this long gives up what it has not claimed */
+#define STEAL_MAX 16               /* tasks moved per poll, at most */
 #define SPIN_MAX_NS 30000          /* the parent's spin before sleeping, at most */
 #define SLICE_NS 1000000           /* the sleep slice where futex_waitv is missing */
 
@@ -271,36 +272,48 @@ static fpp_task *take_back(fpp__pool *p, uint32_t v)
     return t;
 }
 
+/* The worker silent longest (no record for STEAL_AFTER_NS) with a task waiting behind the one
+ * it may be running; FPP__NIL if none. */
+static uint32_t steal_victim(fpp__pool *p, int64_t now)
+{
+    uint32_t best = FPP__NIL;
+    for (uint32_t v = 0; v < p->lay.nworkers; v++) {
+        fpp__wpriv *wv = &p->wp[v];
+        if (wv->n < 2 || !wv->mem || now - wv->last_done_ns < STEAL_AFTER_NS)
+            continue;
+        if (best == FPP__NIL || wv->last_done_ns < p->wp[best].last_done_ns)
+            best = v;
+    }
+    return best;
+}
+
 void fpp__pool_steal(fpp__pool *p)
 {
     uint32_t W = p->lay.nworkers;
     if (W < 2)
         return;
+    uint32_t victim = FPP__NIL;
     int64_t now = 0;
-    for (uint32_t i = 0; i < W; i++) {
+    for (uint32_t i = 0, moved = 0; i < W && moved < STEAL_MAX; i++) {
         fpp__wpriv *idle = &p->wp[i];
         if (!idle->alive || idle->n != 0 || idle->corrupt)
             continue;
-        /* An idle worker: take from the worker that has been silent longest. */
-        uint32_t best = FPP__NIL;
-        for (uint32_t v = 0; v < W; v++) {
-            fpp__wpriv *wv = &p->wp[v];
-            if (v == i || wv->n < 2 || !wv->mem)
-                continue;
-            if (!now)
-                now = fpp__now_ns();
-            if (now - wv->last_done_ns < STEAL_AFTER_NS)
-                continue;
-            if (best == FPP__NIL || wv->last_done_ns < p->wp[best].last_done_ns)
-                best = v;
+        if (!now) { /* an idle worker: someone silent may have work for it */
+            now = fpp__now_ns();
+            victim = steal_victim(p, now);
         }
-        if (best == FPP__NIL)
+        if (victim == FPP__NIL)
             return;
-        fpp_task *t = take_back(p, best);
-        if (!t)
+        fpp_task *t = take_back(p, victim);
+        if (!t) {
+            victim = steal_victim(p, now); /* that one had nothing left to give: the next */
             continue;
+        }
         if (publish_on(p, i, t) != 0)
             fpp__tq_push(&p->retry, t);
+        moved++;
+        if (p->wp[victim].n < 2)
+            victim = steal_victim(p, now);
     }
 }
 
