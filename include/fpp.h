@@ -111,7 +111,15 @@ typedef struct fpp_executor_opts {
                                       executor: the task is reported FPP_TIMEOUT and its thread
                                       is left to finish (its result is dropped) */
     unsigned max_tasks_per_worker; /* 0: never. Else a worker is replaced after N tasks */
-    size_t max_worker_rss_kib;     /* 0: none. Else a worker grown past it is replaced */
+    size_t max_worker_rss_kib;     /* 0: none. Else the worker's own growth (resident memory
+                                      above what it had when it started; memory shared with
+                                      the parent does not count, accurate to 10% + 1 MiB): a
+                                      worker past it is replaced after the task that crossed it
+                                      (which keeps its result), or within a second if idle.
+                                      Process executor only. Its address space may grow by at
+                                      most twice the cap: past that, a task's malloc returns
+                                      NULL, and the task ends FPP_CRASHED (a message naming
+                                      the cap) or FPP_FAILED if it handled the NULL itself */
     /* 0.2 */
     const char *worker_init;       /* NULL: none. A registered function's name, run once in
                                       every worker (process or thread) before its first task,

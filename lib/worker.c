@@ -245,9 +245,13 @@ static bool over_cap(rss_watch *r, bool force)
     return a > r->start_kib && a - r->start_kib > r->cap_kib;
 }
 
-/* With a memory cap, the worker's address space may grow by at most the cap past what it has
- * when it starts (RLIMIT_AS): a task that allocates past it while running gets NULL from
- * malloc (or dies on it) instead of taking the machine's memory. */
+/* With a memory cap, the worker's address space may grow by at most twice the cap past what it
+ * has when it starts (RLIMIT_AS): a task that allocates without bound gets NULL from malloc
+ * (or dies on it) instead of taking the machine's memory. Twice, not once: the cap is on
+ * resident growth, checked after each task, so the task that crosses it must be able to
+ * finish and keep its result (SPEC: "replaced after the task that crossed it"); with the
+ * limit at the cap itself no allocating task could ever cross it, and address space that is
+ * reserved but never resident (a thread's stack, a malloc arena) would count in full. */
 static void cap_address_space(size_t cap_kib)
 {
 #if defined(__SANITIZE_ADDRESS__)
@@ -268,7 +272,7 @@ static void cap_address_space(size_t cap_kib)
     buf[n] = 0;
     if (sscanf(buf, "%lu", &size) != 1)
         return;
-    rlim_t lim = (rlim_t)size * (rlim_t)sysconf(_SC_PAGESIZE) + (rlim_t)cap_kib * 1024;
+    rlim_t lim = (rlim_t)size * (rlim_t)sysconf(_SC_PAGESIZE) + (rlim_t)cap_kib * 2 * 1024;
     struct rlimit rl = {lim, lim};
     setrlimit(RLIMIT_AS, &rl);
 #endif
