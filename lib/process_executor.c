@@ -18,9 +18,11 @@
  * in a row the breaker trips: while no worker is alive, every waiting and later task ends
  * FPP_CRASHED "workers cannot start: <cause>"; an attempt a second goes on, and the first
  * worker that starts closes the breaker. A fork server that dies is replaced (forked from the
- * parent, as at creation), its workers with it; one that does not answer for FS_STALL_NS is
- * killed and replaced. */
+ * parent, as at creation), its workers with it; one that does not answer for FS_STALL_NS (a
+ * spawn asked for, or a worker's pidfd saying it is dead, and no word) is killed and
+ * replaced. */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -47,6 +49,8 @@ typedef struct pslot {
     bool killed;            /* we asked for its death (cancel, timeout, corrupt, stop) */
     fpp__slotmem *pending;  /* SPAWNING: its memory, attached when it is SPAWNED */
     int64_t since_ns;       /* SPAWNING: when it was asked for */
+    int64_t dead_ns;        /* ALIVE: when its pidfd was first seen dead with no word from the
+                               fork server (which reaps and reports at once); 0: not seen */
 } pslot;
 
 typedef struct proc {
@@ -214,6 +218,7 @@ static void spawn(proc *pr, uint32_t w)
         return;
     }
     s->gen++;
+    s->dead_ns = 0;
     if (fpp__fs_spawn(&pr->fs, w, s->gen, mem->r.fd) != 0) {
         fpp__slotmem_unref(mem);
         fs_died(pr, "its channel failed");
@@ -334,9 +339,13 @@ static void fs_died(proc *pr, const char *why)
         pslot *s = &pr->ps[w];
         if (s->state == SL_ALIVE) {
             kill_slot(pr, w); /* in case a task switched off its death signal */
-            char msg[96];
-            snprintf(msg, sizeof msg, "worker %ld died with the fork server", (long)s->pid);
-            fpp__pool_recover(&pr->pool, w, FPP_CRASHED, SIGKILL, msg);
+            char msg[128];
+            if (s->dead_ns) /* it died before, and the server never said how */
+                snprintf(msg, sizeof msg, "worker %ld died while the fork server did not answer (how is not known)",
+                         (long)s->pid);
+            else
+                snprintf(msg, sizeof msg, "worker %ld died with the fork server", (long)s->pid);
+            fpp__pool_recover(&pr->pool, w, FPP_CRASHED, s->dead_ns ? 0 : SIGKILL, msg);
             if (s->pidfd >= 0)
                 fpp__fd_close(s->pidfd);
             s->pidfd = -1;
@@ -416,9 +425,23 @@ static int audit(proc *pr, int n)
         return 0;
     }
     for (uint32_t w = 0; w < pr->pool.lay.nworkers; w++) {
-        if (pr->ps[w].state == SL_SPAWNING && now - pr->ps[w].since_ns > FS_STALL_NS) {
+        pslot *s = &pr->ps[w];
+        if (s->state == SL_SPAWNING && now - s->since_ns > FS_STALL_NS) {
             fs_died(pr, "does not answer");
             return 0;
+        }
+        /* A worker dead for FS_STALL_NS that the server has not reported: the server is
+         * stopped or stuck, and the worker's tasks would wait for it for ever. */
+        if (s->state == SL_ALIVE && s->pidfd >= 0) {
+            struct pollfd pf = {.fd = s->pidfd, .events = POLLIN};
+            if (poll(&pf, 1, 0) <= 0)
+                continue;
+            if (!s->dead_ns)
+                s->dead_ns = now;
+            else if (now - s->dead_ns > FS_STALL_NS) {
+                fs_died(pr, "does not answer");
+                return 0;
+            }
         }
     }
     return fpp__pool_audit(&pr->pool);
