@@ -146,7 +146,9 @@ FPP_API int fpp_thread_executor(fpp_executor **out, const fpp_executor_opts *opt
  * handed out are dropped, and it stays valid until fpp_tm_free, which the caller still calls;
  * meanwhile its calls return FPP_ESTATE, except fpp_completed, fpp_tm_stats, fpp_tm_failure,
  * and the kept, retained and current tasks, which stay readable. So both orders of freeing
- * work. NULL does nothing. Thread executor: waits for running functions to return. */
+ * work. NULL does nothing. Thread executor: never waits for a running function: its thread is
+ * abandoned, finishes the function on its own (its result is dropped) and touches no freed
+ * memory when it returns. */
 FPP_API void fpp_executor_free(fpp_executor *ex);
 /* The number of workers (>= 1), FPP_EINVAL for NULL, FPP_ESTATE from another process. */
 FPP_API int fpp_executor_workers(const fpp_executor *ex);
