@@ -5,8 +5,8 @@
  * that runs over its timeout, or is cancelled while running, is abandoned: its thread is left
  * to finish on its own (its result is dropped) and a new thread takes its slot at once, so the
  * pool keeps its size. fpp_executor_free never waits for an abandoned thread, and an abandoned
- * thread that returns later touches only memory it owns (its context and its slot memory, by
- * reference), never the executor. Worker threads start with every signal blocked, so SIGINT
+ * thread that returns later touches only memory it owns (its context, its copy of its task's
+ * argument (worker.c), and its slot memory, by reference), never the executor. Worker threads start with every signal blocked, so SIGINT
  * always reaches the application's threads.
  *
  * Workers that cannot start (an initializer failing in a new thread) follow the process

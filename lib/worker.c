@@ -370,6 +370,8 @@ int fpp__worker_main(fpp__wctx *w)
     };
     uint64_t ctail = 0, head = l->qcells;
     uint64_t done = 0;
+    unsigned char *argcopy = NULL; /* worker threads: the current task's argument, copied */
+    size_t argcap = 0;
     rss_watch rss = {.fd = -1};
     if (w->process) {
         crash_point_init();
@@ -402,6 +404,25 @@ int fpp__worker_main(fpp__wctx *w)
                 fpp_out_fail(&o, "task descriptor corrupted (argument of %u bytes at %llu)", d.arg_len,
                              (unsigned long long)d.arg_off);
             arg = w->args + d.arg_off;
+            if (!w->process && !o.failed) {
+                /* A worker thread may be abandoned while its function runs (timeout, cancel,
+                 * executor freed): the parent then frees the argument's block, hands it to
+                 * the next tasks, and at last unmaps the arena. So a thread's function runs on
+                 * a copy the thread owns (a buffer kept for the thread's life). */
+                if (argcap < d.arg_len) {
+                    unsigned char *nb = fpp__realloc(argcopy, d.arg_len);
+                    if (nb) {
+                        argcopy = nb;
+                        argcap = d.arg_len;
+                    }
+                }
+                if (argcap >= d.arg_len) {
+                    memcpy(argcopy, arg, d.arg_len);
+                    arg = argcopy;
+                } else {
+                    fpp_out_fail(&o, "out of memory for a copy of the argument (%u bytes)", d.arg_len);
+                }
+            }
         }
         if (!fn)
             fpp_out_fail(&o, "no function with id %u", d.fn);
@@ -451,6 +472,7 @@ int fpp__worker_main(fpp__wctx *w)
     }
     if (rss.fd >= 0)
         close(rss.fd);
+    fpp__free(argcopy);
     if (retire) {
         atomic_store_explicit(&b->wstate, FPP__WS_RETIRED, memory_order_release);
         fpp__ec_post(&b->bell);
