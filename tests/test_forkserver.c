@@ -896,6 +896,40 @@ Test(server, killed_during_a_run_is_replaced_and_no_task_is_lost, .fini = assert
     fpp_executor_free(ex);
 }
 
+/* A task cleared its worker's death signal (seteuid there and back), then the fork server is
+ * SIGKILLed: that worker does not die with the server by itself; the pool kills it when it
+ * replaces the server. */
+Test(server, killed_takes_along_a_worker_whose_death_signal_a_task_cleared, .fini = assert_clean, .timeout = 60)
+{
+    if (geteuid() != 0)
+        cr_skip_test("seteuid(65534) needs root (CAP_SETUID)");
+    shared_reset();
+    fpp_executor_opts o = {.workers = 2};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
+    fpp_task *t;
+    int64_t id = fpp_submit(tm, F_SEUID, NULL, 0);
+    cr_assert_eq(fpp_wait(tm, id, &t), 1);
+    cr_assert_eq(fpp_task_status(t), FPP_DONE, "%s", fpp_task_error(t));
+    fpp_task_release(t);
+    cr_expect_eq(atomic_load(&T_SHARED[S_PDEATH]), 0, "the task cleared its worker's death signal");
+    pid_t w = (pid_t)atomic_load(&T_SHARED[S_SEUID_PID]);
+    pid_t fs0 = the_fork_server();
+    kill(fs0, SIGKILL);
+    int ms = 300;
+    for (int i = 0; i < 4; i++) /* tasks in flight: the pool notices and replaces the server */
+        fpp_submit(tm, F_SLEEP, &ms, sizeof ms);
+    cr_assert_eq(fpp_run(tm), 0);
+    cr_expect_neq(the_fork_server(), fs0);
+    every_slot_serves(tm, 2);
+    pid_t left = all_gone_by(&w, 1, mono_ns() + 1000000000LL);
+    cr_expect_eq(left, 0, "worker %ld outlived its fork server and its replacement", (long)w);
+    if (left)
+        kill(left, SIGKILL);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
 typedef struct resumer {
     int pidfd;
     int after_ms;
