@@ -167,12 +167,18 @@ static int died(proc *pr, uint32_t w, pid_t pid, int status, int64_t maxrss_kib)
     size_t cap = pr->ex->opts.max_worker_rss_kib;
     if (cap && signaled && wp->b) {
         /* Killed near its cap: the likely cause is memory (malloc failing at RLIMIT_AS and the
-         * task not checking, or the OOM killer). Only then does the message name the cap. */
+         * task not checking, or the OOM killer). Only then does the message name the cap.
+         * maxrss is the peak of all it had resident, its slot memory and the argument arena
+         * (shared memory, written by results and read by arguments: not its growth) included:
+         * take off the most of those it can have had, so that the estimate errs towards not
+         * blaming the cap. */
         int64_t start = (int64_t)atomic_load(&wp->b->rss_start_kib);
-        int64_t grown = maxrss_kib > start ? maxrss_kib - start : 0;
+        int64_t shared_kib = (int64_t)((pr->pool.lay.slot_size + pr->pool.lay.args_size) / 1024);
+        int64_t grown = maxrss_kib - start - shared_kib;
         if (grown * 10 >= (int64_t)cap * 9) {
             size_t len = strlen(why);
-            snprintf(why + len, sizeof why - len, " at its memory cap (grew %lld KiB; max_worker_rss_kib %zu KiB: out of memory)",
+            snprintf(why + len, sizeof why - len,
+                     " at its memory cap (grew %lld KiB or more; max_worker_rss_kib %zu KiB: out of memory)",
                      (long long)grown, cap);
         }
     }
