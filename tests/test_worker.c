@@ -594,6 +594,32 @@ Test(memory, a_timeout_at_60_percent_of_the_cap_is_not_called_a_memory_death, .f
     fpp_executor_free(ex);
 }
 
+/* Result bytes a worker wrote into its arena (shared memory, not its own growth) do not make
+ * a later timeout a "memory cap" death either. */
+Test(memory, results_written_to_the_arena_are_not_growth_in_a_death_message, .fini = assert_clean, .timeout = 60)
+{
+    SKIP_UNDER_ASAN();
+    fpp_executor_opts o = {.workers = 1, .max_worker_rss_kib = 100 * 1024, .max_result_size = (size_t)32 << 20,
+                           .task_timeout_ms = 1000};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
+    int32_t pid0 = pid_now(tm);
+    for (int i = 0; i < 6; i++) { /* 192 MiB of results through the arena, every page touched */
+        uint64_t n = (uint64_t)32 << 20;
+        fpp_task *t = run_one(tm, F_BYTES, &n, 8);
+        cr_expect_eq(fpp_task_status(t), FPP_DONE, "%s", fpp_task_error(t));
+        fpp_task_release(t);
+    }
+    cr_expect_eq(pid_now(tm), pid0, "results are not the worker's growth");
+    int ms = 30000;
+    fpp_task *t = run_one(tm, F_SLEEP, &ms, sizeof ms);
+    cr_expect_eq(fpp_task_status(t), FPP_TIMEOUT);
+    cr_expect(strstr(fpp_task_error(t), "memory") == NULL, "%s", fpp_task_error(t));
+    fpp_task_release(t);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
 static long proc_io(pid_t pid, const char *field)
 {
     char path[64], line[128];
