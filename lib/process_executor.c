@@ -351,7 +351,9 @@ static void fs_died(proc *pr, const char *why)
                          (long)s->pid);
             else
                 snprintf(msg, sizeof msg, "worker %ld died with the fork server", (long)s->pid);
-            fpp__pool_recover(&pr->pool, w, FPP_CRASHED, s->dead_ns ? 0 : SIGKILL, msg);
+            /* A worker we killed for its timeout: the task still timed out. */
+            fpp_status st = pr->pool.wp[w].timeout_ticket ? FPP_TIMEOUT : FPP_CRASHED;
+            fpp__pool_recover(&pr->pool, w, st, s->dead_ns ? 0 : SIGKILL, msg);
             if (s->pidfd >= 0)
                 fpp__fd_close(s->pidfd);
             s->pidfd = -1;
