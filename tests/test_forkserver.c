@@ -995,6 +995,37 @@ Test(server, stopped_while_a_worker_crashes_is_replaced_and_nothing_hangs, .fini
     fpp_executor_free(ex);
 }
 
+/* The same with the parent killing a worker for its timeout while the server is stopped: the
+ * task still comes back FPP_TIMEOUT, not CRASHED. */
+Test(server, stopped_while_a_task_times_out_keeps_the_timeout, .fini = assert_clean, .timeout = 120)
+{
+    fpp_executor_opts o = {.workers = 2, .task_timeout_ms = 200};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
+    every_slot_serves(tm, 2);
+    pid_t fs0 = the_fork_server();
+    resumer r = {.pidfd = (int)syscall(SYS_pidfd_open, fs0, 0), .after_ms = 8000};
+    cr_assert_geq(r.pidfd, 0);
+    cr_assert_eq(kill(fs0, SIGSTOP), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, resume_later, &r), 0);
+    int ms = 30000;
+    fpp_task *t = NULL;
+    int64_t id = fpp_submit(tm, F_SLEEP, &ms, sizeof ms);
+    cr_assert_eq(fpp_wait(tm, id, &t), 1);
+    bool before_cont = !atomic_load(&r.sent);
+    atomic_store(&r.done, 1);
+    pthread_join(th, NULL);
+    close(r.pidfd);
+    cr_expect(before_cont, "the task waited for SIGCONT");
+    cr_expect_eq(fpp_task_status(t), FPP_TIMEOUT, "%s: %s", fpp_status_name(fpp_task_status(t)), fpp_task_error(t));
+    fpp_task_release(t);
+    cr_expect_neq(the_fork_server(), fs0, "replaced");
+    every_slot_serves(tm, 2);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
 /* ---------------------------------------------------------------- fork hooks */
 
 static pid_t hooks_test_pid;
