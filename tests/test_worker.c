@@ -24,7 +24,8 @@ enum {
     I_INIT_MAX = 1024,
 };
 
-static int F_INIT_COUNT, F_INIT_PROBE, F_INIT_FAIL, F_INIT_SEGV, F_INIT_LATER, F_SAY, F_LEAK_SLEEP, F_SLEEP_MARK;
+static int F_INIT_COUNT, F_INIT_PROBE, F_INIT_FAIL, F_INIT_SEGV, F_INIT_LATER, F_INIT_CRASH_LATER, F_SAY, F_LEAK_SLEEP,
+    F_SLEEP_MARK;
 
 static long gettid_long(void) { return (long)syscall(SYS_gettid); }
 
@@ -81,6 +82,19 @@ static int init_later(const void *arg, size_t len, fpp_out *out)
     long ok = atomic_load(&T_SHARED[I_LATER_OK]);
     if (n > ok && !atomic_load(&T_SHARED[I_HEAL]))
         return fpp_out_fail(out, "licence expired after %ld starts", ok), 1;
+    return 0;
+}
+
+/* Succeeds for the first T_SHARED[I_LATER_OK] starts, then crashes. */
+__attribute__((no_sanitize("undefined", "address"))) static int init_crash_later(const void *arg, size_t len,
+                                                                                 fpp_out *out)
+{
+    (void)arg; (void)len; (void)out;
+    long n = atomic_fetch_add(&T_SHARED[I_NINIT], 1) + 1;
+    if (n > atomic_load(&T_SHARED[I_LATER_OK])) {
+        volatile int *p = NULL;
+        *p = 1;
+    }
     return 0;
 }
 
@@ -157,6 +171,7 @@ __attribute__((constructor)) static void register_here(void)
     F_INIT_FAIL = fpp_register("init_fail", init_fail);
     F_INIT_SEGV = fpp_register("init_segv", init_segv);
     F_INIT_LATER = fpp_register("init_later", init_later);
+    F_INIT_CRASH_LATER = fpp_register("init_crash_later", init_crash_later);
     F_SAY = fpp_register("say", say);
     F_LEAK_SLEEP = fpp_register("leak_sleep", leak_sleep);
     F_SLEEP_MARK = fpp_register("sleep_mark", sleep_mark);
@@ -343,6 +358,41 @@ BOTH_EXECUTORS(breaker, workers_that_stop_starting_fail_the_tasks_and_do_not_thr
     }
     cr_expect(healed, "no task ran within 10 s of the initializer working again");
     every_slot_serves(tm, W);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+/* An initializer that starts crashing (process executor): the same breaker, with the crash
+ * as the cause. */
+Test(breaker, an_initializer_that_starts_crashing_trips_it_too, .fini = assert_clean, .timeout = 120)
+{
+    shared_reset();
+    atomic_store(&T_SHARED[I_LATER_OK], 2);
+    fpp_executor_opts o = {.workers = 1, .max_tasks_per_worker = 1, .worker_init = "init_crash_later"};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 1);
+    for (uint64_t i = 0; i < 12; i++)
+        fpp_submit(tm, F_SQUARE, &i, 8);
+    cr_assert_eq(fpp_run(tm), 0, "fpp_run returns");
+    fpp_task *const *all;
+    size_t n = fpp_completed(tm, &all);
+    cr_assert_eq(n, 12);
+    int done = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (fpp_task_status(all[i]) == FPP_DONE) {
+            done++;
+            continue;
+        }
+        const char *e = fpp_task_error(all[i]);
+        cr_expect_eq(fpp_task_status(all[i]), FPP_CRASHED);
+        cr_expect(strstr(e, "workers cannot start: worker_init init_crash_later crashed: ") != NULL &&
+                      strstr(e, "killed by SIGSEGV") != NULL,
+                  "%s", e);
+    }
+    cr_expect_eq(done, 2);
+    long calls = atomic_load(&T_SHARED[I_NINIT]);
+    cr_expect_geq(calls, 2 + 5);
+    cr_expect_leq(calls, 2 + 5 + 4, "%ld initializer runs: thrashing", calls);
     fpp_tm_free(tm);
     fpp_executor_free(ex);
 }
