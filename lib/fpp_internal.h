@@ -252,6 +252,8 @@ typedef struct fpp__wctx {
     size_t max_rss_kib;          /* retire when grown past it; 0: no cap */
     _Atomic int stop;            /* thread: set to end the thread */
     _Atomic int abandoned;       /* thread: the pool gave up on it; publish nothing more */
+    _Atomic int claiming;        /* thread: from before a claim until its argument is copied
+                                    (the pool frees an abandoned task's block only after) */
     uint64_t token;              /* fpp__proc_token() when it started: a forked copy differs */
 } fpp__wctx;
 

@@ -21,6 +21,7 @@
  * its reference to its slot memory when its function returns. */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -134,13 +135,21 @@ static void end_thread(thr *t, uint32_t w)
     if (!c)
         return;
     t->ctx[w] = NULL;
+    /* Whatever touches c comes before the CAS: once the thread sees ABANDONED it frees c
+     * itself. Told first, the thread starts no new claim (worker.c looks after raising
+     * `claiming`; both seq_cst)... */
+    atomic_store(&c->w.abandoned, 1);
+    fpp__ec_post(&fpp__slot_block(c->w.slot)->wake);
+    /* ...and one in progress is let finish copying its argument (a few instructions, never the
+     * function): the pool frees the argument's block once the thread is abandoned. */
+    while (atomic_load(&c->w.claiming) && atomic_load(&c->fate) == RUNNING)
+        sched_yield();
     int expect = RUNNING;
     if (atomic_compare_exchange_strong(&c->fate, &expect, ABANDONED)) {
-        atomic_store(&c->w.abandoned, 1);
-        fpp__ec_post(&fpp__slot_block(c->w.slot)->wake);
         pthread_detach(t->th[w]);
         return;
     }
+    /* It finished (retired, its initializer failed, or it saw `abandoned` while idle): join. */
     pthread_join(t->th[w], NULL);
     fpp__slotmem_unref(c->mem);
     fpp__free(c);

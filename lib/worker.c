@@ -318,8 +318,20 @@ static int next_task(fpp__wctx *w, fpp__wblock *b, fpp__cell *cells, uint64_t *h
     for (int round = 0;; round++) {
         if (stopping(w))
             return 0;
+        if (!w->process) {
+            /* Raised before the claim, and `abandoned` looked at after it (both seq_cst, as
+             * in the parent's end_thread): the parent either sees us claiming and waits for
+             * the copy below, or we see it gave up on us and claim nothing. */
+            atomic_store(&w->claiming, 1);
+            if (atomic_load(&w->abandoned) || atomic_load(&w->stop)) {
+                atomic_store_explicit(&w->claiming, 0, memory_order_release);
+                return 0;
+            }
+        }
         if (fpp__ring_claim(cells, n, head, d, &b->running))
             return 1;
+        if (!w->process)
+            atomic_store_explicit(&w->claiming, 0, memory_order_release);
         if (round < CLAIM_SPIN_ROUNDS) {
             if (round == 0)
                 spin_until = fpp__now_ns() + CLAIM_SPIN_NS;
@@ -408,7 +420,9 @@ int fpp__worker_main(fpp__wctx *w)
                 /* A worker thread may be abandoned while its function runs (timeout, cancel,
                  * executor freed): the parent then frees the argument's block, hands it to
                  * the next tasks, and at last unmaps the arena. So a thread's function runs on
-                 * a copy the thread owns (a buffer kept for the thread's life). */
+                 * a copy the thread owns (a buffer kept for the thread's life). The parent
+                 * abandons a thread only once `claiming` says the copy is made
+                 * (thread_executor.c, end_thread). */
                 if (argcap < d.arg_len) {
                     unsigned char *nb = fpp__realloc(argcopy, d.arg_len);
                     if (nb) {
@@ -424,6 +438,8 @@ int fpp__worker_main(fpp__wctx *w)
                 }
             }
         }
+        if (!w->process) /* the argument is ours now (release: the copy's reads come first) */
+            atomic_store_explicit(&w->claiming, 0, memory_order_release);
         if (!fn)
             fpp_out_fail(&o, "no function with id %u", d.fn);
         if (!o.failed) {
