@@ -491,6 +491,9 @@ typedef struct fpp__pool {
     unsigned min_timeout_ms; /* the shortest of those since ntimed was last 0 */
     fpp__tq retry;          /* tasks to publish again (revoked: never started) */
     uint64_t bogus;         /* records refused */
+    uint64_t finished;      /* tasks handed back to the task manager (fpp__pool_finish), ever:
+                               a poll that finished any, wherever (a timeout's recovery, a
+                               collect inside it), must not go to sleep */
     int64_t spin_ns;        /* how long the parent spins before sleeping; adapts */
     bool woke_worker;       /* the last flush woke a sleeping worker */
     fpp_executor *ex;

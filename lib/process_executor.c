@@ -462,11 +462,13 @@ static int p_poll(fpp_executor *ex, int64_t deadline)
     fpp__pool_mark(p); /* before looking: a later post ends the wait */
     if (atomic_exchange(&ex->poked, 0))
         deadline = 0;
+    uint64_t finished = p->finished;
     int n = handle_fs(pr) + fpp__pool_collect(p);
     spawn_due(pr);
     n += breaker_fail(pr);
-    int64_t tdl = fpp__pool_timeouts(p);
+    int64_t tdl = fpp__pool_timeouts(p); /* may finish tasks: it collects before it kills */
     fpp__pool_steal(p);
+    n = FPP__MAX(n, (int)(p->finished - finished));
     if (n == 0 && deadline > 0) {
         int64_t now = fpp__now_ns();
         int64_t d = FPP__MIN(deadline, tdl);
@@ -482,6 +484,7 @@ static int p_poll(fpp_executor *ex, int64_t deadline)
         n += handle_fs(pr) + fpp__pool_collect(p);
         fpp__pool_timeouts(p);
     }
+    n = FPP__MAX(n, (int)(p->finished - finished));
     n += audit(pr, n);
     /* Tasks taken back from a worker go out again now, whether or not the task manager has
      * anything new to dispatch. */

@@ -282,12 +282,14 @@ static int t_poll(fpp_executor *ex, int64_t deadline)
     fpp__pool_mark(p);
     if (atomic_exchange(&ex->poked, 0))
         deadline = 0;
+    uint64_t finished = p->finished;
     int n = fpp__pool_collect(p);
     if (ex->opts.max_tasks_per_worker || ex->init_fn >= 0 || t->empty)
         n += reap_threads(t);
     n += breaker_fail(t);
-    int64_t tdl = fpp__pool_timeouts(p);
+    int64_t tdl = fpp__pool_timeouts(p); /* may finish tasks: abandons their threads */
     fpp__pool_steal(p);
+    n = FPP__MAX(n, (int)(p->finished - finished));
     if (n == 0 && deadline > 0) {
         int64_t d = FPP__MIN(deadline, tdl);
         int64_t now = fpp__now_ns();
@@ -304,6 +306,7 @@ static int t_poll(fpp_executor *ex, int64_t deadline)
         n += fpp__pool_collect(p);
         fpp__pool_timeouts(p);
     }
+    n = FPP__MAX(n, (int)(p->finished - finished));
     int64_t now = fpp__now_ns();
     if (n > 0 || fpp__pool_in_flight(p) == 0)
         t->last_progress_ns = now;
