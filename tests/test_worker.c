@@ -752,6 +752,30 @@ Test(thread, an_endless_task_times_out_the_pool_keeps_its_size_and_free_does_not
     cr_expect_lt(secs, 5.0, "fpp_executor_free waited %.1f s for abandoned threads", secs);
 }
 
+/* A task whose timeout expires while the application is not calling in: the next call finds
+ * it over time, abandons its thread (the task ends there and then) and returns, instead of
+ * sleeping for ever on an empty pool. Found here (and as a hang of stress_threads under TSan,
+ * 4 runs in 6): the lead's 0.2 counted no task the timeout check itself finished, so its poll
+ * slept with no deadline and nothing in flight to wake it. */
+Test(thread, a_timeout_that_expires_while_nobody_polls_does_not_hang_the_next_call, .fini = assert_clean, .timeout = 30)
+{
+    fpp_executor_opts o = {.workers = 1, .task_timeout_ms = 50};
+    fpp_executor *ex = mk_exec(THR, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
+    int ms = 3000;
+    int64_t id = fpp_submit(tm, F_SLEEP, &ms, sizeof ms);
+    fpp_task *t = NULL;
+    cr_assert_eq(fpp_as_completed_for(tm, &t, 20), FPP_ETIMEDOUT); /* the parent sees it claimed */
+    sleep_ms(200);                                                 /* its timeout passes unseen */
+    int64_t t0 = mono_ns();
+    cr_assert_eq(fpp_wait(tm, id, &t), 1);
+    cr_expect_eq(fpp_task_status(t), FPP_TIMEOUT);
+    fpp_task_release(t);
+    cr_expect_lt(mono_ns() - t0, 1000000000LL, "fpp_wait slept past a task it had just finished");
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
 /* Abandoned threads that return after the executor and the task manager are freed touch no
  * freed memory: run under build-asan, where a use-after-free is a report and a failed test. */
 Test(thread, abandoned_threads_returning_after_free_touch_no_freed_memory, .fini = assert_clean, .timeout = 60)
