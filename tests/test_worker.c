@@ -363,7 +363,7 @@ BOTH_EXECUTORS(breaker, workers_that_stop_starting_fail_the_tasks_and_do_not_thr
 }
 
 /* An initializer that starts crashing (process executor): the same breaker, with the crash
- * as the cause. */
+ * as the cause. 0.1 had no initializer. */
 Test(breaker, an_initializer_that_starts_crashing_trips_it_too, .fini = assert_clean, .timeout = 120)
 {
     shared_reset();
@@ -602,7 +602,9 @@ Test(memory, growth_under_the_cap_stays_and_past_it_is_replaced_after_the_task, 
 }
 
 /* A task that allocates without bound is stopped: malloc returns NULL. One that checks gets
- * FPP_FAILED with its own message; the worker, grown past its cap, is replaced after it.
+ * FPP_FAILED with its own message; the worker, grown past its cap, is replaced after it. 0.1
+ * passes this one (it stopped the task at the cap itself); it holds the new limit to what the
+ * header now promises (at most twice the cap).
  * (One that writes through the NULL crashes with a message naming the cap: see
  * a_big_parent_is_not_the_workers_growth.) */
 Test(memory, a_task_that_handles_malloc_failing_at_the_limit_fails_with_its_own_message, .fini = assert_clean, .timeout = 120)
@@ -645,7 +647,8 @@ Test(memory, a_timeout_at_60_percent_of_the_cap_is_not_called_a_memory_death, .f
 }
 
 /* Result bytes a worker wrote into its arena (shared memory, not its own growth) do not make
- * a later timeout a "memory cap" death either. */
+ * a later timeout a "memory cap" death either. 0.1 and the lead's 0.2 both said "killed by
+ * SIGKILL at its memory cap" here (0.1: "peak 67052 KiB of ... 102400 KiB"). */
 Test(memory, results_written_to_the_arena_are_not_growth_in_a_death_message, .fini = assert_clean, .timeout = 60)
 {
     SKIP_UNDER_ASAN();
@@ -777,7 +780,9 @@ Test(thread, a_timeout_that_expires_while_nobody_polls_does_not_hang_the_next_ca
 }
 
 /* Abandoned threads that return after the executor and the task manager are freed touch no
- * freed memory: run under build-asan, where a use-after-free is a report and a failed test. */
+ * freed memory: run under build-asan, where a use-after-free is a report and a failed test.
+ * 0.1: the frees waited for the threads (1.5 s); the lead's 0.2: SIGSEGV, the abandoned
+ * functions read their arguments in the unmapped argument arena. */
 Test(thread, abandoned_threads_returning_after_free_touch_no_freed_memory, .fini = assert_clean, .timeout = 60)
 {
     shared_reset();
