@@ -1000,7 +1000,7 @@ Test(server, stopped_while_a_worker_crashes_is_replaced_and_nothing_hangs, .fini
 
 /* The same with the parent killing a worker for its timeout while the server is stopped: the
  * task still comes back FPP_TIMEOUT, not CRASHED. (No fork server in 0.1; the lead's 0.2 waited
- * for SIGCONT, and once it replaced the server, reported the task CRASHED.) */
+ * for SIGCONT; replacing the server, as it does now, first reported the task CRASHED.) */
 Test(server, stopped_while_a_task_times_out_keeps_the_timeout, .fini = assert_clean, .timeout = 120)
 {
     fpp_executor_opts o = {.workers = 2, .task_timeout_ms = 200};
