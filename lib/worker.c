@@ -69,8 +69,10 @@ static bool not_me(const fpp__wctx *w)
     return w->process && w->token != fpp__proc_token();
 }
 
-/* Waits, for at most one sleep, until ready(o) holds: spin, yield, then ring the parent (it may
- * be asleep with the room we need) and sleep on our wake count. */
+/* Waits, for at most one sleep, until ready(o, need) holds: spin, yield, then ring the parent
+ * (it may be asleep with the room we need) and sleep on our wake count. `need` is what ready
+ * is asked about (the arena end wanted, or the ring tail), and the check after arming must be
+ * the caller's own condition, or a wake is lost. */
 static void wait_room(fpp_out *o, int round, uint64_t need, bool (*ready)(fpp_out *o, uint64_t need))
 {
     if (round < ROOM_SPIN_ROUNDS) {
@@ -183,7 +185,7 @@ static void publish(fpp_out *o, uint64_t *ctail, const fpp__crec *r)
     for (int round = 0; !ring_room(o, *ctail); round++) {
         if (stopping(o->w))
             return;
-        wait_room(o, round, 1, ring_room);
+        wait_room(o, round, *ctail, ring_room);
     }
     b->ring[*ctail & (FPP__CRING - 1)] = *r;
     (*ctail)++;
