@@ -720,6 +720,56 @@ Test(memory, checking_the_cap_costs_no_system_call_per_task, .fini = assert_clea
     fpp_executor_free(ex);
 }
 
+/* A worker whose completion ring is full while the parent is away (not calling in) sleeps
+ * until the parent makes room, and wakes when it does. Found while measuring the cap: the
+ * check after arming its sleep looked at the wrong position (ring_room with 1, not its
+ * tail), so a worker that filled its ring the first time spun at full CPU, posting the
+ * parent's bell in a loop, and one that filled it again could miss the parent's wake and
+ * sleep a whole second (200 no-ops: ~1 s, one run in ~20 with a 300 MiB parent). The spin is
+ * what this test sees: the worker's CPU time while the parent sleeps 300 ms (0.28 s of it
+ * before the fix, 0.00 after). */
+static double cpu_of(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "r");
+    unsigned long ut = 0, st = 0;
+    if (f) {
+        int got = fscanf(f, "%*d %*s %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st);
+        (void)got;
+        fclose(f);
+    }
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+Test(worker, a_full_completion_ring_sleeps_while_the_parent_is_away, .fini = assert_clean, .timeout = 60)
+{
+    fpp_executor_opts o = {.workers = 1};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_RAISE, 0);
+    sleep_ms(100); /* the spare */
+    pid_t pids[8];
+    int n = worker_pids(pids, 8); /* the worker and the spare (idle) */
+    cr_assert_geq(n, 1);
+    double before = 0, after = 0;
+    for (int i = 0; i < n; i++)
+        before += cpu_of(pids[i]);
+    /* A fresh worker (its queue as deep as it goes, 128) and more than its ring of 64 records;
+     * each submit hands its task out at once, and nothing is harvested until the next
+     * blocking call. */
+    for (uint64_t i = 0; i < 100; i++)
+        fpp_submit(tm, F_SQUARE, &i, 8);
+    sleep_ms(300); /* away: nobody takes the results, 64 fill the worker's ring */
+    for (int i = 0; i < n; i++)
+        after += cpu_of(pids[i]);
+    double spent = after - before;
+    cr_log_info("the worker used %.2f s of CPU while the parent was away for 0.3 s", spent);
+    cr_expect_lt(spent, 0.15, "the worker spun for %.2f s waiting for room", spent);
+    cr_expect_eq(fpp_run(tm), 0);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
 /* --------------------------------------------------- thread executor (11) */
 
 /* A task that never ends, under a 100 ms timeout: FPP_TIMEOUT, the pool keeps its size, and
