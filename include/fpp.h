@@ -115,16 +115,15 @@ typedef struct fpp_executor_opts {
                                       thread is abandoned (left to finish, its result dropped)
                                       and a new thread takes its place */
     unsigned max_tasks_per_worker; /* 0: never. Else a worker is replaced after N tasks */
-    size_t max_worker_rss_kib;     /* 0: none. Process executor: the worker's own growth, its
-                                      resident memory above what it had when it started
-                                      (memory shared with the parent does not count), within
-                                      10% + 1 MiB; a worker past it is replaced after the task
-                                      that crossed it, at the latest within a second, and that
-                                      task keeps its result. A task that grows past it while it
-                                      runs may be stopped: its address space is capped near the
-                                      cap, so malloc returns NULL (a task that does not check
-                                      then crashes, with a message naming the cap). Costs no
-                                      system call per task on average. Thread executor: ignored */
+    size_t max_worker_rss_kib;     /* 0: none. Else the worker's own growth (resident memory
+                                      above what it had when it started; memory shared with
+                                      the parent does not count, accurate to 10% + 1 MiB): a
+                                      worker past it is replaced after the task that crossed it
+                                      (which keeps its result), or within a second if idle.
+                                      Process executor only. Its address space may grow by at
+                                      most twice the cap: past that, a task's malloc returns
+                                      NULL, and the task ends FPP_CRASHED (a message naming
+                                      the cap) or FPP_FAILED if it handled the NULL itself */
     /* 0.2 */
     const char *worker_init;       /* NULL: none. A registered function's name, run once in
                                       every worker (process or thread) before its first task,

@@ -101,5 +101,6 @@ void fpp__pool_finish(fpp__pool *p, fpp_task *t, int slot)
 {
     t->tag = FPP__NIL;
     t->slot = slot;
+    p->finished++;
     fpp__tm_finished(p->ex->tm, t);
 }

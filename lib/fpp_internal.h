@@ -254,6 +254,8 @@ typedef struct fpp__wctx {
     size_t max_rss_kib;          /* retire when grown past it; 0: no cap */
     _Atomic int stop;            /* thread: set to end the thread */
     _Atomic int abandoned;       /* thread: the pool gave up on it; publish nothing more */
+    _Atomic int claiming;        /* thread: from before a claim until its argument is copied
+                                    (the pool frees an abandoned task's block only after) */
     uint64_t token;              /* fpp__proc_token() when it started: a forked copy differs */
 } fpp__wctx;
 
@@ -492,6 +494,9 @@ typedef struct fpp__pool {
     unsigned min_timeout_ms; /* the shortest of those since ntimed was last 0 */
     fpp__tq retry;          /* tasks to publish again (revoked: never started) */
     uint64_t bogus;         /* records refused */
+    uint64_t finished;      /* tasks handed back to the task manager (fpp__pool_finish), ever:
+                               a poll that finished any, wherever (a timeout's recovery, a
+                               collect inside it), must not go to sleep */
     int64_t spin_ns;        /* how long the parent spins before sleeping; adapts */
     bool woke_worker;       /* the last flush woke a sleeping worker */
     fpp_executor *ex;

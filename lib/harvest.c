@@ -21,8 +21,6 @@
  * task) is never moved, and an arena of three largest results always has room beside it.
  * A hostile worker can change its own results' bytes after it reported them; it can change
  * nothing else, and the parent never reads those bytes. */
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "fpp_internal.h"
@@ -242,8 +240,6 @@ int fpp__pool_collect_worker(fpp__pool *p, uint32_t w)
         return 0;
     }
     if (avail > FPP__CRING) {
-        if (getenv("FPP_DEBUG"))
-            fprintf(stderr, "DEBUG slot %u ctail %llu chead %llu n %u\n", w, (unsigned long long)tail, (unsigned long long)wp->chead, wp->n);
         corrupt(p, w, "its block is corrupted (completion index out of range)");
         return 0;
     }

@@ -18,9 +18,11 @@
  * in a row the breaker trips: while no worker is alive, every waiting and later task ends
  * FPP_CRASHED "workers cannot start: <cause>"; an attempt a second goes on, and the first
  * worker that starts closes the breaker. A fork server that dies is replaced (forked from the
- * parent, as at creation), its workers with it; one that does not answer for FS_STALL_NS is
- * killed and replaced. */
+ * parent, as at creation), its workers with it; one that does not answer for FS_STALL_NS (a
+ * spawn asked for, or a worker's pidfd saying it is dead, and no word) is killed and
+ * replaced. */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -47,6 +49,8 @@ typedef struct pslot {
     bool killed;            /* we asked for its death (cancel, timeout, corrupt, stop) */
     fpp__slotmem *pending;  /* SPAWNING: its memory, attached when it is SPAWNED */
     int64_t since_ns;       /* SPAWNING: when it was asked for */
+    int64_t dead_ns;        /* ALIVE: when its pidfd was first seen dead with no word from the
+                               fork server (which reaps and reports at once); 0: not seen */
 } pslot;
 
 typedef struct proc {
@@ -163,12 +167,18 @@ static int died(proc *pr, uint32_t w, pid_t pid, int status, int64_t maxrss_kib)
     size_t cap = pr->ex->opts.max_worker_rss_kib;
     if (cap && signaled && wp->b) {
         /* Killed near its cap: the likely cause is memory (malloc failing at RLIMIT_AS and the
-         * task not checking, or the OOM killer). Only then does the message name the cap. */
+         * task not checking, or the OOM killer). Only then does the message name the cap.
+         * maxrss is the peak of all it had resident, its slot memory and the argument arena
+         * (shared memory, written by results and read by arguments: not its growth) included:
+         * take off the most of those it can have had, so that the estimate errs towards not
+         * blaming the cap. */
         int64_t start = (int64_t)atomic_load(&wp->b->rss_start_kib);
-        int64_t grown = maxrss_kib > start ? maxrss_kib - start : 0;
+        int64_t shared_kib = (int64_t)((pr->pool.lay.slot_size + pr->pool.lay.args_size) / 1024);
+        int64_t grown = maxrss_kib - start - shared_kib;
         if (grown * 10 >= (int64_t)cap * 9) {
             size_t len = strlen(why);
-            snprintf(why + len, sizeof why - len, " at its memory cap (grew %lld KiB; max_worker_rss_kib %zu KiB: out of memory)",
+            snprintf(why + len, sizeof why - len,
+                     " at its memory cap (grew %lld KiB or more; max_worker_rss_kib %zu KiB: out of memory)",
                      (long long)grown, cap);
         }
     }
@@ -214,6 +224,7 @@ static void spawn(proc *pr, uint32_t w)
         return;
     }
     s->gen++;
+    s->dead_ns = 0;
     if (fpp__fs_spawn(&pr->fs, w, s->gen, mem->r.fd) != 0) {
         fpp__slotmem_unref(mem);
         fs_died(pr, "its channel failed");
@@ -334,9 +345,15 @@ static void fs_died(proc *pr, const char *why)
         pslot *s = &pr->ps[w];
         if (s->state == SL_ALIVE) {
             kill_slot(pr, w); /* in case a task switched off its death signal */
-            char msg[96];
-            snprintf(msg, sizeof msg, "worker %ld died with the fork server", (long)s->pid);
-            fpp__pool_recover(&pr->pool, w, FPP_CRASHED, SIGKILL, msg);
+            char msg[128];
+            if (s->dead_ns) /* it died before, and the server never said how */
+                snprintf(msg, sizeof msg, "worker %ld died while the fork server did not answer (how is not known)",
+                         (long)s->pid);
+            else
+                snprintf(msg, sizeof msg, "worker %ld died with the fork server", (long)s->pid);
+            /* A worker we killed for its timeout: the task still timed out. */
+            fpp_status st = pr->pool.wp[w].timeout_ticket ? FPP_TIMEOUT : FPP_CRASHED;
+            fpp__pool_recover(&pr->pool, w, st, s->dead_ns ? 0 : SIGKILL, msg);
             if (s->pidfd >= 0)
                 fpp__fd_close(s->pidfd);
             s->pidfd = -1;
@@ -416,9 +433,23 @@ static int audit(proc *pr, int n)
         return 0;
     }
     for (uint32_t w = 0; w < pr->pool.lay.nworkers; w++) {
-        if (pr->ps[w].state == SL_SPAWNING && now - pr->ps[w].since_ns > FS_STALL_NS) {
+        pslot *s = &pr->ps[w];
+        if (s->state == SL_SPAWNING && now - s->since_ns > FS_STALL_NS) {
             fs_died(pr, "does not answer");
             return 0;
+        }
+        /* A worker dead for FS_STALL_NS that the server has not reported: the server is
+         * stopped or stuck, and the worker's tasks would wait for it for ever. */
+        if (s->state == SL_ALIVE && s->pidfd >= 0) {
+            struct pollfd pf = {.fd = s->pidfd, .events = POLLIN};
+            if (poll(&pf, 1, 0) <= 0)
+                continue;
+            if (!s->dead_ns)
+                s->dead_ns = now;
+            else if (now - s->dead_ns > FS_STALL_NS) {
+                fs_died(pr, "does not answer");
+                return 0;
+            }
         }
     }
     return fpp__pool_audit(&pr->pool);
@@ -431,11 +462,13 @@ static int p_poll(fpp_executor *ex, int64_t deadline)
     fpp__pool_mark(p); /* before looking: a later post ends the wait */
     if (atomic_exchange(&ex->poked, 0))
         deadline = 0;
+    uint64_t finished = p->finished;
     int n = handle_fs(pr) + fpp__pool_collect(p);
     spawn_due(pr);
     n += breaker_fail(pr);
-    int64_t tdl = fpp__pool_timeouts(p);
+    int64_t tdl = fpp__pool_timeouts(p); /* may finish tasks: it collects before it kills */
     fpp__pool_steal(p);
+    n = FPP__MAX(n, (int)(p->finished - finished));
     if (n == 0 && deadline > 0) {
         int64_t now = fpp__now_ns();
         int64_t d = FPP__MIN(deadline, tdl);
@@ -451,6 +484,7 @@ static int p_poll(fpp_executor *ex, int64_t deadline)
         n += handle_fs(pr) + fpp__pool_collect(p);
         fpp__pool_timeouts(p);
     }
+    n = FPP__MAX(n, (int)(p->finished - finished));
     n += audit(pr, n);
     /* Tasks taken back from a worker go out again now, whether or not the task manager has
      * anything new to dispatch. */

@@ -5,9 +5,15 @@
  * that runs over its timeout, or is cancelled while running, is abandoned: its thread is left
  * to finish on its own (its result is dropped) and a new thread takes its slot at once, so the
  * pool keeps its size. fpp_executor_free never waits for an abandoned thread, and an abandoned
- * thread that returns later touches only memory it owns (its context and its slot memory, by
- * reference), never the executor. Worker threads start with every signal blocked, so SIGINT
+ * thread that returns later touches only memory it owns (its context, its copy of its task's
+ * argument (worker.c), and its slot memory, by reference), never the executor. Worker threads start with every signal blocked, so SIGINT
  * always reaches the application's threads.
+ *
+ * Workers that cannot start (an initializer failing in a new thread) follow the process
+ * executor's rules: the slot stays empty and is tried again after a back-off (10 ms doubling
+ * to 1 s); after five failures in a row the breaker trips: while no thread is alive, every
+ * waiting and later task ends FPP_CRASHED "workers cannot start: <cause>"; the first thread
+ * that starts closes it.
  *
  * Ownership of a thread's context: `fate` decides, by CAS, who frees it. The executor either
  * joins the thread (fate FINISHED, or still RUNNING at destroy, after stop) or abandons it (CAS
@@ -15,6 +21,7 @@
  * its reference to its slot memory when its function returns. */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,12 +40,22 @@ typedef struct tctx {
     unsigned char init_copy[]; /* the initializer's bytes, owned by the thread */
 } tctx;
 
+#define BACKOFF_MIN_NS 10000000
+#define BACKOFF_MAX_NS 1000000000
+#define BREAKER_FAILURES 5
+
 typedef struct thr {
     fpp__pool pool;
     fpp_executor *ex;
     pthread_t *th;
     tctx **ctx;          /* per slot: the live thread's context, or NULL */
     int64_t last_progress_ns;
+    int empty;           /* slots without a thread (their start failed; tried again later) */
+    int failures;        /* threads in a row that could not start */
+    bool broken;         /* the breaker tripped */
+    int64_t next_start_ns;
+    int64_t last_fail_log_ns;
+    char cause[FPP__ERR_MAX + 64];
 } thr;
 
 static void *thread_main(void *arg)
@@ -54,9 +71,12 @@ static void *thread_main(void *arg)
         fpp__ec_post(&b->bell);
         fpp__worker_main(&c->w);
     }
-    fpp__ec_post(&b->bell);
     int expect = RUNNING;
-    if (!atomic_compare_exchange_strong(&c->fate, &expect, FINISHED)) {
+    if (atomic_compare_exchange_strong(&c->fate, &expect, FINISHED)) {
+        /* After the CAS, so that the parent woken by it sees FINISHED (our slot memory lives
+         * until the parent has joined us). */
+        fpp__ec_post(&b->bell);
+    } else {
         /* Abandoned: nobody will join us; what we hold is ours to free. */
         fpp__slotmem_unref(c->mem);
         fpp__free(c);
@@ -115,13 +135,21 @@ static void end_thread(thr *t, uint32_t w)
     if (!c)
         return;
     t->ctx[w] = NULL;
+    /* Whatever touches c comes before the CAS: once the thread sees ABANDONED it frees c
+     * itself. Told first, the thread starts no new claim (worker.c looks after raising
+     * `claiming`; both seq_cst)... */
+    atomic_store(&c->w.abandoned, 1);
+    fpp__ec_post(&fpp__slot_block(c->w.slot)->wake);
+    /* ...and one in progress is let finish copying its argument (a few instructions, never the
+     * function): the pool frees the argument's block once the thread is abandoned. */
+    while (atomic_load(&c->w.claiming) && atomic_load(&c->fate) == RUNNING)
+        sched_yield();
     int expect = RUNNING;
     if (atomic_compare_exchange_strong(&c->fate, &expect, ABANDONED)) {
-        atomic_store(&c->w.abandoned, 1);
-        fpp__ec_post(&fpp__slot_block(c->w.slot)->wake);
         pthread_detach(t->th[w]);
         return;
     }
+    /* It finished (retired, its initializer failed, or it saw `abandoned` while idle): join. */
     pthread_join(t->th[w], NULL);
     fpp__slotmem_unref(c->mem);
     fpp__free(c);
@@ -135,8 +163,10 @@ static void replace(fpp__pool *p, uint32_t w, fpp_status st, const char *why)
     end_thread(t, w);
     fpp__pool_recover(p, w, st, 0, why);
     atomic_fetch_add(&t->ex->restarts, 1);
-    if (start_thread(t, w) != 0)
+    if (start_thread(t, w) != 0) {
         fpp__log(FPP_LOG_ERROR, "thread executor: could not replace worker thread %u", w);
+        t->empty++; /* tried again by the next poll */
+    }
 }
 
 static void stop_worker(fpp__pool *p, uint32_t w)
@@ -151,18 +181,76 @@ static void bad_worker(fpp__pool *p, uint32_t w)
     replace(p, w, FPP_CRASHED, "worker thread abandoned: its memory was written over");
 }
 
-/* Restarts workers that retired after max_tasks_per_worker tasks. */
-static int restart_retired(thr *t)
+/* A thread could not start: back off, say so (once a second at most), trip the breaker. */
+static void start_failure(thr *t, const char *msg)
+{
+    snprintf(t->cause, sizeof t->cause, "worker_init %s failed: %s", t->ex->opts.worker_init, msg);
+    t->failures++;
+    int64_t now = fpp__now_ns();
+    int64_t backoff = BACKOFF_MIN_NS << FPP__MIN(t->failures - 1, 7);
+    t->next_start_ns = now + FPP__MIN(backoff, (int64_t)BACKOFF_MAX_NS);
+    if (t->failures >= BREAKER_FAILURES && !t->broken) {
+        t->broken = true;
+        fpp__log(FPP_LOG_ERROR, "thread executor: workers cannot start: %s (%d times in a row); "
+                 "tasks fail while no worker runs", t->cause, t->failures);
+        t->last_fail_log_ns = now;
+    } else if (now - t->last_fail_log_ns >= 1000000000) {
+        fpp__log(FPP_LOG_WARN, "thread executor: a worker could not start: %s; trying again", t->cause);
+        t->last_fail_log_ns = now;
+    }
+}
+
+/* Ends the threads that finished (retired after max_tasks_per_worker tasks, or whose
+ * initializer failed) and starts threads in empty slots once the back-off allows. */
+static int reap_threads(thr *t)
 {
     int n = 0;
     for (uint32_t w = 0; w < t->pool.lay.nworkers; w++) {
         tctx *c = t->ctx[w];
         if (!c || atomic_load(&c->fate) != FINISHED)
             continue;
+        fpp__wblock *b = fpp__slot_block(c->w.slot);
+        bool init_failed = atomic_load(&b->wstate) == FPP__WS_INIT_FAILED;
+        char msg[FPP__ERR_MAX];
+        memcpy(msg, b->msg, sizeof msg);
+        msg[sizeof msg - 1] = 0;
         end_thread(t, w);
         n += fpp__pool_recover(&t->pool, w, FPP_CRASHED, 0, "worker thread ended");
         atomic_fetch_add(&t->ex->restarts, 1);
-        start_thread(t, w);
+        if (init_failed) {
+            start_failure(t, msg);
+            t->empty++;
+            continue;
+        }
+        if (t->broken)
+            fpp__log(FPP_LOG_INFO, "thread executor: workers start again");
+        t->failures = 0;
+        t->broken = false;
+        if (start_thread(t, w) != 0)
+            t->empty++;
+    }
+    if (t->empty && fpp__now_ns() >= t->next_start_ns) {
+        for (uint32_t w = 0; w < t->pool.lay.nworkers; w++) {
+            if (t->ctx[w])
+                continue;
+            if (start_thread(t, w) == 0)
+                t->empty--;
+        }
+    }
+    return n;
+}
+
+/* While the breaker is tripped and no thread runs, what waits fails with the cause. */
+static int breaker_fail(thr *t)
+{
+    if (!t->broken || t->empty < (int)t->pool.lay.nworkers || !t->pool.retry.head)
+        return 0;
+    int n = 0;
+    while (t->pool.retry.head) {
+        fpp_task *task = fpp__tq_pop(&t->pool.retry);
+        fpp__task_fail(task, FPP_CRASHED, 0, "workers cannot start: %s", t->cause);
+        fpp__pool_finish(&t->pool, task, -1);
+        n++;
     }
     return n;
 }
@@ -170,6 +258,12 @@ static int restart_retired(thr *t)
 static int t_dispatch(fpp_executor *ex, fpp_task *task)
 {
     thr *t = ex->impl;
+    if (t->broken && t->empty == (int)t->pool.lay.nworkers) {
+        /* Taken, to fail in the next poll with the breaker's cause. */
+        task->tag = FPP__NIL;
+        fpp__tq_push(&t->pool.retry, task);
+        return 0;
+    }
     return fpp__pool_dispatch(&t->pool, task);
 }
 
@@ -188,11 +282,14 @@ static int t_poll(fpp_executor *ex, int64_t deadline)
     fpp__pool_mark(p);
     if (atomic_exchange(&ex->poked, 0))
         deadline = 0;
+    uint64_t finished = p->finished;
     int n = fpp__pool_collect(p);
-    if (ex->opts.max_tasks_per_worker)
-        n += restart_retired(t);
-    int64_t tdl = fpp__pool_timeouts(p);
+    if (ex->opts.max_tasks_per_worker || ex->init_fn >= 0 || t->empty)
+        n += reap_threads(t);
+    n += breaker_fail(t);
+    int64_t tdl = fpp__pool_timeouts(p); /* may finish tasks: abandons their threads */
     fpp__pool_steal(p);
+    n = FPP__MAX(n, (int)(p->finished - finished));
     if (n == 0 && deadline > 0) {
         int64_t d = FPP__MIN(deadline, tdl);
         int64_t now = fpp__now_ns();
@@ -201,12 +298,15 @@ static int t_poll(fpp_executor *ex, int64_t deadline)
             d = FPP__MIN(d, now + tick);
         if (ex->opts.max_tasks_per_worker)
             d = FPP__MIN(d, now + 2000000);
+        if (t->empty)
+            d = FPP__MIN(d, FPP__MAX(t->next_start_ns, now + 1000000));
         if (fpp__pool_in_flight(p) > 0)
             d = FPP__MIN(d, FPP__MAX(t->last_progress_ns + AUDIT_NS, now + 1000000));
         fpp__pool_wait(p, d);
         n += fpp__pool_collect(p);
         fpp__pool_timeouts(p);
     }
+    n = FPP__MAX(n, (int)(p->finished - finished));
     int64_t now = fpp__now_ns();
     if (n > 0 || fpp__pool_in_flight(p) == 0)
         t->last_progress_ns = now;

@@ -163,6 +163,11 @@ int fpp__pool_cancel_task(fpp__pool *p, fpp_task *t)
     /* Still held: stop the worker, but first take back what it has not claimed, so that only
      * this task goes down with it. */
     revoke_unclaimed(p, w);
+    /* As for a timeout: it may have finished the task and claimed the next before the revoke. */
+    fpp__pool_collect_worker(p, w);
+    if (t->tag == FPP__NIL)
+        return 0;
+    e = &p->fl[t->tag];
     e->state = FPP__FL_ABANDONED;
     e->task = NULL;
     fpp__task_fail(t, FPP_CANCELLED, 0, "cancelled");
@@ -213,6 +218,12 @@ int64_t fpp__pool_timeouts(fpp__pool *p)
         if (wp->first == FPP__NIL || p->fl[wp->first].ticket != e->ticket)
             continue;
         revoke_unclaimed(p, w);
+        /* It may have reported the task and claimed the next one between the look above and
+         * the revoke: look again, now that it has nothing more to claim, or the kill would take
+         * that innocent next task along. */
+        fpp__pool_collect_worker(p, w);
+        if (wp->first == FPP__NIL || p->fl[wp->first].ticket != e->ticket)
+            continue;
         wp->timeout_ticket = e->ticket;
         wp->timeout_ms = ms;
         if (p->stop)

@@ -69,10 +69,12 @@ static bool not_me(const fpp__wctx *w)
     return w->process && w->token != fpp__proc_token();
 }
 
-/* Waits, for at most one sleep, until ready(o, need) holds: spin, yield, then ring the parent
- * (it may be asleep with the room we need; need > 0: the arena position we must reach, so it
- * can move held results out of the way) and sleep on our wake count. */
-static void wait_room(fpp_out *o, int round, uint64_t need, bool (*ready)(fpp_out *o, uint64_t need))
+/* Waits, for at most one sleep, until ready(o, arg) holds: spin, yield, then ring the parent
+ * (it may be asleep with the room we need) and sleep on our wake count. `arg` is what ready is
+ * asked about (the arena end wanted, or the ring tail): the check after arming must be the
+ * caller's own condition, or a wake is lost. arena: arg is the arena position we must reach,
+ * published as `need` so the parent can move held results out of the way. */
+static void wait_room(fpp_out *o, int round, uint64_t arg, bool arena, bool (*ready)(fpp_out *o, uint64_t arg))
 {
     if (round < ROOM_SPIN_ROUNDS) {
         fpp__cpu_relax();
@@ -82,11 +84,11 @@ static void wait_room(fpp_out *o, int round, uint64_t need, bool (*ready)(fpp_ou
         sched_yield();
         return;
     }
-    if (need)
-        atomic_store_explicit(&o->b->need, need, memory_order_relaxed);
+    if (arena)
+        atomic_store_explicit(&o->b->need, arg, memory_order_relaxed);
     fpp__ec_post(&o->b->bell);
     uint32_t v = fpp__ec_arm(&o->b->wake);
-    if (!ready(o, need) && !stopping(o->w))
+    if (!ready(o, arg) && !stopping(o->w))
         fpp__ec_wait(&o->b->wake, v, fpp__now_ns() + SLEEP_MAX_NS);
     atomic_store_explicit(&o->b->need, 0, memory_order_relaxed);
 }
@@ -106,7 +108,7 @@ static unsigned char *reserve(fpp_out *o, size_t len)
     for (int round = 0; !arena_room(o, pos + len); round++) {
         if (stopping(o->w))
             return NULL;
-        wait_room(o, round, pos + len, arena_room);
+        wait_room(o, round, pos + len, true, arena_room);
     }
     o->off = pos;
     return o->arena + (pos % A);
@@ -185,7 +187,7 @@ static void publish(fpp_out *o, uint64_t *ctail, const fpp__crec *r)
     for (int round = 0; !ring_room(o, *ctail); round++) {
         if (stopping(o->w))
             return;
-        wait_room(o, round, 0, ring_room);
+        wait_room(o, round, *ctail, false, ring_room);
     }
     b->ring[*ctail & (FPP__CRING - 1)] = *r;
     (*ctail)++;
@@ -247,9 +249,13 @@ static bool over_cap(rss_watch *r, bool force)
     return a > r->start_kib && a - r->start_kib > r->cap_kib;
 }
 
-/* With a memory cap, the worker's address space may grow by at most the cap past what it has
- * when it starts (RLIMIT_AS): a task that allocates past it while running gets NULL from
- * malloc (or dies on it) instead of taking the machine's memory. */
+/* With a memory cap, the worker's address space may grow by at most twice the cap past what it
+ * has when it starts (RLIMIT_AS): a task that allocates without bound gets NULL from malloc
+ * (or dies on it) instead of taking the machine's memory. Twice, not once: the cap is on
+ * resident growth, checked after each task, so the task that crosses it must be able to
+ * finish and keep its result (SPEC: "replaced after the task that crossed it"); with the
+ * limit at the cap itself no allocating task could ever cross it, and address space that is
+ * reserved but never resident (a thread's stack, a malloc arena) would count in full. */
 static void cap_address_space(size_t cap_kib)
 {
 #if defined(__SANITIZE_ADDRESS__)
@@ -270,7 +276,7 @@ static void cap_address_space(size_t cap_kib)
     buf[n] = 0;
     if (sscanf(buf, "%lu", &size) != 1)
         return;
-    rlim_t lim = (rlim_t)size * (rlim_t)sysconf(_SC_PAGESIZE) + (rlim_t)cap_kib * 1024;
+    rlim_t lim = (rlim_t)size * (rlim_t)sysconf(_SC_PAGESIZE) + (rlim_t)cap_kib * 2 * 1024;
     struct rlimit rl = {lim, lim};
     setrlimit(RLIMIT_AS, &rl);
 #endif
@@ -316,8 +322,20 @@ static int next_task(fpp__wctx *w, fpp__wblock *b, fpp__cell *cells, uint64_t *h
     for (int round = 0;; round++) {
         if (stopping(w))
             return 0;
+        if (!w->process) {
+            /* Raised before the claim, and `abandoned` looked at after it (both seq_cst, as
+             * in the parent's end_thread): the parent either sees us claiming and waits for
+             * the copy below, or we see it gave up on us and claim nothing. */
+            atomic_store(&w->claiming, 1);
+            if (atomic_load(&w->abandoned) || atomic_load(&w->stop)) {
+                atomic_store_explicit(&w->claiming, 0, memory_order_release);
+                return 0;
+            }
+        }
         if (fpp__ring_claim(cells, n, head, d, &b->running))
             return 1;
+        if (!w->process)
+            atomic_store_explicit(&w->claiming, 0, memory_order_release);
         if (round < CLAIM_SPIN_ROUNDS) {
             if (round == 0)
                 spin_until = fpp__now_ns() + CLAIM_SPIN_NS;
@@ -368,6 +386,8 @@ int fpp__worker_main(fpp__wctx *w)
     };
     uint64_t ctail = 0, head = l->qcells;
     uint64_t done = 0;
+    unsigned char *argcopy = NULL; /* worker threads: the current task's argument, copied */
+    size_t argcap = 0;
     rss_watch rss = {.fd = -1};
     if (w->process) {
         crash_point_init();
@@ -400,7 +420,30 @@ int fpp__worker_main(fpp__wctx *w)
                 fpp_out_fail(&o, "task descriptor corrupted (argument of %u bytes at %llu)", d.arg_len,
                              (unsigned long long)d.arg_off);
             arg = w->args + d.arg_off;
+            if (!w->process && !o.failed) {
+                /* A worker thread may be abandoned while its function runs (timeout, cancel,
+                 * executor freed): the parent then frees the argument's block, hands it to
+                 * the next tasks, and at last unmaps the arena. So a thread's function runs on
+                 * a copy the thread owns (a buffer kept for the thread's life). The parent
+                 * abandons a thread only once `claiming` says the copy is made
+                 * (thread_executor.c, end_thread). */
+                if (argcap < d.arg_len) {
+                    unsigned char *nb = fpp__realloc(argcopy, d.arg_len);
+                    if (nb) {
+                        argcopy = nb;
+                        argcap = d.arg_len;
+                    }
+                }
+                if (argcap >= d.arg_len) {
+                    memcpy(argcopy, arg, d.arg_len);
+                    arg = argcopy;
+                } else {
+                    fpp_out_fail(&o, "out of memory for a copy of the argument (%u bytes)", d.arg_len);
+                }
+            }
         }
+        if (!w->process) /* the argument is ours now (release: the copy's reads come first) */
+            atomic_store_explicit(&w->claiming, 0, memory_order_release);
         if (!fn)
             fpp_out_fail(&o, "no function with id %u", d.fn);
         if (!o.failed) {
@@ -449,6 +492,7 @@ int fpp__worker_main(fpp__wctx *w)
     }
     if (rss.fd >= 0)
         close(rss.fd);
+    fpp__free(argcopy);
     if (retire) {
         atomic_store_explicit(&b->wstate, FPP__WS_RETIRED, memory_order_release);
         fpp__ec_post(&b->bell);

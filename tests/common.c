@@ -2,6 +2,7 @@
 #include "common.h"
 
 #include <sys/mman.h>
+#include <sys/syscall.h>
 
 int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG, F_ABORT, F_SPIN, F_SCRIBBLE, F_HOG,
     F_BLOCK, F_BARRIER, F_FLAKY, F_JITTER, F_SLOTS, F_PID;
@@ -106,7 +107,8 @@ static int slots(const void *arg, size_t len, fpp_out *out)
     memcpy(a, arg, sizeof a);
     int i = SLOTS_AT + (int)(a[0] % 128);
     atomic_fetch_add(&T_SHARED[i], 1);
-    int32_t r[2] = {(int32_t)gettid(), wait_shared(i, (long)a[1], 10000)}; /* a thread worker's own id */
+    /* The worker's thread id: a worker process's pid, a worker thread's own id. */
+    int32_t r[2] = {(int32_t)syscall(SYS_gettid), wait_shared(i, (long)a[1], 10000)};
     return fpp_out_set(out, r, sizeof r);
 }
 

@@ -82,7 +82,8 @@ int pool_pids(pid_t *out, int max, int *nfs);
 /* The pids of the workers and spares (the fork servers' children) only. */
 int worker_pids(pid_t *out, int max);
 /* The pool's wholeness: W tasks (F_SLOTS) that each wait (up to 10 s) until all W have
- * started, so they all succeed only if W different workers run them at once. Fails the test
+ * started, so they all succeed only if W different workers (processes or threads: told apart
+ * by thread id) run them at once. Fails the test
  * otherwise. After any storm, every slot of a W-worker executor must pass this. The tasks
  * are given a 20 s timeout of their own, so it works under any executor timeout. */
 void every_slot_serves(fpp_tm *tm, int W);

@@ -164,16 +164,80 @@ static void round_on(int threads)
     fpp_executor_free(ex);
 }
 
+/* Issue 9's threaded parts: worker threads that start with an initializer and then cannot
+ * (the breaker, threads ended and started again), and tasks abandoned on timeouts and at free
+ * while they read arguments of their own (copies: worker.c). */
+static _Atomic long inits;
+static int init_later(const void *a, size_t n, fpp_out *o)
+{
+    (void)a; (void)n;
+    if (atomic_fetch_add(&inits, 1) >= 6)
+        return fpp_out_fail(o, "no more"), 1;
+    return 0;
+}
+
+static int nap_read(const void *a, size_t n, fpp_out *o)
+{
+    (void)o;
+    const unsigned char *p = a;
+    unsigned char first = n ? p[0] : 0;
+    struct timespec ts = {0, 20000000};
+    nanosleep(&ts, NULL);
+    unsigned long bad = 0;
+    for (size_t i = 0; i < n; i++)
+        bad += p[i] != first;
+    return bad ? 1 : 0;
+}
+
+static void round_worker_world(void)
+{
+    int f_sq = fpp_lookup("square"), f_nap = fpp_lookup("nap_read");
+    fpp_executor *ex;
+    fpp_executor_opts eo = {.workers = 3, .task_timeout_ms = 5, .max_tasks_per_worker = 50, .worker_init = "init_later"};
+    atomic_store(&inits, 0);
+    int rc = fpp_thread_executor(&ex, &eo);
+    CHECK(rc == 0, "thread executor with an initializer");
+    if (rc) return;
+    fpp_tm *tm;
+    fpp_tm_opts to = {.error_policy = FPP_IGNORE, .monitor_interval_ms = 5};
+    fpp_tm_create(&tm, ex, &to);
+    unsigned char arg[256];
+    for (int i = 0; i < 300; i++) {
+        unsigned long x = (unsigned long)i;
+        fpp_submit(tm, f_sq, &x, sizeof x);
+        if (i % 30 == 0) {
+            memset(arg, i, sizeof arg);
+            fpp_submit(tm, f_nap, arg, sizeof arg); /* times out: abandoned while reading */
+        }
+    }
+    fpp_stats st;
+    CHECK(fpp_run(tm) == 0, "fpp_run returns when workers stop starting");
+    fpp_tm_stats(tm, &st);
+    CHECK(st.done + st.crashed + st.timed_out == st.submitted, "every task accounted for");
+    CHECK(atomic_load(&inits) < 40, "no thrashing");
+    for (int i = 0; i < 3; i++) {
+        memset(arg, 0x40 + i, sizeof arg);
+        fpp_submit(tm, f_nap, arg, sizeof arg);
+    }
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+    struct timespec ts = {0, 100000000}; /* the abandoned threads return after the frees */
+    nanosleep(&ts, NULL);
+}
+
 int main(void)
 {
     fpp_log_set(quiet, NULL, FPP_LOG_DEBUG);
     fpp_register("square", square);
     fpp_register("nap", nap);
     fpp_register("fails", fails);
+    fpp_register("init_later", init_later);
+    fpp_register("nap_read", nap_read);
     round_on(1);
     round_on(0);
     round_0_2(1);
     round_0_2(0);
+    round_worker_world();
     printf("stress_threads: %d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
