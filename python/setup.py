@@ -42,7 +42,10 @@ def generate_version_header():
 
 
 generate_version_header()
-lib_sources = sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(TOP, "lib", "*.c")))
+# libfpp's sources: every lib/*.c but libfpp_mpi's (lib/mpi_*.c need Open MPI and are not
+# part of the extension).
+lib_sources = sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(TOP, "lib", "*.c"))
+                     if not os.path.basename(p).startswith("mpi_"))
 
 setup(
     name="fpp",
