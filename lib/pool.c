@@ -273,6 +273,7 @@ void fpp__pool_steal(fpp__pool *p)
     if (W < 2)
         return;
     int64_t now = 0;
+    bool moved = false;
     for (uint32_t i = 0; i < W; i++) {
         fpp__wpriv *idle = &p->wp[i];
         if (!idle->alive || idle->n != 0 || idle->corrupt)
@@ -291,13 +292,18 @@ void fpp__pool_steal(fpp__pool *p)
                 best = v;
         }
         if (best == FPP__NIL)
-            return;
+            break;
         fpp_task *t = take_back(p, best);
         if (!t)
             continue;
         if (publish_on(p, i, t) != 0)
             fpp__tq_push(&p->retry, t);
+        else
+            moved = true;
     }
+    /* An idle worker is likely asleep: wake it now, not at the end of its sleep. */
+    if (moved)
+        fpp__pool_flush(p);
 }
 
 /* ----------------------------------------------------------------- sleeping */
