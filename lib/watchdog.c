@@ -159,10 +159,14 @@ int fpp__pool_cancel_task(fpp__pool *p, fpp_task *t)
     fpp__pool_collect_worker(p, w);
     if (t->tag == FPP__NIL)
         return 0;
-    e = &p->fl[t->tag];
     /* Still held: stop the worker, but first take back what it has not claimed, so that only
-     * this task goes down with it. */
+     * this task goes down with it; then look again, as for a timeout (it may have finished t
+     * and claimed the next task in between: that one must not go down with it). */
     revoke_unclaimed(p, w);
+    fpp__pool_collect_worker(p, w);
+    if (t->tag == FPP__NIL)
+        return 0;
+    e = &p->fl[t->tag];
     e->state = FPP__FL_ABANDONED;
     e->task = NULL;
     fpp__task_fail(t, FPP_CANCELLED, 0, "cancelled");
@@ -173,6 +177,14 @@ int fpp__pool_cancel_task(fpp__pool *p, fpp_task *t)
 }
 
 /* ---------------------------------------------------------------- timeouts */
+
+/* Harvests worker w and says whether the task with this ticket is still its oldest unreported. */
+static bool still_holds(fpp__pool *p, uint32_t w, uint64_t ticket)
+{
+    fpp__pool_collect_worker(p, w);
+    uint32_t first = p->wp[w].first;
+    return first != FPP__NIL && p->fl[first].ticket == ticket;
+}
 
 int64_t fpp__pool_timeouts(fpp__pool *p)
 {
@@ -209,11 +221,17 @@ int64_t fpp__pool_timeouts(fpp__pool *p)
         }
         /* Over: take back what it has not claimed, then stop it (unless it reported the task
          * meanwhile: then only its queue moved, and the next look finds the next task). */
-        fpp__pool_collect_worker(p, w);
-        if (wp->first == FPP__NIL || p->fl[wp->first].ticket != e->ticket)
+        uint64_t ticket = e->ticket;
+        if (!still_holds(p, w, ticket))
             continue;
         revoke_unclaimed(p, w);
-        wp->timeout_ticket = e->ticket;
+        /* It may have finished the task and claimed the next one between the look above and
+         * the revokes (which then left that one alone): look again. Once the revokes are done,
+         * a record that is still not there means the next claim cannot come: the worker claims
+         * only after publishing, and everything after this task was revoked. */
+        if (!still_holds(p, w, ticket))
+            continue;
+        wp->timeout_ticket = ticket;
         wp->timeout_ms = ms;
         if (p->stop)
             p->stop(p, w);
