@@ -61,6 +61,7 @@ typedef struct proc {
     int64_t next_spawn_ns;     /* empty slots are filled from then on */
     int64_t last_fail_log_ns;
     bool broken;               /* the breaker tripped */
+    bool trip_unsaid;          /* ...and the log has not said so yet (one line a second) */
     char cause[FPP__ERR_MAX + 64];
     int64_t last_progress_ns;
     bool paused;               /* after Ctrl-C: no worker until the next dispatch */
@@ -129,13 +130,19 @@ static void start_failure(proc *pr, int rc, const char *fmt, ...)
     pr->next_spawn_ns = now + FPP__MIN(backoff, (int64_t)BACKOFF_MAX_NS);
     if (pr->failures >= BREAKER_FAILURES && !pr->broken) {
         pr->broken = true;
+        pr->trip_unsaid = true;
+    }
+    /* One line a second at most, whatever fails how often: the breaker's line waits for its
+     * turn too (the next attempt is at most a second away), and takes the place of a warning. */
+    if (now - pr->last_fail_log_ns < 1000000000)
+        return;
+    if (pr->trip_unsaid)
         fpp__log(FPP_LOG_ERROR, "process executor: workers cannot start: %s (%d times in a row); "
                  "tasks fail while no worker runs", pr->cause, pr->failures);
-        pr->last_fail_log_ns = now;
-    } else if (now - pr->last_fail_log_ns >= 1000000000) {
+    else
         fpp__log(FPP_LOG_WARN, "process executor: a worker could not start: %s; trying again", pr->cause);
-        pr->last_fail_log_ns = now;
-    }
+    pr->trip_unsaid = false;
+    pr->last_fail_log_ns = now;
 }
 
 static void started(proc *pr)
@@ -144,6 +151,7 @@ static void started(proc *pr)
         fpp__log(FPP_LOG_INFO, "process executor: workers start again");
     pr->failures = 0;
     pr->broken = false;
+    pr->trip_unsaid = false;
     pr->next_spawn_ns = 0;
 }
 
