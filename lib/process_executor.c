@@ -45,6 +45,7 @@ typedef struct pslot {
     int pidfd;
     uint32_t gen;
     bool killed;            /* we asked for its death (cancel, timeout, corrupt, stop) */
+    bool fresh;             /* ALIVE, and not yet seen up (its initializer done) */
     fpp__slotmem *pending;  /* SPAWNING: its memory, attached when it is SPAWNED */
     int64_t since_ns;       /* SPAWNING: when it was asked for */
 } pslot;
@@ -60,6 +61,7 @@ typedef struct proc {
     int start_rc;              /* during creation: why the first workers could not start */
     int64_t next_spawn_ns;     /* empty slots are filled from then on */
     int64_t last_fail_log_ns;
+    int fresh;                 /* slots with fresh set */
     bool broken;               /* the breaker tripped */
     bool trip_unsaid;          /* ...and the log has not said so yet (one line a second) */
     char cause[FPP__ERR_MAX + 64];
@@ -153,6 +155,25 @@ static void started(proc *pr)
     pr->broken = false;
     pr->trip_unsaid = false;
     pr->next_spawn_ns = 0;
+}
+
+/* A new worker that is up (its initializer done) is a start: the first one after failures
+ * closes the breaker. Workers that were up all along do not count: the failures are "in a row"
+ * of attempts. */
+static void check_started(proc *pr)
+{
+    for (uint32_t w = 0; pr->fresh && w < pr->pool.lay.nworkers; w++) {
+        pslot *s = &pr->ps[w];
+        if (!s->fresh)
+            continue;
+        uint32_t ws = s->state == SL_ALIVE ? atomic_load(&pr->pool.wp[w].b->wstate) : FPP__WS_INIT_FAILED;
+        if (ws == FPP__WS_STARTING)
+            continue;
+        s->fresh = false;
+        pr->fresh--;
+        if (ws == FPP__WS_READY && pr->failures)
+            started(pr);
+    }
 }
 
 /* ------------------------------------------------------------ worker deaths */
@@ -267,6 +288,10 @@ static int handle_msg(proc *pr, const fpp__fs_msg *m, int pidfd)
         fpp__pool_attach(&pr->pool, m->slot, s->pending);
         s->pending = NULL;
         pr->alive++;
+        if (!s->fresh) {
+            s->fresh = true;
+            pr->fresh++;
+        }
         break;
     case FPP__FS_FAILED:
         if (s->state != SL_SPAWNING)
@@ -440,6 +465,7 @@ static int p_poll(fpp_executor *ex, int64_t deadline)
     if (atomic_exchange(&ex->poked, 0))
         deadline = 0;
     int n = handle_fs(pr) + fpp__pool_collect(p);
+    check_started(pr);
     spawn_due(pr);
     n += breaker_fail(pr);
     int64_t tdl = fpp__pool_timeouts(p);
