@@ -18,9 +18,10 @@
  * in a row the breaker trips: while no worker is alive, every waiting and later task ends
  * FPP_CRASHED "workers cannot start: <cause>"; an attempt a second goes on, and the first
  * worker that starts closes the breaker. A fork server that dies is replaced (forked from the
- * parent, as at creation), its workers with it; one that does not answer for FS_STALL_NS is
- * killed and replaced. */
+ * parent, as at creation), its workers with it; one that does not answer a spawn, or does not
+ * report a worker its pidfd shows dead, for FS_STALL_NS is killed and replaced. */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,7 +32,8 @@
 #include "fpp_internal.h"
 
 #define AUDIT_NS 250000000         /* the watchdog looks after this long without progress */
-#define FS_STALL_NS 2000000000     /* a fork server silent this long with a spawn asked is stuck */
+#define FS_STALL_NS 2000000000     /* a fork server silent this long about a spawn or a death is stuck */
+#define FS_WATCH_NS 250000000      /* how often the fork server is checked on while tasks run */
 #define BACKOFF_MIN_NS 10000000
 #define BACKOFF_MAX_NS 1000000000
 #define BREAKER_FAILURES 5
@@ -48,6 +50,7 @@ typedef struct pslot {
     bool fresh;             /* ALIVE, and not yet seen up (its initializer done) */
     fpp__slotmem *pending;  /* SPAWNING: its memory, attached when it is SPAWNED */
     int64_t since_ns;       /* SPAWNING: when it was asked for */
+    int64_t gone_ns;        /* ALIVE: when its pidfd was first seen saying it exited, unreported */
 } pslot;
 
 typedef struct proc {
@@ -66,6 +69,7 @@ typedef struct proc {
     bool trip_unsaid;          /* ...and the log has not said so yet (one line a second) */
     char cause[FPP__ERR_MAX + 64];
     int64_t last_progress_ns;
+    int64_t next_watch_ns;     /* the fork server is checked on from then on */
     bool paused;               /* after Ctrl-C: no worker until the next dispatch */
     bool stopping;
 } proc;
@@ -284,6 +288,7 @@ static int handle_msg(proc *pr, const fpp__fs_msg *m, int pidfd)
         pidfd = -1;
         s->state = SL_ALIVE;
         s->killed = false;
+        s->gone_ns = 0;
         fpp__region_close_fd(&s->pending->r); /* the worker has it now */
         fpp__pool_attach(&pr->pool, m->slot, s->pending);
         s->pending = NULL;
@@ -433,10 +438,59 @@ static void p_flush(fpp_executor *ex)
     fpp__pool_flush(&pr->pool);
 }
 
+/* The fork server, checked on every FS_WATCH_NS while tasks are in flight, whether the other
+ * workers make progress or not: dead; asked for a worker and silent for FS_STALL_NS; or silent
+ * for FS_STALL_NS about a worker whose pidfd says it has exited. The last one is a server
+ * stopped or stuck (SIGSTOP, a debugger, a freezer): it reaps and reports deaths, so without
+ * this the dead worker's task, and its slot, would wait for it for ever. One poll() over the
+ * workers' pidfds. Returns true if the server was replaced. */
+static bool watch_fs(proc *pr, int64_t now)
+{
+    if (!fpp__fs_alive(&pr->fs)) {
+        fs_died(pr, "died");
+        return true;
+    }
+    uint32_t W = pr->pool.lay.nworkers, k = 0;
+    struct pollfd pf[FPP__MAX_WORKERS];
+    uint32_t of[FPP__MAX_WORKERS];
+    for (uint32_t w = 0; w < W; w++) {
+        pslot *s = &pr->ps[w];
+        if (s->state == SL_SPAWNING && now - s->since_ns > FS_STALL_NS) {
+            fs_died(pr, "does not answer");
+            return true;
+        }
+        if (s->state == SL_ALIVE && s->pidfd >= 0) {
+            pf[k] = (struct pollfd){.fd = s->pidfd, .events = POLLIN};
+            of[k++] = w;
+        }
+    }
+    if (k == 0 || poll(pf, k, 0) <= 0)
+        return false;
+    for (uint32_t i = 0; i < k; i++) {
+        pslot *s = &pr->ps[of[i]];
+        if (!(pf[i].revents & POLLIN)) {
+            s->gone_ns = 0;
+        } else if (!s->gone_ns) {
+            s->gone_ns = now;
+        } else if (now - s->gone_ns > FS_STALL_NS) {
+            fs_died(pr, "does not report its workers' deaths");
+            return true;
+        }
+    }
+    return false;
+}
+
 /* The watchdog, after AUDIT_NS without progress while tasks are in flight. */
 static int audit(proc *pr, int n)
 {
     int64_t now = fpp__now_ns();
+    if (now >= pr->next_watch_ns && fpp__pool_in_flight(&pr->pool) > 0) {
+        pr->next_watch_ns = now + FS_WATCH_NS;
+        if (watch_fs(pr, now)) {
+            pr->last_progress_ns = now;
+            return 0;
+        }
+    }
     if (n > 0 || fpp__pool_in_flight(&pr->pool) == 0) {
         pr->last_progress_ns = now;
         return 0;
@@ -444,16 +498,6 @@ static int audit(proc *pr, int n)
     if (now - pr->last_progress_ns < AUDIT_NS)
         return 0;
     pr->last_progress_ns = now;
-    if (!fpp__fs_alive(&pr->fs)) {
-        fs_died(pr, "died");
-        return 0;
-    }
-    for (uint32_t w = 0; w < pr->pool.lay.nworkers; w++) {
-        if (pr->ps[w].state == SL_SPAWNING && now - pr->ps[w].since_ns > FS_STALL_NS) {
-            fs_died(pr, "does not answer");
-            return 0;
-        }
-    }
     return fpp__pool_audit(&pr->pool);
 }
 
