@@ -817,3 +817,294 @@ Test(forkfail, without_pidfd_open_the_pool_still_works_and_recovers, .fini = ass
     fpp_tm_free(tm);
     fpp_executor_free(ex);
 }
+
+/* ======================================== item 9: nothing left in /dev/shm */
+
+/* The child: creates and frees executors with a 128 MiB argument limit (a 256 MiB argument
+ * arena, 64 MiB of it backed at creation) for ever, reporting each pool's pids. */
+static void creator(int wfd) __attribute__((noreturn));
+static void creator(int wfd)
+{
+    for (;;) {
+        fpp_executor *ex = NULL;
+        fpp_executor_opts o = {.workers = 2, .max_arg_size = (size_t)128 << 20};
+        if (fpp_process_executor(&ex, &o) == 0) {
+            pid_t pids[16];
+            int n = pool_pids(pids, 16, NULL);
+            ssize_t w = write(wfd, pids, (size_t)n * sizeof *pids);
+            (void)w;
+            fpp_executor_free(ex);
+        }
+    }
+}
+
+/* 0.1: a parent killed during fpp_process_executor left its /dev/shm entry behind (61 of 300
+ * runs; 69 of 100 with 256 MiB arguments): the name was unlinked only after ftruncate,
+ * posix_fallocate and mmap. Here a child creating executors is SIGKILLed at random moments
+ * 100 times: no fpp name ever appears in /dev/shm (inotify sees even a short-lived one), and
+ * no process of its pools survives it (this process is made their subreaper, so a survivor
+ * would become our child: none may be left a few seconds later). */
+Test(devshm, a_parent_killed_at_random_moments_of_creation_leaves_nothing_behind, .fini = assert_clean,
+     .timeout = 300)
+{
+    cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    int in = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    cr_assert_geq(in, 0);
+    cr_assert_geq(inotify_add_watch(in, "/dev/shm", IN_CREATE | IN_MOVED_TO), 0, "watch /dev/shm: %s", strerror(errno));
+    unsigned seed = seed_from_clock("devshm");
+    pid_t kids[100];
+    int reported = 0, names = 0, ours = 0;
+    for (int round = 0; round < 100; round++) {
+        int p[2];
+        cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+        pid_t kid = fork();
+        cr_assert_geq(kid, 0);
+        if (kid == 0) {
+            close(p[0]);
+            creator(p[1]);
+        }
+        close(p[1]);
+        kids[round] = kid;
+        sleep_ms((int)(rand_r(&seed) % 80));
+        kill(kid, SIGKILL);
+        cr_assert_eq(waitpid(kid, NULL, 0), kid);
+        pid_t pids[1024];
+        ssize_t got = read(p[0], pids, sizeof pids);
+        close(p[0]);
+        int n = got > 0 ? (int)(got / (ssize_t)sizeof(pid_t)) : 0;
+        reported += n;
+        /* Its pool's processes are orphans now, ours as the subreaper: all must go. */
+        int left = 0;
+        for (int ms = 0; ms < 5000; ms += 5) {
+            while (waitpid(-1, NULL, WNOHANG) > 0)
+                ;
+            left = live_children();
+            if (left == 0)
+                break;
+            sleep_ms(5);
+        }
+        cr_assert_eq(left, 0, "round %d: %d process(es) of the killed parent's pools still alive after 5 s", round, left);
+        for (int i = 0; i < n; i++)
+            cr_assert(proc_state(pids[i]) == 0 || proc_state(pids[i]) == 'Z', "round %d: pool process %ld survived",
+                      round, (long)pids[i]);
+    }
+    /* Every name created in /dev/shm meanwhile. Another program on this machine may use fpp
+     * 0.1 (its names are fpp-<pid>-...): only names carrying one of our children's pids count. */
+    char buf[1 << 16];
+    ssize_t len;
+    while ((len = read(in, buf, sizeof buf)) > 0) {
+        for (char *q = buf; q < buf + len;) {
+            struct inotify_event *ev = (struct inotify_event *)q;
+            if (ev->len && strstr(ev->name, "fpp")) {
+                names++;
+                for (int r = 0; r < 100; r++) {
+                    char pid[32];
+                    snprintf(pid, sizeof pid, "%ld", (long)kids[r]);
+                    if (strstr(ev->name, pid)) {
+                        ours++;
+                        cr_log_error("/dev/shm/%s appeared", ev->name);
+                    }
+                }
+            }
+            q += sizeof *ev + ev->len;
+        }
+    }
+    close(in);
+    cr_log_info("devshm: 100 kills, %d pool pids reported, %d fpp names in /dev/shm (%d ours)", reported, names, ours);
+    cr_expect_eq(ours, 0, "%d names of ours appeared in /dev/shm", ours);
+    cr_expect_gt(reported, 0, "some kills landed after a pool was up");
+    DIR *d = opendir("/dev/shm");
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        for (int r = 0; r < 100; r++) {
+            char pid[32];
+            snprintf(pid, sizeof pid, "-%ld-", (long)kids[r]);
+            cr_expect(!strstr(e->d_name, pid), "/dev/shm/%s left behind", e->d_name);
+        }
+    if (d)
+        closedir(d);
+}
+
+/* ============================== item 12: stops and kills of any pool process */
+
+static int F_CHAOS;
+
+/* F_CHAOS: a uint64_t i; every 101st segfaults (so that workers are replaced while the chaos
+ * goes on), the others spin 20 us; result: i * i. */
+__attribute__((no_sanitize("undefined", "address"))) static int chaos_task(const void *arg, size_t len, fpp_out *out)
+{
+    if (len != 8)
+        return 1;
+    uint64_t i = u64_of(arg);
+    if (i % 101 == 0)
+        *(volatile int *)NULL = 1;
+    int64_t until = mono_ns() + 20000;
+    while (mono_ns() < until)
+        ;
+    i *= i;
+    return fpp_out_set(out, &i, 8);
+}
+
+__attribute__((constructor)) static void register_chaos(void) { F_CHAOS = fpp_register("wd_chaos", chaos_task); }
+
+static _Atomic int chaos_stops[3]; /* fork server, worker, spare */
+
+/* Stops a random process of the pool (the fork server one time in three, else a worker or the
+ * spare) for 0.5 to 3 s, 6 times, then ends the map. */
+static void *chaos_stopper(void *arg)
+{
+    unsigned seed = *(unsigned *)arg;
+    sleep_ms(200);
+    for (int k = 0; k < 6; k++) {
+        pid_t pids[16];
+        int nfs = 0, n = pool_pids(pids, 16, &nfs);
+        if (n <= nfs) {
+            sleep_ms(10);
+            k--;
+            continue;
+        }
+        pid_t v = rand_r(&seed) % 3 == 0 ? pids[0] : pids[nfs + (int)(rand_r(&seed) % (unsigned)(n - nfs))];
+        int which = v == pids[0] ? 0 : has_slot(v) ? 1 : 2;
+        if (kill(v, SIGSTOP) != 0)
+            continue;
+        atomic_fetch_add(&chaos_stops[which], 1);
+        sleep_ms(500 + (int)(rand_r(&seed) % 2501));
+        kill(v, SIGCONT);
+        sleep_ms(100 + (int)(rand_r(&seed) % 200));
+    }
+    atomic_store(&map_end, 1);
+    return NULL;
+}
+
+static _Atomic int chaos_kills[2]; /* fork server, spare */
+
+/* Kills the spare, or one time in four the fork server, every 5 to 40 ms for 4 s. */
+static void *chaos_killer(void *arg)
+{
+    unsigned seed = *(unsigned *)arg;
+    int64_t until = mono_ns() + 4000000000LL;
+    while (mono_ns() < until) {
+        pid_t pids[16];
+        int nfs = 0, n = pool_pids(pids, 16, &nfs);
+        if (nfs > 0 && rand_r(&seed) % 4 == 0) {
+            if (kill(pids[0], SIGKILL) == 0)
+                atomic_fetch_add(&chaos_kills[0], 1);
+        } else {
+            for (int i = nfs; i < n; i++)
+                if (!has_slot(pids[i]) && kill(pids[i], SIGKILL) == 0) {
+                    atomic_fetch_add(&chaos_kills[1], 1);
+                    break;
+                }
+        }
+        sleep_ms(5 + (int)(rand_r(&seed) % 36));
+    }
+    atomic_store(&map_end, 1);
+    return NULL;
+}
+
+/* Runs an endless map of F_CHAOS under the chaos thread until it ends the map; every item
+ * comes back once: DONE with its square, or CRASHED (its own segfault, or its worker taken
+ * down with a fork server killed or replaced), never anything else; then the wholeness check. */
+static void chaos_run(void *(*chaos)(void *), const char *what)
+{
+    fpp_executor_opts o = {.workers = 2};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
+    atomic_store(&map_end, 0);
+    atomic_store(&mapped, 0);
+    unsigned seed = seed_from_clock(what);
+    pthread_t th;
+    pthread_create(&th, NULL, chaos, &seed);
+    uint64_t item;
+    cr_assert_eq(fpp_map(tm, F_CHAOS, endless, &item), 0);
+    fpp_task *t;
+    long done = 0, own = 0, taken = 0;
+    while (fpp_as_completed(tm, &t) == 1) {
+        uint64_t i = u64_of(fpp_task_arg(t, NULL));
+        fpp_status st = fpp_task_status(t);
+        if (i % 101 == 0) {
+            cr_assert_eq(st, FPP_CRASHED, "item %llu: %s", (unsigned long long)i, fpp_status_name(st));
+            own++;
+        } else if (st == FPP_DONE) {
+            cr_assert_eq(u64_of(fpp_task_result(t, NULL)), i * i);
+            done++;
+        } else {
+            cr_assert_eq(st, FPP_CRASHED, "item %llu: %s: %s", (unsigned long long)i, fpp_status_name(st),
+                         fpp_task_error(t));
+            cr_assert(strstr(fpp_task_error(t), "fork server") != NULL, "item %llu: %s", (unsigned long long)i,
+                      fpp_task_error(t));
+            taken++;
+        }
+    }
+    pthread_join(th, NULL);
+    cr_assert_eq((uint64_t)(done + own + taken), atomic_load(&mapped), "every item came back once");
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    cr_log_info("%s: %ld done, %ld crashed by their own segfault, %ld taken down with a fork server; %llu restarts",
+                what, done, own, taken, (unsigned long long)st.worker_restarts);
+    every_slot_serves(tm, 2);
+    expect_settled(2);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+/* 0.1's fault injection was SIGKILL of workers only; stops never lasted more than 9 ms. A
+ * stopped fork server with a spawn waiting is replaced after 2 s (its workers go with it). */
+Test(chaos, stops_of_any_pool_process_for_seconds_leave_every_slot_serving, .fini = assert_clean, .timeout = 300)
+{
+    chaos_run(chaos_stopper, "stops");
+    cr_log_info("stops: fork server %d, workers %d, spare %d", atomic_load(&chaos_stops[0]),
+                atomic_load(&chaos_stops[1]), atomic_load(&chaos_stops[2]));
+}
+
+/* 0.1: a spare dying before it took its slot left the slot to no one (the hand-off race). */
+Test(chaos, kills_of_spares_and_of_the_fork_server_leave_every_slot_serving, .fini = assert_clean, .timeout = 300)
+{
+    chaos_run(chaos_killer, "kills");
+    cr_log_info("kills: fork server %d, spares %d", atomic_load(&chaos_kills[0]), atomic_load(&chaos_kills[1]));
+    cr_expect_gt(atomic_load(&chaos_kills[0]), 0);
+    cr_expect_gt(atomic_load(&chaos_kills[1]), 0);
+}
+
+/* The fork server reaps the workers and reports their deaths: stopped for good (a debugger, a
+ * freezer) right before a worker crashes, it reports nothing. The parent must notice (it holds
+ * each worker's pidfd), replace the server and go on: the crashed task comes back, the others
+ * run, and both slots serve again. 0.1 had no fork server; its supervisor thread reaped. */
+Test(chaos, a_fork_server_stopped_for_good_does_not_hide_a_workers_death, .fini = assert_clean, .timeout = 60)
+{
+    fpp_executor_opts o = {.workers = 2};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
+    every_slot_serves(tm, 2);
+    pid_t fs[4];
+    cr_assert_eq(child_pids(fs, 4), 1);
+    cr_assert_eq(kill(fs[0], SIGSTOP), 0);
+    while (proc_state(fs[0]) != 'T')
+        sleep_ms(1);
+    int64_t segv = fpp_submit(tm, F_SEGV, NULL, 0);
+    for (uint64_t i = 0; i < 200; i++)
+        cr_assert_geq(fpp_submit(tm, F_SQUARE, &i, 8), 0);
+    fpp_task *t;
+    int done = 0, crashed = 0;
+    while (fpp_as_completed(tm, &t) == 1) {
+        if (fpp_task_id(t) == segv) {
+            cr_assert_eq(fpp_task_status(t), FPP_CRASHED);
+            crashed++;
+            continue;
+        }
+        /* An innocent task may go down with the replaced server's workers (a crash, with the
+         * cause), or run. */
+        if (fpp_task_status(t) == FPP_DONE)
+            done++;
+        else
+            cr_assert(strstr(fpp_task_error(t), "fork server") != NULL, "%s", fpp_task_error(t));
+    }
+    cr_assert_eq(crashed, 1, "the crashed task came back while the server was stopped");
+    cr_log_info("stopped fork server: %d of 200 innocent tasks done", done);
+    every_slot_serves(tm, 2);
+    char st = proc_state(fs[0]);
+    cr_expect(st == 0 || st == 'Z', "the stopped server was replaced (state %c)", st ? st : '-');
+    kill(fs[0], SIGCONT);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
