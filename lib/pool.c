@@ -108,6 +108,7 @@ void fpp__pool_attach(fpp__pool *p, uint32_t w, fpp__slotmem *mem)
     wp->last_done_ns = 0;
     wp->corrupt = false;
     wp->timeout_ticket = 0;
+    wp->unacked_since_ns = 0;
     for (uint32_t i = 0; i < p->lay.qcells; i++)
         wp->cell_entry[i] = FPP__NIL;
     wp->alive = true;
