@@ -500,15 +500,13 @@ Test(hostile, truncating_and_punching_every_memory_object_never_kills_the_parent
  * a task running long, which the worker may hold until its timeout (README, "A hostile task"). */
 static void forged_claims(unsigned timeout_ms)
 {
-    fpp_executor_opts o = {.workers = 2, .task_timeout_ms = timeout_ms};
-    fpp_executor *ex = mk_hostile_exec(&o);
-    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
     for (int round = 0; round < 5; round++) {
-        /* Short tasks first: each worker's queue depth adapts to them (deep), whatever the last
-         * wholeness check (long tasks: depth 2) taught it. */
-        for (uint64_t i = 0; i < 400; i++)
-            cr_assert_geq(fpp_submit(tm, F_SQUARE, &i, 8), 0);
-        cr_assert_eq(fpp_run(tm), 0);
+        /* A new pool each round: fresh workers queue deep (a queue's depth adapts to the tasks
+         * it runs: 2 after the wholeness check's long ones), so that several tasks wait in the
+         * hostile worker's queue. */
+        fpp_executor_opts o = {.workers = 2, .task_timeout_ms = timeout_ms};
+        fpp_executor *ex = mk_hostile_exec(&o);
+        fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
         shared_reset();
         publish_layout(ex);
         /* The other worker is kept busy by a blocker, so that it steals nothing from the hostile
@@ -561,9 +559,9 @@ static void forged_claims(unsigned timeout_ms)
         cr_log_info("forged claims (timeout %u ms), round %d: %d forged, all back failed after %.0f ms", timeout_ms,
                     round, forged, (mono_ns() - t0) / 1e6);
         every_slot_serves(tm, 2);
+        fpp_tm_free(tm);
+        fpp_executor_free(ex);
     }
-    fpp_tm_free(tm);
-    fpp_executor_free(ex);
 }
 
 Test(hostile, forged_claims_on_its_queue_fail_those_tasks_and_wedge_nothing, .fini = assert_clean, .timeout = 120)
