@@ -233,7 +233,7 @@ Test(storms, a_timeout_storm_ends_each_task_done_or_timed_out_and_every_slot_ser
 static _Atomic int watch_stop, watch_release;
 static _Atomic pid_t victim;
 static _Atomic long continued, victim_seen_at;
-static _Atomic long back; /* tasks returned so far */
+static fpp_tm *watch_tm;
 
 /* With FPP_TEST_CRASH=2:500:19 every worker stops itself at its 500th claim. The first one seen
  * stopped is the victim and stays stopped until released; any other is continued at once (the
@@ -249,7 +249,9 @@ static void *stop_watcher(void *arg)
                 continue;
             pid_t v = 0;
             if (atomic_compare_exchange_strong(&victim, &v, p[i])) {
-                atomic_store(&victim_seen_at, atomic_load(&back));
+                fpp_stats st;
+                fpp_tm_stats(watch_tm, &st);
+                atomic_store(&victim_seen_at, (long)st.done);
                 continue;
             }
             if (v != p[i] || atomic_load(&watch_release)) {
@@ -275,7 +277,7 @@ Test(stops, a_worker_stopped_right_after_its_claim_holds_back_only_that_task, .f
     atomic_store(&watch_stop, 0);
     atomic_store(&watch_release, 0);
     atomic_store(&victim, 0);
-    atomic_store(&back, 0);
+    watch_tm = tm;
     pthread_t th;
     pthread_create(&th, NULL, stop_watcher, NULL);
     enum { N = 2000 };
@@ -290,14 +292,14 @@ Test(stops, a_worker_stopped_right_after_its_claim_holds_back_only_that_task, .f
         seen[id] = 1;
         cr_assert_eq(fpp_task_status(t), FPP_DONE, "%s", fpp_task_error(t));
         cr_assert_eq(u64_of(fpp_task_result(t, NULL)), (uint64_t)(id * id));
-        atomic_fetch_add(&back, 1);
     }
     pid_t v = atomic_load(&victim);
     cr_assert_neq(v, 0, "a worker stopped itself at its 500th claim");
     cr_assert_eq(proc_state(v), 'T', "the victim is still stopped with %d of %d tasks back", N - 1, N);
     long before = atomic_load(&victim_seen_at);
-    cr_log_info("stopped worker: %ld tasks came back before it was seen stopped, %ld while it was stopped; "
+    cr_log_info("stopped worker: %ld tasks were done when it was seen stopped, %ld more while it stayed stopped; "
                 "other self-stops continued: %ld", before, (long)(N - 1) - before, atomic_load(&continued));
+    cr_expect_lt(before, N - 1, "it stopped before the others were done");
     atomic_store(&watch_release, 1);
     cr_assert_eq(fpp_as_completed(tm, &t), 1);
     int64_t id = fpp_task_id(t);
