@@ -450,31 +450,34 @@ static bool watch_fs(proc *pr, int64_t now)
         fs_died(pr, "died");
         return true;
     }
-    uint32_t W = pr->pool.lay.nworkers, k = 0;
-    struct pollfd pf[FPP__MAX_WORKERS];
-    uint32_t of[FPP__MAX_WORKERS];
+    uint32_t W = pr->pool.lay.nworkers;
     for (uint32_t w = 0; w < W; w++) {
-        pslot *s = &pr->ps[w];
-        if (s->state == SL_SPAWNING && now - s->since_ns > FS_STALL_NS) {
+        if (pr->ps[w].state == SL_SPAWNING && now - pr->ps[w].since_ns > FS_STALL_NS) {
             fs_died(pr, "does not answer");
             return true;
         }
-        if (s->state == SL_ALIVE && s->pidfd >= 0) {
-            pf[k] = (struct pollfd){.fd = s->pidfd, .events = POLLIN};
-            of[k++] = w;
-        }
     }
-    if (k == 0 || poll(pf, k, 0) <= 0)
-        return false;
-    for (uint32_t i = 0; i < k; i++) {
-        pslot *s = &pr->ps[of[i]];
-        if (!(pf[i].revents & POLLIN)) {
-            s->gone_ns = 0;
-        } else if (!s->gone_ns) {
-            s->gone_ns = now;
-        } else if (now - s->gone_ns > FS_STALL_NS) {
-            fs_died(pr, "does not report its workers' deaths");
-            return true;
+    for (uint32_t from = 0; from < W; from += 64) {
+        struct pollfd pf[64];
+        uint32_t of[64], k = 0;
+        for (uint32_t w = from; w < W && w < from + 64; w++) {
+            if (pr->ps[w].state == SL_ALIVE && pr->ps[w].pidfd >= 0) {
+                pf[k] = (struct pollfd){.fd = pr->ps[w].pidfd, .events = POLLIN};
+                of[k++] = w;
+            }
+        }
+        if (k == 0 || poll(pf, k, 0) < 0)
+            continue;
+        for (uint32_t i = 0; i < k; i++) {
+            pslot *s = &pr->ps[of[i]];
+            if (!(pf[i].revents & POLLIN)) {
+                s->gone_ns = 0;
+            } else if (!s->gone_ns) {
+                s->gone_ns = now;
+            } else if (now - s->gone_ns > FS_STALL_NS) {
+                fs_died(pr, "does not report its workers' deaths");
+                return true;
+            }
         }
     }
     return false;
