@@ -6,8 +6,9 @@
  * flight.c, harvest.c, watchdog.c, ring.c, slot.c) in private memory with no worker running.
  * Checks: no sanitizer report, and every task handed to the pool leaves it exactly once
  * (fpp__tm_finished, defined here), with a result only from the worker it was given to; a task
- * an honest worker completed is never handed out again, whatever is written over the queue
- * afterwards; at the end no in-flight entry and no timed entry is left behind.
+ * whose record from an honest worker the parent has read is never handed out again, whatever
+ * is written over the queue afterwards; at the end no in-flight entry and no timed entry is
+ * left behind.
  *
  * Issue 8 added steps for the new protocol's hostile cases: plausible states written over a
  * cell (READY, CLAIMED or REVOKED at a position near the real one: forged claims, a finished
@@ -27,7 +28,37 @@ static fpp_task tasks[NT];
 static int finished[NT];
 static bool stopped[W];
 static uint64_t claimed_ticket[W]; /* what an honest step claimed last and has not completed */
-static bool completed[NT];         /* an honest worker published this task's record */
+static uint64_t completed[NT];     /* the ticket of an honest worker's record for it, once the
+                                    * parent has read that record */
+/* Honest records the parent has not read yet: which task, its ticket, where in the worker's
+ * completion ring, and which worker (gen: harness-side generation of the slot). */
+typedef struct unread { int task; uint64_t ticket, idx; unsigned gen; } unread;
+static unread pending[W][FPP__CRING];
+static int npending[W];
+static unsigned gen[W];
+
+/* A record is read once the parent's own count of records consumed passes it (accepted or
+ * refused), in the same worker's life. A record the parent never read (the worker died first,
+ * or hid it by rewinding its completion index) proves nothing to it: the task may look never
+ * started, and be handed out again. */
+static void note_reads(const fpp__pool *p)
+{
+    for (uint32_t w = 0; w < W; w++) {
+        int k = 0;
+        for (int i = 0; i < npending[w]; i++) {
+            unread u = pending[w][i];
+            if (u.gen != gen[w])
+                continue; /* another worker's now: never read */
+            if (p->wp[w].chead > u.idx)
+                completed[u.task] = u.ticket;
+            else
+                pending[w][k++] = u;
+        }
+        npending[w] = k;
+    }
+}
+static bool dishonest[W];          /* the worker wrote over its queue or block, or claimed a second
+                                    * task before completing the first: its claims prove nothing */
 
 /* The task a live in-flight entry with this ticket holds, or NULL. */
 static fpp_task *task_of(const fpp__pool *p, uint64_t ticket)
@@ -69,6 +100,8 @@ static void fresh_worker(fpp__pool *p, uint32_t w)
     fpp__pool_attach(p, w, m);
     stopped[w] = false;
     claimed_ticket[w] = 0;
+    dishonest[w] = false;
+    gen[w]++;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -90,6 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     reader r = {data, size};
     memset(finished, 0, sizeof finished);
     memset(completed, 0, sizeof completed);
+    memset(npending, 0, sizeof npending);
     int dispatched = 0;
     uint64_t head[W], ctail[W];
     for (uint32_t w = 0; w < W; w++) {
@@ -136,11 +170,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 c.data[k] = (unsigned char)take(&r, 1);
             b->ring[ctail[w] & (FPP__CRING - 1)] = c;
             atomic_store(&b->ctail, ++ctail[w]);
+            dishonest[w] = true;
             break;
         }
         case 1: fpp__pool_collect(&pool); break;
-        case 2: atomic_store(&b->ctail, take(&r, 8)); break;
-        case 3: atomic_store(&cells[take(&r, 1) % Q].state, take(&r, 8)); break;
+        case 2: atomic_store(&b->ctail, take(&r, 8)); dishonest[w] = true; break;
+        case 3: atomic_store(&cells[take(&r, 1) % Q].state, take(&r, 8)); dishonest[w] = true; break;
         case 4: /* the worker dies */
             fpp__pool_recover(&pool, w, (take(&r, 1) & 1) ? FPP_TIMEOUT : FPP_CRASHED, 9, "worker killed by SIGKILL");
             break;
@@ -148,9 +183,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 6: { /* an honest claim of the next task */
             fpp__cell d;
             if (fpp__ring_claim(cells, Q, &head[w], &d, &b->running)) {
+                if (claimed_ticket[w])
+                    dishonest[w] = true; /* a second claim before completing the first */
                 claimed_ticket[w] = d.ticket;
+                /* The parent publishes a task again only under a new ticket. (The same ticket is the
+                 * worker re-reading an old descriptor that scribbles made look READY at its head:
+                 * its own doing, as if a task called another's function.) */
                 fpp_task *t = task_of(&pool, d.ticket);
-                if (t && completed[t->id])
+                if (t && completed[t->id] && completed[t->id] != d.ticket)
                     abort(); /* the pool handed out again a task an honest worker had completed */
             }
             break;
@@ -170,13 +210,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             uint64_t v = take(&r, 1);
             uint64_t pos = FPP__Q_POS(atomic_load(&c->state)) + v % 5 - 2;
             atomic_store(&c->state, FPP__Q(pos, 1 + (v >> 3) % 3));
+            dishonest[w] = true;
             break;
         }
         case 11: /* the honest worker completes what it claimed: a record with its ticket */
             if (claimed_ticket[w]) {
                 fpp_task *t = task_of(&pool, claimed_ticket[w]);
-                if (t)
-                    completed[t->id] = true;
+                if (t && !dishonest[w] && npending[w] < FPP__CRING)
+                    pending[w][npending[w]++] = (unread){(int)t->id, claimed_ticket[w], ctail[w], gen[w]};
                 fpp__crec c;
                 memset(&c, 0, sizeof c);
                 c.ticket = claimed_ticket[w];
@@ -209,12 +250,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fpp__cell *c = &cells[pos & (Q - 1)];
             if (atomic_load(&c->state) == FPP__Q(pos, FPP__Q_CLAIMED))
                 atomic_store(&c->state, FPP__Q(pos, FPP__Q_READY));
+            dishonest[w] = true; /* from now on: what it completed before still counts */
             break;
         }
         }
+        note_reads(&pool);
         for (uint32_t k = 0; k < W; k++) /* what was stopped dies */
             if (stopped[k] && pool.wp[k].mem)
                 fpp__pool_recover(&pool, k, FPP_CRASHED, 9, "stopped");
+        note_reads(&pool);
         fpp__pool_dispatch(&pool, NULL);
     }
     /* Everything still in the pool leaves it now, once. */
