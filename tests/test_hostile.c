@@ -651,7 +651,8 @@ Test(hostile, a_finished_task_rewritten_ready_by_a_dying_worker_never_runs_again
  * published again: it can have itself run again, as often as it likes (README, "A hostile
  * task": it gains nothing it could not get by calling its own code twice). What must hold is
  * the rest: it reaches no other task (they all come back once, right, meanwhile), it can be
- * cancelled, and every slot serves afterwards. */
+ * cancelled, and every slot serves afterwards. 0.1 republished a TAKEN cell of a dead worker
+ * the same way, and there a worker could do it to any task in the shared ring. */
 Test(hostile, a_task_that_hides_its_own_claim_reruns_only_itself_and_can_be_cancelled, .fini = assert_clean,
      .timeout = 60)
 {
@@ -690,7 +691,8 @@ Test(hostile, a_task_that_hides_its_own_claim_reruns_only_itself_and_can_be_canc
 
 /* A worker that leaves taken-back tasks unacknowledged where the parent must publish next (it
  * wrote REVOKED over cells it had passed) can be given nothing: its slot would serve no one
- * while it lives. It is replaced, and every slot serves. */
+ * while it lives. It is replaced, and every slot serves. 0.1's counterpart: a garbage cell
+ * with the claim hint on it, which the audit never moved (a livelock, 4 of 4). */
 Test(hostile, a_worker_that_blocks_its_own_queue_is_replaced, .fini = assert_clean, .timeout = 60)
 {
     fpp_executor_opts o = {.workers = 2};
@@ -765,7 +767,8 @@ Test(hostile, a_worker_reaches_no_memory_but_its_own_slot, .fini = assert_clean,
 
 /* A worker cannot forge a result for a task it does not run: records naming other tickets (the
  * tasks published around it, on either worker) get it replaced, and every other task comes
- * back with its own, right result. */
+ * back with its own, right result. 0.1: any worker could complete another worker's running
+ * task (one shared ring, records trusted by ticket; the README admitted it). */
 Test(hostile, records_forged_for_other_tasks_get_the_worker_replaced_and_fool_no_one, .fini = assert_clean,
      .timeout = 60)
 {

@@ -314,9 +314,11 @@ Test(stops, a_worker_stopped_right_after_its_claim_holds_back_only_that_task, .f
     fpp_executor_free(ex);
 }
 
-/* 0.1 again: an idle worker's queue, stopped. One task at a time, each placed by round robin:
- * half of them land on the stopped worker, which never claims them. Each must still come back,
- * run by the other worker, while the stopped one stays stopped. */
+/* An idle worker, stopped. One task at a time, each placed by round robin: half of them land
+ * on the stopped worker, which never claims them. Each must still come back, run by the other
+ * worker, while the stopped one stays stopped. 0.1's shared ring passed this (a stopped idle
+ * worker claimed nothing); per-worker queues failed it until the steal took a silent worker's
+ * only task too: every second task never came back, timeout or not. */
 Test(stops, an_idle_worker_stopped_holds_back_no_task, .fini = assert_clean, .timeout = 60)
 {
     fpp_executor_opts o = {.workers = 2};
@@ -792,7 +794,8 @@ Test(forkfail, pidfd_open_failing_is_named_in_the_log, .fini = assert_clean, .ti
 }
 
 /* A kernel without pidfd_open (before 5.3): everything works on pids and waitpid instead,
- * crashes included. */
+ * crashes included (0.1 needed pidfds for its supervisor; here the seccomp filter makes it
+ * ENOSYS in the fork server and the workers too). */
 Test(forkfail, without_pidfd_open_the_pool_still_works_and_recovers, .fini = assert_clean, .timeout = 60)
 {
     fail_syscall(SYS_pidfd_open, ENOSYS);
@@ -1085,7 +1088,8 @@ Test(chaos, kills_of_spares_and_of_the_fork_server_leave_every_slot_serving, .fi
 /* The fork server reaps the workers and reports their deaths: stopped for good (a debugger, a
  * freezer) right before a worker crashes, it reports nothing. The parent must notice (it holds
  * each worker's pidfd), replace the server and go on: the crashed task comes back, the others
- * run, and both slots serve again. 0.1 had no fork server; its supervisor thread reaped. */
+ * run, and both slots serve again. 0.1 had no fork server (its supervisor thread reaped); the
+ * rewrite hung here until the parent checked the pidfds itself. */
 Test(chaos, a_fork_server_stopped_for_good_does_not_hide_a_workers_death, .fini = assert_clean, .timeout = 60)
 {
     fpp_executor_opts o = {.workers = 2};
