@@ -676,7 +676,15 @@ Test(hostile, a_task_that_hides_its_own_claim_reruns_only_itself_and_can_be_canc
         cr_assert_eq(u64_of(fpp_task_result(t, NULL)), i * i);
         fpp_task_release(t);
     }
-    cr_assert(wait_shared(S_RUNS, 3, 10000), "it keeps having itself run again");
+    /* It runs again only while the task manager is driven (a new worker is attached in a
+     * poll): drive it until the third run. */
+    int64_t until = mono_ns() + 20000000000LL;
+    while (atomic_load(&T_SHARED[S_RUNS]) < 3 && mono_ns() < until) {
+        fpp_task *t;
+        int rc = fpp_as_completed_for(tm, &t, 10);
+        cr_assert_eq(rc, FPP_ETIMEDOUT, "it ended: %s", rc == 1 && fpp_task_error(t) ? fpp_task_error(t) : fpp_strerror(rc));
+    }
+    cr_assert_geq(atomic_load(&T_SHARED[S_RUNS]), 3, "it keeps having itself run again");
     cr_assert_eq(fpp_cancel(tm, h), 1);
     fpp_task *t;
     cr_assert_eq(fpp_wait(tm, h, &t), 1);
