@@ -476,6 +476,7 @@ typedef struct fpp__wpriv {
     bool alive;            /* a worker runs in the slot and takes tasks */
     bool corrupt;          /* reported to bad() already */
     uint64_t timeout_ticket; /* the task whose timeout made us stop it */
+    int64_t unacked_since_ns; /* the audit saw a revoke blocking its queue since then; 0: no */
     unsigned timeout_ms;
 } fpp__wpriv;
 

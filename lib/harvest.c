@@ -4,7 +4,8 @@
  * Trust: a worker can write anything in its own slot memory, so nothing read from it is used
  * before it is checked, and each shared field is read once into a local (no double fetch).
  * A record must name the oldest task on that worker's list (an honest worker runs its queue in
- * order, one task at a time) whose cell it claimed; a length must fit its limit; an arena
+ * order, one task at a time), whose cell it claimed (if the cell says otherwise, the record is
+ * still that task's, and the worker is replaced); a length must fit its limit; an arena
  * offset must lie in the part of that worker's arena past what the parent already took. A
  * worker whose record names another task, or whose indices are impossible, is reported to
  * bad() (it is replaced) and nothing more is read from it; a record that is merely malformed
@@ -154,9 +155,16 @@ static int handle(fpp__pool *p, uint32_t w, const fpp__crec *r)
         return -1;
     }
     fpp__flight *e = &p->fl[tag];
-    if (!e->claimed && fpp__ring_claimed(wp->cells, p->lay.qcells, e->pos) != 1) {
-        corrupt(p, w, "it returned a record for a task it never claimed");
-        return -1;
+    /* Its queue should say it claimed the task (an honest worker claims, then runs). If not, the
+     * queue was written over after the fact (a task that rewrites a finished task's cell to
+     * READY): the record still names the oldest task given to this worker, which is all any
+     * result is, so it is taken; the cell is revoked if it still says READY, so the task cannot
+     * be claimed again; and the worker is replaced. Refusing the record would leave the task
+     * listed with a READY cell, and recovery would publish it again as never started: run twice. */
+    bool unclaimed = !e->claimed && fpp__ring_claimed(wp->cells, p->lay.qcells, e->pos) != 1;
+    if (unclaimed) {
+        fpp__ring_revoke(wp->cells, p->lay.qcells, e->pos);
+        e->claimed = true;
     }
     uint64_t A = p->lay.arena_size;
     const unsigned char *data = r->data;
@@ -180,8 +188,11 @@ static int handle(fpp__pool *p, uint32_t w, const fpp__crec *r)
     bool abandoned = e->state == FPP__FL_ABANDONED;
     fpp__flight_unlink(p, tag);
     fpp__flight_put(p, tag);
-    if (abandoned || !t)
+    if (abandoned || !t) {
+        if (unclaimed)
+            corrupt(p, w, "its queue says it never claimed a task it returned");
         return 0;
+    }
     if (bad) {
         p->bogus++;
         fpp__task_fail(t, FPP_FAILED, 0, "worker returned a corrupted completion record (%s)", bad);
@@ -209,6 +220,8 @@ static int handle(fpp__pool *p, uint32_t w, const fpp__crec *r)
         fpp__task_fail(t, FPP_FAILED, 0, "%s", msg);
     }
     fpp__pool_finish(p, t, (int)w);
+    if (unclaimed)
+        corrupt(p, w, "its queue says it never claimed a task it returned");
     return 1;
 }
 
@@ -255,6 +268,8 @@ int fpp__pool_collect_worker(fpp__pool *p, uint32_t w)
         if (rc < 0)
             return n;
         n += rc;
+        if (wp->corrupt)
+            return n; /* replaced: nothing more is read from it */
     }
     atomic_store_explicit(&b->chead, wp->chead, memory_order_release);
     make_room(p, w);

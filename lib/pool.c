@@ -10,7 +10,8 @@
  * (one running, one ready), so that little waits behind a long task. A task retried after a
  * crash or a timeout avoids the worker it last ran on while another is alive. What still ends
  * up behind a long or stopped task is moved to an idle worker (fpp__pool_steal): revoking a
- * task that its worker has not claimed is one CAS. */
+ * task that its worker has not claimed is one CAS. So is the only task of a worker stopped
+ * before it claimed it: a stopped worker holds back at most the one task it claimed. */
 #include <errno.h>
 #include <sched.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 
 #define ARGS_PREFAULT_MAX ((size_t)64 << 20)
 #define STEAL_AFTER_NS 100000      /* a worker silent this long gives up what it has not claimed */
+#define STEAL_HEAD_AFTER_NS 10000000 /* ...and its only task too, if silent this long (stopped?) */
 #define STEAL_MAX 16               /* tasks moved per poll, at most */
 #define SPIN_MAX_NS 30000          /* the parent's spin before sleeping, at most */
 #define SLICE_NS 1000000           /* the sleep slice where futex_waitv is missing */
@@ -111,6 +113,7 @@ void fpp__pool_attach(fpp__pool *p, uint32_t w, fpp__slotmem *mem)
     wp->last_done_ns = 0;
     wp->corrupt = false;
     wp->timeout_ticket = 0;
+    wp->unacked_since_ns = 0;
     for (uint32_t i = 0; i < p->lay.qcells; i++)
         wp->cell_entry[i] = FPP__NIL;
     wp->alive = true;
@@ -255,16 +258,36 @@ void fpp__pool_flush(fpp__pool *p)
 
 /* ------------------------------------------------------------------- steal */
 
+/* Can worker v give a task to an idle one now? Its newest unclaimed task, once it has been silent
+ * STEAL_AFTER_NS with more than one; its only task, once silent STEAL_HEAD_AFTER_NS: a worker
+ * stopped (or starved of CPU) before claiming the one task it was given must not hold it back
+ * for ever, timeout or not (the timeout clock starts at the claim). Not sooner: a worker that is
+ * merely waking up would see its task move away for nothing. */
+static bool can_give(fpp__pool *p, const fpp__wpriv *wv, int64_t now)
+{
+    if (!wv->mem || wv->n == 0 || now - wv->last_done_ns < STEAL_AFTER_NS)
+        return false;
+    const fpp__flight *head = &p->fl[wv->first];
+    return wv->n >= 2 || (head->state == FPP__FL_QUEUED && !head->claimed &&
+                          now - wv->last_done_ns >= STEAL_HEAD_AFTER_NS);
+}
+
 /* Revokes the newest task worker v has not claimed. Returns it, or NULL. */
 static fpp_task *take_back(fpp__pool *p, uint32_t v)
 {
     fpp__wpriv *wp = &p->wp[v];
     uint32_t tag = wp->last;
-    if (tag == FPP__NIL || tag == wp->first)
-        return NULL; /* leave it the task at its head: it may be running it */
-    fpp__flight *e = &p->fl[tag];
-    if (e->state != FPP__FL_QUEUED || e->claimed || !fpp__ring_revoke(wp->cells, p->lay.qcells, e->pos))
+    if (tag == FPP__NIL)
         return NULL;
+    fpp__flight *e = &p->fl[tag];
+    if (e->state != FPP__FL_QUEUED || e->claimed)
+        return NULL;
+    if (!fpp__ring_revoke(wp->cells, p->lay.qcells, e->pos)) {
+        /* Claimed after all (it may be running it): known now, so not tried again. */
+        if (fpp__ring_claimed(wp->cells, p->lay.qcells, e->pos) == 1)
+            e->claimed = true;
+        return NULL;
+    }
     fpp_task *t = e->task;
     fpp__flight_unlink(p, tag);
     fpp__flight_put(p, tag);
@@ -272,14 +295,13 @@ static fpp_task *take_back(fpp__pool *p, uint32_t v)
     return t;
 }
 
-/* The worker silent longest (no record for STEAL_AFTER_NS) with a task waiting behind the one
- * it may be running; FPP__NIL if none. */
+/* The worker silent longest that can give a task now (can_give); FPP__NIL if none. */
 static uint32_t steal_victim(fpp__pool *p, int64_t now)
 {
     uint32_t best = FPP__NIL;
     for (uint32_t v = 0; v < p->lay.nworkers; v++) {
         fpp__wpriv *wv = &p->wp[v];
-        if (wv->n < 2 || !wv->mem || now - wv->last_done_ns < STEAL_AFTER_NS)
+        if (!can_give(p, wv, now))
             continue;
         if (best == FPP__NIL || wv->last_done_ns < p->wp[best].last_done_ns)
             best = v;
@@ -294,7 +316,8 @@ void fpp__pool_steal(fpp__pool *p)
         return;
     uint32_t victim = FPP__NIL;
     int64_t now = 0;
-    for (uint32_t i = 0, moved = 0; i < W && moved < STEAL_MAX; i++) {
+    uint32_t moved = 0;
+    for (uint32_t i = 0; i < W && moved < STEAL_MAX; i++) {
         fpp__wpriv *idle = &p->wp[i];
         if (!idle->alive || idle->n != 0 || idle->corrupt)
             continue;
@@ -303,7 +326,7 @@ void fpp__pool_steal(fpp__pool *p)
             victim = steal_victim(p, now);
         }
         if (victim == FPP__NIL)
-            return;
+            break;
         fpp_task *t = take_back(p, victim);
         if (!t) {
             victim = steal_victim(p, now); /* that one had nothing left to give: the next */
@@ -311,10 +334,14 @@ void fpp__pool_steal(fpp__pool *p)
         }
         if (publish_on(p, i, t) != 0)
             fpp__tq_push(&p->retry, t);
-        moved++;
-        if (p->wp[victim].n < 2)
+        else
+            moved++;
+        if (!can_give(p, &p->wp[victim], now))
             victim = steal_victim(p, now);
     }
+    /* An idle worker is likely asleep: wake it now, not at the end of its sleep. */
+    if (moved)
+        fpp__pool_flush(p);
 }
 
 /* ----------------------------------------------------------------- sleeping */

@@ -18,9 +18,8 @@
  * in a row the breaker trips: while no worker is alive, every waiting and later task ends
  * FPP_CRASHED "workers cannot start: <cause>"; an attempt a second goes on, and the first
  * worker that starts closes the breaker. A fork server that dies is replaced (forked from the
- * parent, as at creation), its workers with it; one that does not answer for FS_STALL_NS (a
- * spawn asked for, or a worker's pidfd saying it is dead, and no word) is killed and
- * replaced. */
+ * parent, as at creation), its workers with it; one that does not answer a spawn, or does not
+ * report a worker its pidfd shows dead, for FS_STALL_NS is killed and replaced. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -33,7 +32,8 @@
 #include "fpp_internal.h"
 
 #define AUDIT_NS 250000000         /* the watchdog looks after this long without progress */
-#define FS_STALL_NS 2000000000     /* a fork server silent this long with a spawn asked is stuck */
+#define FS_STALL_NS 2000000000     /* a fork server silent this long about a spawn or a death is stuck */
+#define FS_WATCH_NS 250000000      /* how often the fork server is checked on while tasks run */
 #define BACKOFF_MIN_NS 10000000
 #define BACKOFF_MAX_NS 1000000000
 #define BREAKER_FAILURES 5
@@ -47,6 +47,7 @@ typedef struct pslot {
     int pidfd;
     uint32_t gen;
     bool killed;            /* we asked for its death (cancel, timeout, corrupt, stop) */
+    bool fresh;             /* ALIVE, and not yet seen up (its initializer done) */
     fpp__slotmem *pending;  /* SPAWNING: its memory, attached when it is SPAWNED */
     int64_t since_ns;       /* SPAWNING: when it was asked for */
     int64_t dead_ns;        /* ALIVE: when its pidfd was first seen dead with no word from the
@@ -64,9 +65,12 @@ typedef struct proc {
     int start_rc;              /* during creation: why the first workers could not start */
     int64_t next_spawn_ns;     /* empty slots are filled from then on */
     int64_t last_fail_log_ns;
+    int fresh;                 /* slots with fresh set */
     bool broken;               /* the breaker tripped */
+    bool trip_unsaid;          /* ...and the log has not said so yet (one line a second) */
     char cause[FPP__ERR_MAX + 64];
     int64_t last_progress_ns;
+    int64_t next_watch_ns;     /* the fork server is checked on from then on */
     bool paused;               /* after Ctrl-C: no worker until the next dispatch */
     bool stopping;
 } proc;
@@ -133,13 +137,19 @@ static void start_failure(proc *pr, int rc, const char *fmt, ...)
     pr->next_spawn_ns = now + FPP__MIN(backoff, (int64_t)BACKOFF_MAX_NS);
     if (pr->failures >= BREAKER_FAILURES && !pr->broken) {
         pr->broken = true;
+        pr->trip_unsaid = true;
+    }
+    /* One line a second at most, whatever fails how often: the breaker's line waits for its
+     * turn too (the next attempt is at most a second away), and takes the place of a warning. */
+    if (now - pr->last_fail_log_ns < 1000000000)
+        return;
+    if (pr->trip_unsaid)
         fpp__log(FPP_LOG_ERROR, "process executor: workers cannot start: %s (%d times in a row); "
                  "tasks fail while no worker runs", pr->cause, pr->failures);
-        pr->last_fail_log_ns = now;
-    } else if (now - pr->last_fail_log_ns >= 1000000000) {
+    else
         fpp__log(FPP_LOG_WARN, "process executor: a worker could not start: %s; trying again", pr->cause);
-        pr->last_fail_log_ns = now;
-    }
+    pr->trip_unsaid = false;
+    pr->last_fail_log_ns = now;
 }
 
 static void started(proc *pr)
@@ -148,7 +158,27 @@ static void started(proc *pr)
         fpp__log(FPP_LOG_INFO, "process executor: workers start again");
     pr->failures = 0;
     pr->broken = false;
+    pr->trip_unsaid = false;
     pr->next_spawn_ns = 0;
+}
+
+/* A new worker that is up (its initializer done) is a start: the first one after failures
+ * closes the breaker. Workers that were up all along do not count: the failures are "in a row"
+ * of attempts. */
+static void check_started(proc *pr)
+{
+    for (uint32_t w = 0; pr->fresh && w < pr->pool.lay.nworkers; w++) {
+        pslot *s = &pr->ps[w];
+        if (!s->fresh)
+            continue;
+        uint32_t ws = s->state == SL_ALIVE ? atomic_load(&pr->pool.wp[w].b->wstate) : FPP__WS_INIT_FAILED;
+        if (ws == FPP__WS_STARTING)
+            continue;
+        s->fresh = false;
+        pr->fresh--;
+        if (ws == FPP__WS_READY && pr->failures)
+            started(pr);
+    }
 }
 
 /* ------------------------------------------------------------ worker deaths */
@@ -266,10 +296,15 @@ static int handle_msg(proc *pr, const fpp__fs_msg *m, int pidfd)
         pidfd = -1;
         s->state = SL_ALIVE;
         s->killed = false;
+        s->dead_ns = 0;
         fpp__region_close_fd(&s->pending->r); /* the worker has it now */
         fpp__pool_attach(&pr->pool, m->slot, s->pending);
         s->pending = NULL;
         pr->alive++;
+        if (!s->fresh) {
+            s->fresh = true;
+            pr->fresh++;
+        }
         break;
     case FPP__FS_FAILED:
         if (s->state != SL_SPAWNING)
@@ -417,10 +452,62 @@ static void p_flush(fpp_executor *ex)
     fpp__pool_flush(&pr->pool);
 }
 
+/* The fork server, checked on every FS_WATCH_NS while tasks are in flight, whether the other
+ * workers make progress or not: dead; asked for a worker and silent for FS_STALL_NS; or silent
+ * for FS_STALL_NS about a worker whose pidfd says it has exited. The last one is a server
+ * stopped or stuck (SIGSTOP, a debugger, a freezer): it reaps and reports deaths, so without
+ * this the dead worker's task, and its slot, would wait for it for ever. One poll() over the
+ * workers' pidfds. Returns true if the server was replaced. */
+static bool watch_fs(proc *pr, int64_t now)
+{
+    if (!fpp__fs_alive(&pr->fs)) {
+        fs_died(pr, "died");
+        return true;
+    }
+    uint32_t W = pr->pool.lay.nworkers;
+    for (uint32_t w = 0; w < W; w++) {
+        if (pr->ps[w].state == SL_SPAWNING && now - pr->ps[w].since_ns > FS_STALL_NS) {
+            fs_died(pr, "does not answer");
+            return true;
+        }
+    }
+    for (uint32_t from = 0; from < W; from += 64) {
+        struct pollfd pf[64];
+        uint32_t of[64], k = 0;
+        for (uint32_t w = from; w < W && w < from + 64; w++) {
+            if (pr->ps[w].state == SL_ALIVE && pr->ps[w].pidfd >= 0) {
+                pf[k] = (struct pollfd){.fd = pr->ps[w].pidfd, .events = POLLIN};
+                of[k++] = w;
+            }
+        }
+        if (k == 0 || poll(pf, k, 0) < 0)
+            continue;
+        for (uint32_t i = 0; i < k; i++) {
+            pslot *s = &pr->ps[of[i]];
+            if (!(pf[i].revents & POLLIN)) {
+                s->dead_ns = 0;
+            } else if (!s->dead_ns) {
+                s->dead_ns = now;
+            } else if (now - s->dead_ns > FS_STALL_NS) {
+                fs_died(pr, "does not report its workers' deaths");
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 /* The watchdog, after AUDIT_NS without progress while tasks are in flight. */
 static int audit(proc *pr, int n)
 {
     int64_t now = fpp__now_ns();
+    if (now >= pr->next_watch_ns && fpp__pool_in_flight(&pr->pool) > 0) {
+        pr->next_watch_ns = now + FS_WATCH_NS;
+        if (watch_fs(pr, now)) {
+            pr->last_progress_ns = now;
+            return 0;
+        }
+    }
     if (n > 0 || fpp__pool_in_flight(&pr->pool) == 0) {
         pr->last_progress_ns = now;
         return 0;
@@ -428,30 +515,6 @@ static int audit(proc *pr, int n)
     if (now - pr->last_progress_ns < AUDIT_NS)
         return 0;
     pr->last_progress_ns = now;
-    if (!fpp__fs_alive(&pr->fs)) {
-        fs_died(pr, "died");
-        return 0;
-    }
-    for (uint32_t w = 0; w < pr->pool.lay.nworkers; w++) {
-        pslot *s = &pr->ps[w];
-        if (s->state == SL_SPAWNING && now - s->since_ns > FS_STALL_NS) {
-            fs_died(pr, "does not answer");
-            return 0;
-        }
-        /* A worker dead for FS_STALL_NS that the server has not reported: the server is
-         * stopped or stuck, and the worker's tasks would wait for it for ever. */
-        if (s->state == SL_ALIVE && s->pidfd >= 0) {
-            struct pollfd pf = {.fd = s->pidfd, .events = POLLIN};
-            if (poll(&pf, 1, 0) <= 0)
-                continue;
-            if (!s->dead_ns)
-                s->dead_ns = now;
-            else if (now - s->dead_ns > FS_STALL_NS) {
-                fs_died(pr, "does not answer");
-                return 0;
-            }
-        }
-    }
     return fpp__pool_audit(&pr->pool);
 }
 
@@ -464,6 +527,7 @@ static int p_poll(fpp_executor *ex, int64_t deadline)
         deadline = 0;
     uint64_t finished = p->finished;
     int n = handle_fs(pr) + fpp__pool_collect(p);
+    check_started(pr);
     spawn_due(pr);
     n += breaker_fail(pr);
     int64_t tdl = fpp__pool_timeouts(p); /* may finish tasks: it collects before it kills */

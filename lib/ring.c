@@ -55,11 +55,20 @@
  *
  * What a deliberately hostile worker can still do, and cannot (README, "A hostile task"): it
  * can fail or forge the results of the tasks given to it (it runs them), hold them until their
- * timeout, make the parent wake up for nothing; it cannot write another worker's queue, block,
- * arena or results, the argument arena, or the parent's memory through fpp's mappings; it
- * cannot make the pool run a claimed task twice, hand one task to two workers, or wedge the
- * other workers (the parent never waits on a cell and moves unclaimed tasks away from a worker
- * that makes no progress). */
+ * timeout (for ever without one: one forged claim looks like a task running long; two or more
+ * are caught by the audit), make the parent wake up for nothing; and it can have a task given
+ * to it run again, its own or one it ran before, by making it look never claimed (its cell
+ * back to READY) and never reported (its record hidden before the parent read it) and dying:
+ * nothing the parent can see tells this from a worker that died before claiming. (That task
+ * ran in the hostile worker's process, which could run any code anyway; fpp_cancel stops a
+ * task that keeps doing it to itself.) It cannot write another worker's queue, block, arena or
+ * results, the argument arena, or the parent's memory through fpp's mappings; it cannot make
+ * the pool run again a task whose record the parent has read (a record whose cell no longer
+ * says claimed is still taken, and the cell revoked), or a task given to another worker; it
+ * cannot hand one task to two workers, or wedge the other workers (the parent never waits on
+ * a cell, moves unclaimed tasks away from a worker that makes no progress, and replaces a
+ * worker whose queue says what its own records do not allow, or that leaves the next cell
+ * blocked by a revoke it never acknowledges). */
 #include "fpp_internal.h"
 
 void fpp__ring_init(fpp__cell *cells, uint32_t n)

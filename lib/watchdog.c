@@ -10,6 +10,8 @@
 
 #include "fpp_internal.h"
 
+#define UNACKED_NS 2000000000 /* twice the longest worker sleep (worker.c SLEEP_MAX_NS) */
+
 /* Revokes every task worker w has not claimed yet; they go out again (to other workers, or
  * to w's successor). */
 static void revoke_unclaimed(fpp__pool *p, uint32_t w)
@@ -159,11 +161,10 @@ int fpp__pool_cancel_task(fpp__pool *p, fpp_task *t)
     fpp__pool_collect_worker(p, w);
     if (t->tag == FPP__NIL)
         return 0;
-    e = &p->fl[t->tag];
     /* Still held: stop the worker, but first take back what it has not claimed, so that only
-     * this task goes down with it. */
+     * this task goes down with it; then look again, as for a timeout (it may have finished t
+     * and claimed the next task in between: that one must not go down with it). */
     revoke_unclaimed(p, w);
-    /* As for a timeout: it may have finished the task and claimed the next before the revoke. */
     fpp__pool_collect_worker(p, w);
     if (t->tag == FPP__NIL)
         return 0;
@@ -178,6 +179,14 @@ int fpp__pool_cancel_task(fpp__pool *p, fpp_task *t)
 }
 
 /* ---------------------------------------------------------------- timeouts */
+
+/* Harvests worker w and says whether the task with this ticket is still its oldest unreported. */
+static bool still_holds(fpp__pool *p, uint32_t w, uint64_t ticket)
+{
+    fpp__pool_collect_worker(p, w);
+    uint32_t first = p->wp[w].first;
+    return first != FPP__NIL && p->fl[first].ticket == ticket;
+}
 
 int64_t fpp__pool_timeouts(fpp__pool *p)
 {
@@ -214,17 +223,17 @@ int64_t fpp__pool_timeouts(fpp__pool *p)
         }
         /* Over: take back what it has not claimed, then stop it (unless it reported the task
          * meanwhile: then only its queue moved, and the next look finds the next task). */
-        fpp__pool_collect_worker(p, w);
-        if (wp->first == FPP__NIL || p->fl[wp->first].ticket != e->ticket)
+        uint64_t ticket = e->ticket;
+        if (!still_holds(p, w, ticket))
             continue;
         revoke_unclaimed(p, w);
-        /* It may have reported the task and claimed the next one between the look above and
-         * the revoke: look again, now that it has nothing more to claim, or the kill would take
-         * that innocent next task along. */
-        fpp__pool_collect_worker(p, w);
-        if (wp->first == FPP__NIL || p->fl[wp->first].ticket != e->ticket)
+        /* It may have finished the task and claimed the next one between the look above and
+         * the revokes (which then left that one alone): look again. Once the revokes are done,
+         * a record that is still not there means the next claim cannot come: the worker claims
+         * only after publishing, and everything after this task was revoked. */
+        if (!still_holds(p, w, ticket))
             continue;
-        wp->timeout_ticket = e->ticket;
+        wp->timeout_ticket = ticket;
         wp->timeout_ms = ms;
         if (p->stop)
             p->stop(p, w);
@@ -233,6 +242,39 @@ int64_t fpp__pool_timeouts(fpp__pool *p)
 }
 
 /* ------------------------------------------------------------------ audit */
+
+/* Every cell of the last lap of worker w's queue (positions tail - Q to tail - 1) must say what
+ * the parent's own records allow: a position it published that the worker has not reported,
+ * READY or CLAIMED; any other, CLAIMED (passed) or REVOKED (taken back, not yet acknowledged).
+ * Anything else is a queue the worker wrote over. And a revoke in the cell the parent must
+ * publish in next, with nothing older for the worker to finish, is acknowledged within a sleep
+ * (worker.c: SLEEP_MAX_NS, 1 s) by a worker that takes tasks: one that leaves it there for
+ * UNACKED_NS can be given nothing more (stopped, or it wrote that state itself), and holds no
+ * task: its slot would serve no one. Returns why the worker is to be replaced, or NULL. */
+static const char *check_lap(fpp__pool *p, uint32_t w)
+{
+    fpp__wpriv *wp = &p->wp[w];
+    uint32_t Q = p->lay.qcells;
+    for (uint32_t k = 0; k < Q; k++) {
+        uint64_t pos = wp->tail - Q + k;
+        uint32_t idx = (uint32_t)(pos & (Q - 1)), tag = wp->cell_entry[idx];
+        uint64_t s = atomic_load_explicit(&wp->cells[idx].state, memory_order_acquire);
+        bool listed = tag != FPP__NIL && p->fl[tag].state != FPP__FL_FREE && p->fl[tag].w == w && p->fl[tag].pos == pos;
+        if (s != FPP__Q(pos, FPP__Q_CLAIMED) && s != FPP__Q(pos, listed ? FPP__Q_READY : FPP__Q_REVOKED))
+            return "its task queue is corrupted";
+    }
+    uint64_t s = atomic_load_explicit(&wp->cells[wp->tail & (Q - 1)].state, memory_order_acquire);
+    bool waits = s == FPP__Q(wp->tail - Q, FPP__Q_REVOKED) &&
+                 (wp->first == FPP__NIL || p->fl[wp->first].pos > wp->tail - Q);
+    int64_t now = fpp__now_ns();
+    if (!waits)
+        wp->unacked_since_ns = 0;
+    else if (!wp->unacked_since_ns)
+        wp->unacked_since_ns = now;
+    else if (now - wp->unacked_since_ns > UNACKED_NS)
+        return "it does not acknowledge a task taken back from it, and can be given no other";
+    return NULL;
+}
 
 int fpp__pool_audit(fpp__pool *p)
 {
@@ -253,14 +295,8 @@ int fpp__pool_audit(fpp__pool *p)
         }
         if (!bad && claimed > 1)
             bad = "it holds more than one claimed task";
-        if (!bad) {
-            /* The next cell to publish in must say the worker passed it (or that a revoke waits
-             * for its acknowledgement); anything else is a queue it wrote over. */
-            uint64_t s = atomic_load_explicit(&wp->cells[wp->tail & (Q - 1)].state, memory_order_acquire);
-            if (s != FPP__Q(wp->tail - Q, FPP__Q_CLAIMED) && s != FPP__Q(wp->tail - Q, FPP__Q_REVOKED) &&
-                s != FPP__Q(wp->tail - Q, FPP__Q_READY))
-                bad = "its task queue is corrupted";
-        }
+        if (!bad)
+            bad = check_lap(p, w);
         if (bad) {
             wp->corrupt = true;
             wp->alive = false;

@@ -5,7 +5,16 @@
  * honest worker steps (a real claim, a real record), run against a real pool (lib/pool.c,
  * flight.c, harvest.c, watchdog.c, ring.c, slot.c) in private memory with no worker running.
  * Checks: no sanitizer report, and every task handed to the pool leaves it exactly once
- * (fpp__tm_finished, defined here), with a result only from the worker it was given to.
+ * (fpp__tm_finished, defined here), with a result only from the worker it was given to; a task
+ * whose record from an honest worker the parent has read is never handed out again, whatever
+ * is written over the queue afterwards; at the end no in-flight entry and no timed entry is
+ * left behind.
+ *
+ * Issue 8 added steps for the new protocol's hostile cases: plausible states written over a
+ * cell (READY, CLAIMED or REVOKED at a position near the real one: forged claims, a finished
+ * task's cell back to READY, a revoke that is never acknowledged), an honest worker completing
+ * the task it claimed, and the parent's clocks aged so that the steal of a silent worker's only
+ * task, a timeout's kill and the audit's unacknowledged-revoke rule all run.
  *
  * Build: cmake -DFPP_BUILD_FUZZ=ON -DCMAKE_C_COMPILER=clang; run: fuzz_pool tests/fuzz/corpus */
 #include <stdlib.h>
@@ -18,6 +27,47 @@
 static fpp_task tasks[NT];
 static int finished[NT];
 static bool stopped[W];
+static uint64_t claimed_ticket[W]; /* what an honest step claimed last and has not completed */
+static uint64_t completed[NT];     /* the ticket of an honest worker's record for it, once the
+                                    * parent has read that record */
+/* Honest records the parent has not read yet: which task, its ticket, where in the worker's
+ * completion ring, and which worker (gen: harness-side generation of the slot). */
+typedef struct unread { int task; uint64_t ticket, idx; unsigned gen; } unread;
+static unread pending[W][FPP__CRING];
+static int npending[W];
+static unsigned gen[W];
+
+/* A record is read once the parent's own count of records consumed passes it (accepted or
+ * refused), in the same worker's life. A record the parent never read (the worker died first,
+ * or hid it by rewinding its completion index) proves nothing to it: the task may look never
+ * started, and be handed out again. */
+static void note_reads(const fpp__pool *p)
+{
+    for (uint32_t w = 0; w < W; w++) {
+        int k = 0;
+        for (int i = 0; i < npending[w]; i++) {
+            unread u = pending[w][i];
+            if (u.gen != gen[w])
+                continue; /* another worker's now: never read */
+            if (p->wp[w].chead > u.idx)
+                completed[u.task] = u.ticket;
+            else
+                pending[w][k++] = u;
+        }
+        npending[w] = k;
+    }
+}
+static bool dishonest[W];          /* the worker wrote over its queue or block, or claimed a second
+                                    * task before completing the first: its claims prove nothing */
+
+/* The task a live in-flight entry with this ticket holds, or NULL. */
+static fpp_task *task_of(const fpp__pool *p, uint64_t ticket)
+{
+    for (uint32_t i = 0; i < p->nfl; i++)
+        if (p->fl[i].state != FPP__FL_FREE && p->fl[i].ticket == ticket)
+            return p->fl[i].task;
+    return NULL;
+}
 
 void fpp__tm_finished(fpp_tm *tm, fpp_task *t)
 {
@@ -49,6 +99,9 @@ static void fresh_worker(fpp__pool *p, uint32_t w)
         abort();
     fpp__pool_attach(p, w, m);
     stopped[w] = false;
+    claimed_ticket[w] = 0;
+    dishonest[w] = false;
+    gen[w]++;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -69,6 +122,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fresh_worker(&pool, w);
     reader r = {data, size};
     memset(finished, 0, sizeof finished);
+    memset(completed, 0, sizeof completed);
+    memset(npending, 0, sizeof npending);
     int dispatched = 0;
     uint64_t head[W], ctail[W];
     for (uint32_t w = 0; w < W; w++) {
@@ -99,7 +154,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fpp__wblock *b = wp->b;
         fpp__cell *cells = wp->cells;
         uint32_t Q = pool.lay.qcells;
-        switch (take(&r, 1) % 10) {
+        switch (take(&r, 1) % 14) {
         case 0: { /* a completion record, then publish it */
             fpp__crec c;
             memset(&c, 0, sizeof c);
@@ -115,18 +170,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 c.data[k] = (unsigned char)take(&r, 1);
             b->ring[ctail[w] & (FPP__CRING - 1)] = c;
             atomic_store(&b->ctail, ++ctail[w]);
+            dishonest[w] = true;
             break;
         }
         case 1: fpp__pool_collect(&pool); break;
-        case 2: atomic_store(&b->ctail, take(&r, 8)); break;
-        case 3: atomic_store(&cells[take(&r, 1) % Q].state, take(&r, 8)); break;
+        case 2: atomic_store(&b->ctail, take(&r, 8)); dishonest[w] = true; break;
+        case 3: atomic_store(&cells[take(&r, 1) % Q].state, take(&r, 8)); dishonest[w] = true; break;
         case 4: /* the worker dies */
             fpp__pool_recover(&pool, w, (take(&r, 1) & 1) ? FPP_TIMEOUT : FPP_CRASHED, 9, "worker killed by SIGKILL");
             break;
         case 5: fpp__pool_audit(&pool); break;
         case 6: { /* an honest claim of the next task */
             fpp__cell d;
-            fpp__ring_claim(cells, Q, &head[w], &d, &b->running);
+            if (fpp__ring_claim(cells, Q, &head[w], &d, &b->running)) {
+                if (claimed_ticket[w])
+                    dishonest[w] = true; /* a second claim before completing the first */
+                claimed_ticket[w] = d.ticket;
+                /* The parent publishes a task again only under a new ticket. (The same ticket is the
+                 * worker re-reading an old descriptor that scribbles made look READY at its head:
+                 * its own doing, as if a task called another's function.) */
+                fpp_task *t = task_of(&pool, d.ticket);
+                if (t && completed[t->id] && completed[t->id] != d.ticket)
+                    abort(); /* the pool handed out again a task an honest worker had completed */
+            }
             break;
         }
         case 7: atomic_store(&b->running, (take(&r, 1) & 1) ? take(&r, 8) : (wp->first != FPP__NIL ? pool.fl[wp->first].ticket : 0)); break;
@@ -139,10 +205,60 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 fpp__pool_cancel_task(&pool, &tasks[i]);
             break;
         }
+        case 10: { /* a plausible state over a cell: its position moved by -2..+2, any tag */
+            fpp__cell *c = &cells[take(&r, 1) % Q];
+            uint64_t v = take(&r, 1);
+            uint64_t pos = FPP__Q_POS(atomic_load(&c->state)) + v % 5 - 2;
+            atomic_store(&c->state, FPP__Q(pos, 1 + (v >> 3) % 3));
+            dishonest[w] = true;
+            break;
         }
+        case 11: /* the honest worker completes what it claimed: a record with its ticket */
+            if (claimed_ticket[w]) {
+                fpp_task *t = task_of(&pool, claimed_ticket[w]);
+                if (t && !dishonest[w] && npending[w] < FPP__CRING)
+                    pending[w][npending[w]++] = (unread){(int)t->id, claimed_ticket[w], ctail[w], gen[w]};
+                fpp__crec c;
+                memset(&c, 0, sizeof c);
+                c.ticket = claimed_ticket[w];
+                c.status = FPP__R_DONE;
+                c.len = 8;
+                memcpy(c.data, &c.ticket, 8);
+                b->ring[ctail[w] & (FPP__CRING - 1)] = c;
+                atomic_store(&b->ctail, ++ctail[w]);
+                claimed_ticket[w] = 0;
+            }
+            break;
+        case 12: { /* time passes for the parent: a silent worker, a claim seen long ago, a revoke
+                    * unacknowledged for long; then what looks at those clocks */
+            wp->last_done_ns = 1;
+            if (wp->unacked_since_ns)
+                wp->unacked_since_ns = 1;
+            if (wp->first != FPP__NIL && pool.fl[wp->first].claimed_ns)
+                pool.fl[wp->first].claimed_ns = 1;
+            uint64_t v = take(&r, 1) % 3;
+            if (v == 0)
+                fpp__pool_steal(&pool);
+            else if (v == 1)
+                fpp__pool_audit(&pool);
+            else
+                fpp__pool_timeouts(&pool);
+            break;
+        }
+        case 13: { /* a passed cell written back to READY (its old descriptor is still there) */
+            uint64_t pos = wp->tail - 1 - take(&r, 1) % Q;
+            fpp__cell *c = &cells[pos & (Q - 1)];
+            if (atomic_load(&c->state) == FPP__Q(pos, FPP__Q_CLAIMED))
+                atomic_store(&c->state, FPP__Q(pos, FPP__Q_READY));
+            dishonest[w] = true; /* from now on: what it completed before still counts */
+            break;
+        }
+        }
+        note_reads(&pool);
         for (uint32_t k = 0; k < W; k++) /* what was stopped dies */
             if (stopped[k] && pool.wp[k].mem)
                 fpp__pool_recover(&pool, k, FPP_CRASHED, 9, "stopped");
+        note_reads(&pool);
         fpp__pool_dispatch(&pool, NULL);
     }
     /* Everything still in the pool leaves it now, once. */
@@ -153,6 +269,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < dispatched; i++)
         if (finished[i] != 1)
             abort(); /* lost: never left the pool */
+    if (pool.used_fl != 0 || pool.ntimed != 0 || pool.retry.head)
+        abort(); /* bookkeeping left behind */
     fpp__pool_destroy(&pool, true);
     return 0;
 }
