@@ -183,6 +183,21 @@ static uint64_t default_tasks(const wl *w)
     return w->bytes >= (1u << 20) ? 4000 : 100000;
 }
 
+/* Pass 0: a local process executor with as many workers as the serving ranks have in all, the
+ * reference; pass 1: the MPI executor. Aborts the job if it cannot be made. */
+static fpp_executor *make_executor(int pass, const fpp_executor_opts *eo, int local_workers)
+{
+    fpp_executor *ex = NULL;
+    fpp_executor_opts po = *eo;
+    po.workers = local_workers;
+    int rc = pass == 0 ? fpp_process_executor(&ex, &po) : fpp_mpi_executor(&ex, MPI_COMM_WORLD, eo);
+    if (rc) {
+        fprintf(stderr, "executor: %s\n", fpp_strerror(rc));
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    return ex;
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -268,14 +283,7 @@ int main(int argc, char **argv)
            "tasks/s", "us/task", "speedup", "MB/s", "cpu0_s");
     if (lat) {
         for (int pass = process ? 0 : 1; pass < 2; pass++) {
-            fpp_executor *ex = NULL;
-            fpp_executor_opts po = eo;
-            po.workers = workers * (size - 1);
-            int rc = pass == 0 ? fpp_process_executor(&ex, &po) : fpp_mpi_executor(&ex, MPI_COMM_WORLD, &eo);
-            if (rc) {
-                fprintf(stderr, "executor: %s\n", fpp_strerror(rc));
-                MPI_Abort(MPI_COMM_WORLD, 1);
-            }
+            fpp_executor *ex = make_executor(pass, &eo, workers * (size - 1));
             double p50, p99;
             latency(ex, 2000, &p50, &p99);
             printf("%-12s %-6s latency: one noop task at a time, submit to result: p50 %.1f us, p99 %.1f us\n",
@@ -295,14 +303,7 @@ int main(int argc, char **argv)
             serial = (now_s() - t0) / k * (double)n;
         }
         for (int pass = process ? 0 : 1; pass < 2; pass++) {
-            fpp_executor *ex = NULL;
-            fpp_executor_opts po = eo;
-            po.workers = workers * (size - 1);
-            int rc = pass == 0 ? fpp_process_executor(&ex, &po) : fpp_mpi_executor(&ex, MPI_COMM_WORLD, &eo);
-            if (rc) {
-                fprintf(stderr, "executor: %s\n", fpp_strerror(rc));
-                MPI_Abort(MPI_COMM_WORLD, 1);
-            }
+            fpp_executor *ex = make_executor(pass, &eo, workers * (size - 1));
             row r = run(ex, w, n);
             int nwk = fpp_executor_workers(ex);
             fpp_executor_free(ex);
