@@ -14,8 +14,9 @@
  *                                    what a large parent does to fork and respawn)
  *                  [--grow-mib N]   (each run's parent fills N MiB right after creating its
  *                                    executor: the fork server makes respawns independent of it)
- * Executors: fpp-process, fpp-thread, and variants of either: +copy (results copied out of the
- * worker's arena, as 0.1 did: FPP_COPY_RESULTS=1), +ordered (FPP_TM_ORDERED). Every fpp row
+ * Executors: fpp-process, fpp-thread, and variants of either: +keep (each result kept with
+ * fpp_task_keep, which copies it out of the worker's arena into the task's own memory, as 0.1
+ * copied every result, then released), +ordered (FPP_TM_ORDERED). Every fpp row
  * runs a lazy fpp_map consumed with fpp_as_completed, with the default options.
  * Uses only <fpp.h>. */
 #define _GNU_SOURCE
@@ -200,8 +201,9 @@ static int next_seq(void *state, const void **arg, size_t *len)
     return 1;
 }
 
-/* variant: "" the defaults; "copy" results copied out of the arena as 0.1 did (the
- * FPP_COPY_RESULTS knob); "ordered" FPP_TM_ORDERED. */
+/* variant: "" the defaults; "keep" each result kept (copied out of the worker's arena into the
+ * task's memory) and released, the documented way to hold on to a result; "ordered"
+ * FPP_TM_ORDERED. */
 static int run_fpp(int threads, const char *variant, const workload *w, int workers, long n, row *r)
 {
     fpp_log_set(NULL, NULL, FPP_LOG_OFF);
@@ -210,8 +212,6 @@ static int run_fpp(int threads, const char *variant, const workload *w, int work
     fpp_executor_opts eo = {.workers = workers};
     if (w->kind == 2)
         eo.max_result_size = (size_t)w->param;
-    if (!strcmp(variant, "copy"))
-        setenv("FPP_COPY_RESULTS", "1", 1);
     int rc = threads ? fpp_thread_executor(&ex, &eo) : fpp_process_executor(&ex, &eo);
     if (rc)
         return rc;
@@ -267,9 +267,12 @@ static int run_fpp(int threads, const char *variant, const workload *w, int work
     seq_iter it = {0, n, 0};
     if (fpp_map(tm, fn, next_seq, &it) != 0)
         return 1;
+    int keep = !strcmp(variant, "keep");
     while (fpp_as_completed(tm, &t) == 1) {
         got++;
         failed += fpp_task_status(t) != FPP_DONE;
+        if (keep)
+            fpp_task_release(fpp_task_keep(t));
     }
     r->secs = (double)(now_ns() - t0) / 1e9;
     fpp_stats st;
@@ -532,7 +535,7 @@ int main(int argc, char **argv)
     int quick = 0, workers_given = 0;
     const char *csv = NULL, *plot = NULL;
     char workers_s[64] = "1,2",
-         execs_s[256] = "fpp-process,fpp-process+copy,fpp-process+ordered,fpp-thread,fork,cf-process,cf-thread,mp-imap";
+         execs_s[256] = "fpp-process,fpp-process+keep,fpp-process+ordered,fpp-thread,fork,cf-process,cf-thread,mp-imap";
     char loads_s[256] = "noop,spin:1000,bytes:1048576,mixed,crashy:0.01";
     long tasks_override = 0;
     static char peers_buf[512];
@@ -620,7 +623,7 @@ int main(int argc, char **argv)
                     n = tasks_override;
                 if (w.kind == 4 && !strncmp(e, "fpp-thread", 10))
                     continue; /* a crash takes the thread executor's process down */
-                if ((strstr(e, "+copy") && w.kind != 2) || (strstr(e, "+ordered") && w.kind != 0 && w.kind != 3))
+                if ((strstr(e, "+keep") && w.kind != 2) || (strstr(e, "+ordered") && w.kind != 0 && w.kind != 3))
                     continue; /* variants only where they change something: copies, reordering */
                 if (w.kind == 4 && !strcmp(e, "cf-thread"))
                     continue;

@@ -20,7 +20,7 @@ else()
 endif()
 message(STATUS "fpp: libfpp_mpi on (MPI ${MPI_C_VERSION}, ${MPIEXEC_EXECUTABLE})")
 
-set(FPP_MPI_SOURCES lib/mpi_wire.c lib/mpi_join.c lib/mpi_executor.c lib/mpi_serve.c)
+fpp_layer_sources(FPP_MPI_SOURCES libfpp_mpi)
 # Objects once, for the library and for the unit tests of its wire format.
 add_library(fpp_mpi_objects OBJECT ${FPP_MPI_SOURCES})
 target_compile_options(fpp_mpi_objects PRIVATE ${FPP_WARNINGS})
@@ -75,6 +75,11 @@ if(FPP_BUILD_EXAMPLES)
 endif()
 
 if(FPP_BUILD_TESTS)
+  # The test build of libfpp_mpi (core/testing.h: FPP_MPI_CHUNK), on the test build of libfpp.
+  add_library(fpp_mpi_testing STATIC ${FPP_MPI_SOURCES})
+  target_compile_options(fpp_mpi_testing PRIVATE ${FPP_WARNINGS})
+  target_compile_definitions(fpp_mpi_testing PRIVATE _GNU_SOURCE FPP_TESTING)
+  target_link_libraries(fpp_mpi_testing PUBLIC fpp_testing MPI::MPI_C)
   add_subdirectory(tests/mpi)
 endif()
 

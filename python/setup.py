@@ -1,7 +1,7 @@
 """setuptools build of the Python package fpp, without CMake.
 
 The extension fpp._fpp is compiled from python/src/fppmodule.c together with libfpp's own
-sources (../lib/*.c), so nothing needs to be installed first. From this directory:
+sources (the folders of ../lib/LAYERS marked libfpp), so nothing needs to be installed first. From this directory:
 
     /usr/bin/python3 setup.py build_ext --inplace     # then PYTHONPATH=python works
     /usr/bin/python3 -m pytest tests                  # with PYTHONPATH=. (python/)
@@ -41,11 +41,21 @@ def generate_version_header():
             f.write(text)
 
 
+def libfpp_sources():
+    """libfpp's sources, from the layout: every .c of the layers lib/LAYERS gives to libfpp
+    (libfpp_mpi's layer needs Open MPI and is not part of the extension)."""
+    layers = []
+    with open(os.path.join(TOP, "lib", "LAYERS")) as f:
+        for line in f:
+            fields = line.split()
+            if fields and not fields[0].startswith("#") and fields[1] == "libfpp":
+                layers.append(fields[0])
+    return sorted(os.path.relpath(p, HERE) for layer in layers
+                  for p in glob.glob(os.path.join(TOP, "lib", layer, "*.c")))
+
+
 generate_version_header()
-# libfpp's sources: every lib/*.c but libfpp_mpi's (lib/mpi_*.c need Open MPI and are not
-# part of the extension).
-lib_sources = sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(TOP, "lib", "*.c"))
-                     if not os.path.basename(p).startswith("mpi_"))
+lib_sources = libfpp_sources()
 
 setup(
     name="fpp",
@@ -57,7 +67,7 @@ setup(
         Extension(
             "fpp._fpp",
             sources=["src/fppmodule.c"] + lib_sources,
-            include_dirs=[os.path.join(TOP, "include"), GEN],
+            include_dirs=[os.path.join(TOP, "include"), os.path.join(TOP, "lib"), GEN],
             define_macros=[("_GNU_SOURCE", None)],
             extra_compile_args=["-std=c11", "-fvisibility=hidden", "-Wall", "-Wextra",
                                 "-Wno-unused-parameter"],

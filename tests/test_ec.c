@@ -9,7 +9,7 @@
 #include <sys/mman.h>
 
 #include "common.h"
-#include "../lib/fpp_internal.h"
+#include "core/ec.h"
 
 #define DEADLINE_NS 5000000000LL /* a lost post sleeps this long: no round may get there */
 

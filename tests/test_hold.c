@@ -5,10 +5,10 @@
  * into the task) when the task is kept, retained, waited for, raised, or outlives the executor.
  * Internal interface: this is the contract the lead's zero-copy executor relies on. */
 #include "common.h"
-#include "../lib/fpp_internal.h"
+#include "exec/exec.h"
 
 typedef struct fake {
-    fpp_task *queue[256];
+    fpp__job *queue[256];
     int n;
     int holds, drops, moves; /* holds set; unpin(false); unpin(true) */
     bool bad;                /* an unpin on a task without a hold */
@@ -17,7 +17,7 @@ typedef struct fake {
 static fake *F;
 static char HOLD; /* the marker hold pointer */
 
-static int f_dispatch(fpp_executor *ex, fpp_task *t)
+static int f_dispatch(fpp_executor *ex, fpp__job *t)
 {
     fake *f = ex->impl;
     if (f->n == 256)
@@ -32,19 +32,19 @@ static int f_poll(fpp_executor *ex, int64_t deadline)
     fake *f = ex->impl;
     int n = f->n;
     f->n = 0;
-    fpp_task *q[256];
+    fpp__job *q[256];
     memcpy(q, f->queue, (size_t)n * sizeof *q);
     for (int i = 0; i < n; i++) {
         uint64_t x = u64_of(q[i]->arg);
         if (x == 666) {
-            fpp__task_fail(q[i], FPP_FAILED, 0, "six six six");
+            fpp__job_fail(q[i], FPP_FAILED, 0, "six six six");
         } else {
             x *= x;
-            fpp__task_set_result(q[i], &x, 8);
+            fpp__job_set_result(q[i], &x, 8);
             q[i]->hold = &HOLD; /* pretend the bytes are still the worker's */
             f->holds++;
         }
-        fpp__tm_finished(ex->tm, q[i]);
+        fpp__exec_finished(ex, q[i]);
     }
     return n;
 }
@@ -53,8 +53,8 @@ static void f_cancel(fpp_executor *ex, bool wait)
     (void)wait;
     fake *f = ex->impl;
     for (int i = 0; i < f->n; i++) {
-        fpp__task_fail(f->queue[i], FPP_CANCELLED, 0, "cancelled");
-        fpp__tm_finished(ex->tm, f->queue[i]);
+        fpp__job_fail(f->queue[i], FPP_CANCELLED, 0, "cancelled");
+        fpp__exec_finished(ex, f->queue[i]);
     }
     f->n = 0;
 }
@@ -64,7 +64,7 @@ static void f_destroy(fpp_executor *ex, bool owner)
     (void)owner;
     ex->impl = NULL; /* F stays readable after the executor is gone; the test process ends */
 }
-static void f_unpin(fpp_executor *ex, fpp_task *t, bool keep)
+static void f_unpin(fpp_executor *ex, fpp__job *t, bool keep)
 {
     fake *f = ex->impl;
     if (t->hold != &HOLD)

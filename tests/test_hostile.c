@@ -15,7 +15,8 @@
 #include <sys/resource.h>
 
 #include "common.h"
-#include "../lib/fpp_internal.h"
+#include "exec/exec.h"
+#include "pool/pool_int.h"
 
 /* Slots of T_SHARED. */
 enum { S_COUNT = 0, S_RUNS = 1, S_LAY = 8 /* cells_off, qcells, arena_off, slot_size */, S_SIGBUS = 16 /* 6 */,
@@ -23,7 +24,7 @@ enum { S_COUNT = 0, S_RUNS = 1, S_LAY = 8 /* cells_off, qcells, arena_off, slot_
 
 static void publish_layout(fpp_executor *ex)
 {
-    const fpp__layout *l = &((fpp__pool *)ex->impl)->lay; /* the process executor's state starts with its pool */
+    const fpp__layout *l = &(*(fpp__pool **)ex->impl)->lay; /* the process executor's state starts with its pool */
     atomic_store(&T_SHARED[S_LAY + 0], (long)l->cells_off);
     atomic_store(&T_SHARED[S_LAY + 1], (long)l->qcells);
     atomic_store(&T_SHARED[S_LAY + 2], (long)l->arena_off);
@@ -523,7 +524,7 @@ static void forged_claims(unsigned timeout_ms)
         int64_t blk = fpp_submit_ex(tm, F_BLOCK, &b, sizeof b, &long_enough);
         cr_assert(wait_shared(S_BLOCK, 1, 10000));
         /* The hostile task goes to the other worker: the next dispatch starts there. */
-        fpp__pool *p = ex->impl;
+        fpp__pool *p = *(fpp__pool **)ex->impl;
         pid_t blocker = (pid_t)atomic_load(&T_SHARED[S_BLOCK + 2]);
         p->cursor = (pid_t)atomic_load(&p->wp[0].b->pid) == blocker ? 1 : 0;
         int64_t t0 = mono_ns();

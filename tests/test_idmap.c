@@ -1,6 +1,6 @@
 /* test_idmap.c: the task id table (lib/idmap.c) against a plain array: a sliding window of
  * consecutive ids with stragglers that stay for a long time, random deletions, growth. */
-#include "../lib/fpp_internal.h"
+#include "tm/tm.h"
 #include <criterion/criterion.h>
 
 Test(idmap, matches_a_plain_array_through_windows_stragglers_and_growth)
@@ -13,7 +13,7 @@ Test(idmap, matches_a_plain_array_through_windows_stragglers_and_growth)
     int64_t lo = 0, next = 0;
     size_t live = 0;
     for (int round = 0; round < N; round++) {
-        tasks[next].id = next;
+        tasks[next].job.id = next;
         cr_assert_eq(fpp__idmap_put(&m, &tasks[next]), 0);
         in[next++] = true;
         live++;

@@ -12,7 +12,8 @@
 #include <sys/syscall.h>
 
 #include "common.h"
-#include "../lib/fpp_internal.h"
+#include "exec/exec.h"
+#include "pool/pool_int.h"
 
 static int F_USLEEP, F_TOUCH;
 
@@ -488,7 +489,7 @@ Test(tickets, tickets_crossing_2_to_the_32_never_blame_an_innocent_task, .fini =
     fpp_executor_opts o = {.workers = 2};
     fpp_executor *ex = mk_exec(PROC, &o);
     fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 0);
-    fpp__pool *p = ex->impl; /* the process executor's state starts with its pool */
+    fpp__pool *p = *(fpp__pool **)ex->impl; /* the process executor's state starts with its pool */
     every_slot_serves(tm, 2); /* one task on each worker: each keeps its last ticket */
     uint32_t A = 0, B = 1;
     tk_stale = atomic_load(&p->wp[A].b->running);

@@ -2,10 +2,10 @@
  * write: its completion records (ticket, status, lengths, arena offsets), its completion
  * index, its task queue's cell states, its `running` word, and what recovery, cancel,
  * timeouts and the audit make of them. The input is a little program of such writes and of
- * honest worker steps (a real claim, a real record), run against a real pool (lib/pool.c,
- * flight.c, harvest.c, watchdog.c, ring.c, slot.c) in private memory with no worker running.
+ * honest worker steps (a real claim, a real record), run against a real pool (lib/pool/: the
+ * whole parent side, built alone with lib/core/) in private memory with no worker running.
  * Checks: no sanitizer report, and every task handed to the pool leaves it exactly once
- * (fpp__tm_finished, defined here), with a result only from the worker it was given to; a task
+ * (the pool's finished hook, defined here), with a result only from the worker it was given to; a task
  * whose record from an honest worker the parent has read is never handed out again, whatever
  * is written over the queue afterwards; at the end no in-flight entry and no timed entry is
  * left behind.
@@ -20,11 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../lib/fpp_internal.h"
+#include "pool/pool_int.h"
 
 #define NT 40
 #define W 2
-static fpp_task tasks[NT];
+static fpp__job tasks[NT];
 static int finished[NT];
 static bool stopped[W];
 static uint64_t claimed_ticket[W]; /* what an honest step claimed last and has not completed */
@@ -61,27 +61,25 @@ static bool dishonest[W];          /* the worker wrote over its queue or block, 
                                     * task before completing the first: its claims prove nothing */
 
 /* The task a live in-flight entry with this ticket holds, or NULL. */
-static fpp_task *task_of(const fpp__pool *p, uint64_t ticket)
+static fpp__job *task_of(const fpp__pool *p, uint64_t ticket)
 {
     for (uint32_t i = 0; i < p->nfl; i++)
         if (p->fl[i].state != FPP__FL_FREE && p->fl[i].ticket == ticket)
-            return p->fl[i].task;
+            return p->fl[i].job;
     return NULL;
 }
 
-void fpp__tm_finished(fpp_tm *tm, fpp_task *t)
+static void finished_hook(void *owner, fpp__job *t)
 {
-    (void)tm;
+    (void)owner;
     int i = (int)t->id;
     if (i < 0 || i >= NT || ++finished[i] > 1)
         abort(); /* a task left the pool twice, or a task that is not ours */
     t->arg = NULL; /* points at the harness's static buffer */
-    fpp__task_clear(t);
+    fpp__job_clear(t);
 }
 
-bool fpp__tm_halted(const fpp_tm *tm) { (void)tm; return false; }
-
-static void stop(fpp__pool *p, uint32_t w) { (void)p; stopped[w] = true; }
+static void stop(void *owner, uint32_t w) { (void)owner; stopped[w] = true; }
 
 typedef struct reader { const uint8_t *p; size_t n; } reader;
 static uint64_t take(reader *r, size_t k)
@@ -109,17 +107,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static unsigned char argbuf[2048];
     fpp_log_set(NULL, NULL, FPP_LOG_OFF);
-    fpp_executor ex;
-    memset(&ex, 0, sizeof ex);
-    ex.opts = (fpp_executor_opts){.workers = W, .queue_capacity = 16, .max_arg_size = 1024, .max_result_size = 4096};
-    fpp__pool pool;
-    if (fpp__pool_create(&pool, &ex.opts, false) != 0)
+    fpp_executor_opts opts = {.workers = W, .queue_capacity = 16, .max_arg_size = 1024, .max_result_size = 4096};
+    fpp__pool_hooks hooks = {.finished = finished_hook, .stop = stop, .bad = stop};
+    fpp__pool *pool;
+    if (fpp__pool_create(pool, &opts, false, &hooks) != 0)
         return 0;
-    pool.ex = &ex;
-    pool.stop = stop;
-    pool.bad = stop;
     for (uint32_t w = 0; w < W; w++)
-        fresh_worker(&pool, w);
+        fresh_worker(pool, w);
     reader r = {data, size};
     memset(finished, 0, sizeof finished);
     memset(completed, 0, sizeof completed);
@@ -127,7 +121,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int dispatched = 0;
     uint64_t head[W], ctail[W];
     for (uint32_t w = 0; w < W; w++) {
-        head[w] = pool.lay.qcells;
+        head[w] = pool->lay.qcells;
         ctail[w] = 0;
     }
     for (int i = 0; i < NT; i++) {
@@ -137,30 +131,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         tasks[i].timeout_ms = (unsigned)(take(&r, 1) % 3);
         tasks[i].arg_len = (size_t)(take(&r, 1) * 5) % 1025;
         tasks[i].arg = argbuf;
-        if (fpp__pool_dispatch(&pool, &tasks[i]) == 0)
+        if (fpp__pool_dispatch(pool, &tasks[i]) == 0)
             dispatched++;
         else
             break;
     }
     while (r.n) {
         uint32_t w = (uint32_t)take(&r, 1) % W;
-        fpp__wpriv *wp = &pool.wp[w];
+        fpp__wpriv *wp = pool->wp[w];
         if (!wp->mem) { /* the slot is empty: a new worker comes */
-            fresh_worker(&pool, w);
-            head[w] = pool.lay.qcells;
+            fresh_worker(pool, w);
+            head[w] = pool->lay.qcells;
             ctail[w] = 0;
             continue;
         }
         fpp__wblock *b = wp->b;
         fpp__cell *cells = wp->cells;
-        uint32_t Q = pool.lay.qcells;
+        uint32_t Q = pool->lay.qcells;
         switch (take(&r, 1) % 14) {
         case 0: { /* a completion record, then publish it */
             fpp__crec c;
             memset(&c, 0, sizeof c);
             c.ticket = take(&r, 8);
             if ((take(&r, 1) & 1) && wp->first != FPP__NIL) /* often the right ticket, to reach deeper checks */
-                c.ticket = pool.fl[wp->first].ticket;
+                c.ticket = pool->fl[wp->first].ticket;
             c.status = (uint32_t)take(&r, 1) % 4;
             c.len = (uint32_t)take(&r, 4);
             if (take(&r, 1) & 1)
@@ -173,36 +167,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             dishonest[w] = true;
             break;
         }
-        case 1: fpp__pool_collect(&pool); break;
+        case 1: fpp__pool_collect(pool); break;
         case 2: atomic_store(&b->ctail, take(&r, 8)); dishonest[w] = true; break;
         case 3: atomic_store(&cells[take(&r, 1) % Q].state, take(&r, 8)); dishonest[w] = true; break;
         case 4: /* the worker dies */
-            fpp__pool_recover(&pool, w, (take(&r, 1) & 1) ? FPP_TIMEOUT : FPP_CRASHED, 9, "worker killed by SIGKILL");
+            fpp__pool_recover(pool, w, (take(&r, 1) & 1) ? FPP_TIMEOUT : FPP_CRASHED, 9, "worker killed by SIGKILL");
             break;
-        case 5: fpp__pool_audit(&pool); break;
+        case 5: fpp__pool_audit(pool); break;
         case 6: { /* an honest claim of the next task */
             fpp__cell d;
-            if (fpp__ring_claim(cells, Q, &head[w], &d, &b->running)) {
+            if (fpp__queue_claim(cells, Q, &head[w], &d, &b->running)) {
                 if (claimed_ticket[w])
                     dishonest[w] = true; /* a second claim before completing the first */
                 claimed_ticket[w] = d.ticket;
                 /* The parent publishes a task again only under a new ticket. (The same ticket is the
                  * worker re-reading an old descriptor that scribbles made look READY at its head:
                  * its own doing, as if a task called another's function.) */
-                fpp_task *t = task_of(&pool, d.ticket);
+                fpp__job *t = task_of(pool, d.ticket);
                 if (t && completed[t->id] && completed[t->id] != d.ticket)
                     abort(); /* the pool handed out again a task an honest worker had completed */
             }
             break;
         }
-        case 7: atomic_store(&b->running, (take(&r, 1) & 1) ? take(&r, 8) : (wp->first != FPP__NIL ? pool.fl[wp->first].ticket : 0)); break;
-        case 8: ex.opts.task_timeout_ms = (unsigned)(take(&r, 1) % 2); fpp__pool_timeouts(&pool); break;
+        case 7: atomic_store(&b->running, (take(&r, 1) & 1) ? take(&r, 8) : (wp->first != FPP__NIL ? pool->fl[wp->first].ticket : 0)); break;
+        case 8: pool->h.task_timeout_ms = (unsigned)(take(&r, 1) % 2); fpp__pool_timeouts(pool); break;
         case 9: { /* cancel one task, or steal */
             int i = (int)(take(&r, 1) % (uint64_t)(dispatched ? dispatched : 1));
             if (take(&r, 1) & 1)
-                fpp__pool_steal(&pool);
+                fpp__pool_steal(pool);
             else if (!finished[i])
-                fpp__pool_cancel_task(&pool, &tasks[i]);
+                fpp__pool_cancel_task(pool, &tasks[i]);
             break;
         }
         case 10: { /* a plausible state over a cell: its position moved by -2..+2, any tag */
@@ -215,7 +209,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         case 11: /* the honest worker completes what it claimed: a record with its ticket */
             if (claimed_ticket[w]) {
-                fpp_task *t = task_of(&pool, claimed_ticket[w]);
+                fpp__job *t = task_of(pool, claimed_ticket[w]);
                 if (t && !dishonest[w] && npending[w] < FPP__CRING)
                     pending[w][npending[w]++] = (unread){(int)t->id, claimed_ticket[w], ctail[w], gen[w]};
                 fpp__crec c;
@@ -234,15 +228,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             wp->last_done_ns = 1;
             if (wp->unacked_since_ns)
                 wp->unacked_since_ns = 1;
-            if (wp->first != FPP__NIL && pool.fl[wp->first].claimed_ns)
-                pool.fl[wp->first].claimed_ns = 1;
+            if (wp->first != FPP__NIL && pool->fl[wp->first].claimed_ns)
+                pool->fl[wp->first].claimed_ns = 1;
             uint64_t v = take(&r, 1) % 3;
             if (v == 0)
-                fpp__pool_steal(&pool);
+                fpp__pool_steal(pool);
             else if (v == 1)
-                fpp__pool_audit(&pool);
+                fpp__pool_audit(pool);
             else
-                fpp__pool_timeouts(&pool);
+                fpp__pool_timeouts(pool);
             break;
         }
         case 13: { /* a passed cell written back to READY (its old descriptor is still there) */
@@ -254,23 +248,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         }
-        note_reads(&pool);
+        note_reads(pool);
         for (uint32_t k = 0; k < W; k++) /* what was stopped dies */
-            if (stopped[k] && pool.wp[k].mem)
-                fpp__pool_recover(&pool, k, FPP_CRASHED, 9, "stopped");
-        note_reads(&pool);
-        fpp__pool_dispatch(&pool, NULL);
+            if (stopped[k] && pool->wp[k].mem)
+                fpp__pool_recover(pool, k, FPP_CRASHED, 9, "stopped");
+        note_reads(pool);
+        fpp__pool_dispatch(pool, NULL);
     }
     /* Everything still in the pool leaves it now, once. */
     bool kill[W] = {false};
-    fpp__pool_cancel(&pool, kill);
+    fpp__pool_cancel(pool, kill);
     for (uint32_t w = 0; w < W; w++)
-        fpp__pool_recover(&pool, w, FPP_CRASHED, 9, "end");
+        fpp__pool_recover(pool, w, FPP_CRASHED, 9, "end");
     for (int i = 0; i < dispatched; i++)
         if (finished[i] != 1)
             abort(); /* lost: never left the pool */
-    if (pool.used_fl != 0 || pool.ntimed != 0 || pool.retry.head)
+    if (pool->used_fl != 0 || pool->ntimed != 0 || pool->retry.head)
         abort(); /* bookkeeping left behind */
-    fpp__pool_destroy(&pool, true);
+    fpp__pool_destroy(pool, true);
     return 0;
 }

@@ -4,7 +4,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "mpi_internal.h"
+#include "mpi/mpi_int.h"
 
 static fpp__mpi_task_rec task_rec(uint64_t ticket, uint64_t len, uint32_t flags)
 {

@@ -1,0 +1,192 @@
+/* tm/monitor.c: the executor monitor, a thread of the parent (never a worker). From a task
+ * manager's first submit or map until nothing is left or it is freed, it logs "Starting
+ * executor monitor", then each interval "N task(s) completed in the last X second(s)" (and,
+ * for ordered results held back by an unfinished task, "waiting on task 123 for 40 s (57
+ * finished task(s) held back)"), then "Shutting down monitor...".
+ *
+ * With FPP_TM_PROGRESS on a terminal it logs none of these: it redraws the progress line
+ * (progress.c) every FPP__PROGRESS_TICK_MS instead, which is at most 10 times a second, and the
+ * line is cleared the moment the monitor is stopped, on the caller's thread, so that nothing
+ * the program prints after the call returns lands on the line.
+ *
+ * It reads the task manager's counters (relaxed atomics, fpp__counters) and nothing else. It
+ * sleeps on a condition variable (CLOCK_MONOTONIC), so stopping it is immediate and never
+ * delays the caller: fpp__monitor_stop only signals; fpp__monitor_join waits for a thread that
+ * is already on its way out. Lock order: `mu` is never held while logging or drawing. */
+#include <errno.h>
+#include <pthread.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "core/timing.h"
+#include "tm/tm.h"
+
+#define PROGRESS_WAIT_S 1.0  /* the line names a task holding ordered results back after 1 s */
+#define RATE_SAMPLES 31      /* the rate is measured over the last 3 s of ticks */
+
+struct fpp__monitor {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+    const fpp__counters *c;
+    int interval_ms;
+    bool progress;
+};
+
+static uint64_t ld(const _Atomic uint64_t *a) { return atomic_load_explicit(a, memory_order_relaxed); }
+
+/* Sleeps until due_ns or a stop; returns false on a stop. */
+static bool sleep_until(fpp__monitor *m, int64_t due_ns)
+{
+    struct timespec ts = {.tv_sec = due_ns / 1000000000, .tv_nsec = due_ns % 1000000000};
+    pthread_mutex_lock(&m->mu);
+    while (!m->stop && pthread_cond_timedwait(&m->cv, &m->mu, &ts) == 0)
+        ;
+    bool go = !m->stop;
+    pthread_mutex_unlock(&m->mu);
+    return go;
+}
+
+/* Names the task holding ordered results back, once it has done so for a whole interval
+ * (shorter waits are the normal jitter of a reorder window). */
+static void waiting_line(const fpp__counters *c, int64_t now, int interval_ms)
+{
+    int64_t id = atomic_load_explicit(&c->wait_id, memory_order_relaxed);
+    int64_t since = atomic_load_explicit(&c->wait_since_ns, memory_order_relaxed);
+    uint64_t held = ld(&c->held);
+    if (id < 0 || held == 0 || since <= 0 || now - since < (int64_t)interval_ms * 1000000)
+        return;
+    double s = (double)(now - since) / 1e9;
+    fpp__log(FPP_LOG_INFO, "waiting on task %lld for %.*f s (%llu finished task(s) held back)",
+             (long long)id, s >= 10 ? 0 : 1, s, (unsigned long long)held);
+}
+
+static void run_lines(fpp__monitor *m)
+{
+    fpp__log(FPP_LOG_INFO, "Starting executor monitor");
+    uint64_t last = ld(&m->c->finished);
+    int64_t t0 = fpp__now_ns();
+    while (sleep_until(m, t0 + (int64_t)m->interval_ms * 1000000)) {
+        uint64_t now_n = ld(&m->c->finished);
+        int64_t t1 = fpp__now_ns();
+        fpp__log(FPP_LOG_INFO, "%llu task(s) completed in the last %.2f second(s)",
+                 (unsigned long long)(now_n - last), (double)(t1 - t0) / 1e9);
+        waiting_line(m->c, t1, m->interval_ms);
+        last = now_n;
+        t0 = t1;
+    }
+    fpp__log(FPP_LOG_INFO, "Shutting down monitor...");
+}
+
+static uint64_t ended(const fpp__counters *c)
+{
+    return ld(&c->done) + ld(&c->failed) + ld(&c->crashed) + ld(&c->timed_out) + ld(&c->cancelled);
+}
+
+static void run_progress(fpp__monitor *m)
+{
+    const fpp__counters *c = m->c;
+    int64_t st[RATE_SAMPLES];
+    uint64_t sn[RATE_SAMPLES];
+    int head = 0, count = 1;
+    int64_t last = fpp__now_ns();
+    st[0] = last;
+    sn[0] = ended(c);
+    while (sleep_until(m, last + (int64_t)FPP__PROGRESS_TICK_MS * 1000000)) {
+        int64_t now = fpp__now_ns();
+        last = now;
+        uint64_t e = ended(c);
+        head = (head + 1) % RATE_SAMPLES;
+        st[head] = now;
+        sn[head] = e;
+        if (count < RATE_SAMPLES)
+            count++;
+        int oldest = (head - count + 1 + RATE_SAMPLES) % RATE_SAMPLES;
+        double dt = (double)(now - st[oldest]) / 1e9;
+        double rate = dt >= 0.2 ? (double)(e - sn[oldest]) / dt : -1;
+        int64_t wid = atomic_load_explicit(&c->wait_id, memory_order_relaxed);
+        int64_t since = atomic_load_explicit(&c->wait_since_ns, memory_order_relaxed);
+        double wait_s = 0;
+        if (wid >= 0 && ld(&c->held) > 0 && since > 0)
+            wait_s = (double)(now - since) / 1e9;
+        if (wait_s < PROGRESS_WAIT_S)
+            wid = -1;
+        struct winsize ws;
+        int width = ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 ? ws.ws_col : 0;
+        char line[256];
+        fpp__progress_format(line, sizeof line, e, ld(&c->failed) + ld(&c->crashed) + ld(&c->timed_out),
+                             c->expected_total, rate, wid, wait_s, width);
+        fpp__status_draw(m, line);
+    }
+}
+
+static void *run(void *arg)
+{
+    fpp__monitor *m = arg;
+    if (m->progress)
+        run_progress(m);
+    else
+        run_lines(m);
+    return NULL;
+}
+
+int fpp__monitor_start(fpp__monitor **out, const fpp__counters *c, int interval_ms, bool progress)
+{
+    fpp__monitor *m = fpp__calloc(1, sizeof *m);
+    if (!m)
+        return FPP_ENOMEM;
+    m->c = c;
+    m->interval_ms = interval_ms;
+    m->progress = progress;
+    pthread_mutex_init(&m->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (progress)
+        fpp__status_claim(m); /* if another task manager holds the line, this one stays quiet */
+    int e = pthread_create(&m->th, NULL, run, m);
+    if (e) {
+        if (progress)
+            fpp__status_release(m);
+        pthread_cond_destroy(&m->cv);
+        pthread_mutex_destroy(&m->mu);
+        fpp__free(m);
+        errno = e;
+        return fpp__sys_error("pthread_create", "monitor");
+    }
+    *out = m;
+    return 0;
+}
+
+void fpp__monitor_stop(fpp__monitor *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->mu);
+    m->stop = true;
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+    if (m->progress)
+        fpp__status_release(m); /* now, on the caller's thread: the line is gone on return */
+}
+
+void fpp__monitor_join(fpp__monitor *m)
+{
+    if (!m)
+        return;
+    fpp__monitor_stop(m);
+    pthread_join(m->th, NULL);
+    pthread_cond_destroy(&m->cv);
+    pthread_mutex_destroy(&m->mu);
+    fpp__free(m);
+}
+
+void fpp__monitor_forget(fpp__monitor *m)
+{
+    /* In a process other than the creator the thread does not exist, and the mutex may be a
+     * copy taken by it: free the memory and touch nothing else. */
+    fpp__free(m);
+}
