@@ -130,39 +130,34 @@ static int sleep_once(const fpp__waiter *w, int64_t until)
 
 int fpp__ec_await(const fpp__waiter *w, const fpp__wait_policy *pol, int64_t deadline_ns)
 {
-    int64_t t0 = 0, now = 0;
-    if (pol->spin_ns > 0 || pol->yield_max > 0) {
-        t0 = now = fpp__now_ns();
-        /* Spin: look, pause, look; the clock is read every 8 looks. */
-        for (unsigned i = 1;; i++) {
-            if (w->ready(w->arg, false))
-                return FPP__AWAIT_SPUN;
-            if ((i & 7) == 0) {
-                now = fpp__now_ns();
-                if (now >= deadline_ns)
-                    return FPP__AWAIT_DEADLINE;
-                if (now - t0 >= pol->spin_ns)
-                    break;
-            }
-            for (unsigned k = 0; k < pol->relax; k++)
-                fpp__cpu_relax();
-        }
-        /* Yield: leave the core to whoever needs it between looks. */
-        for (unsigned y = 0; y < pol->yield_max && now - t0 < pol->yield_ns; y++) {
-            sched_yield();
-            if (w->ready(w->arg, false))
-                return FPP__AWAIT_SPUN;
+    /* The first look costs no clock read: on the hot path (a worker whose next task is there)
+     * it is all there is. */
+    if (w->ready(w->arg, false))
+        return FPP__AWAIT_SPUN;
+    int64_t t0 = fpp__now_ns(), now = t0;
+    if (now >= deadline_ns)
+        return FPP__AWAIT_DEADLINE;
+    /* Spin: pause, look; the clock is read every 8 looks. */
+    for (unsigned i = 1; now - t0 < pol->spin_ns; i++) {
+        for (unsigned k = 0; k < pol->relax; k++)
+            fpp__cpu_relax();
+        if (w->ready(w->arg, false))
+            return FPP__AWAIT_SPUN;
+        if ((i & 7) == 0) {
             now = fpp__now_ns();
             if (now >= deadline_ns)
                 return FPP__AWAIT_DEADLINE;
         }
-    } else if (w->ready(w->arg, false)) {
-        return FPP__AWAIT_SPUN;
     }
-    if (!now)
+    /* Yield: leave the core to whoever needs it between looks. */
+    for (unsigned y = 0; y < pol->yield_max && now - t0 < pol->yield_ns; y++) {
+        sched_yield();
+        if (w->ready(w->arg, false))
+            return FPP__AWAIT_SPUN;
         now = fpp__now_ns();
-    if (now >= deadline_ns)
-        return FPP__AWAIT_DEADLINE;
+        if (now >= deadline_ns)
+            return FPP__AWAIT_DEADLINE;
+    }
     int64_t until = pol->sleep_ns < deadline_ns - now ? now + pol->sleep_ns : deadline_ns;
     return sleep_once(w, until);
 }

@@ -110,7 +110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fpp_executor_opts opts = {.workers = W, .queue_capacity = 16, .max_arg_size = 1024, .max_result_size = 4096};
     fpp__pool_hooks hooks = {.finished = finished_hook, .stop = stop, .bad = stop};
     fpp__pool *pool;
-    if (fpp__pool_create(pool, &opts, false, &hooks) != 0)
+    if (fpp__pool_create(&pool, &opts, false, &hooks) != 0)
         return 0;
     for (uint32_t w = 0; w < W; w++)
         fresh_worker(pool, w);
@@ -138,7 +138,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     while (r.n) {
         uint32_t w = (uint32_t)take(&r, 1) % W;
-        fpp__wpriv *wp = pool->wp[w];
+        fpp__wpriv *wp = &pool->wp[w];
         if (!wp->mem) { /* the slot is empty: a new worker comes */
             fresh_worker(pool, w);
             head[w] = pool->lay.qcells;
