@@ -349,7 +349,11 @@ FPP_API fpp_status fpp_task_status(const fpp_task *t);
  * result of 16 KiB or more points where the worker wrote it (no copy): the space stays the
  * task's while it lives; results not yet handed out are moved to the heap if a worker needs
  * the room, and fpp_task_keep moves a kept task's. So submitting thousands of large-result
- * tasks before reading any holds them all in memory (as copies): read as you submit, or map. */
+ * tasks before reading any holds them all in memory (as copies): read as you submit, or map.
+ * 0.3: a result handed out in place lies in the pool's memory, which only the process that
+ * created the pool has: in any other process (the child of a fork()) it is NULL (*len 0), with
+ * a log line; fpp_task_keep it before forking to read it in a child. Smaller results, and kept
+ * ones, are the task's own memory and readable in a child. */
 FPP_API const void *fpp_task_result(const fpp_task *t, size_t *len);
 /* The error message; NULL when FPP_DONE. */
 FPP_API const char *fpp_task_error(const fpp_task *t);

@@ -5,7 +5,7 @@
 #include <sys/syscall.h>
 
 int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG, F_ABORT, F_SPIN, F_SCRIBBLE, F_HOG,
-    F_BLOCK, F_BARRIER, F_FLAKY, F_JITTER, F_SLOTS, F_PID;
+    F_BLOCK, F_BARRIER, F_FLAKY, F_JITTER, F_SLOTS, F_PID, F_STAMP;
 _Atomic long *T_SHARED;
 
 void shared_reset(void)
@@ -205,6 +205,22 @@ static int bytes(const void *arg, size_t len, fpp_out *out)
     return 0;
 }
 
+/* F_STAMP: a stamp_arg; result: len bytes, byte i = stamp_byte(id, i), so that a result
+ * written over by another task's is told from its own. */
+static int stamp(const void *arg, size_t len, fpp_out *out)
+{
+    if (len != sizeof(stamp_arg))
+        return 1;
+    stamp_arg a;
+    memcpy(&a, arg, sizeof a);
+    unsigned char *p = fpp_out_alloc(out, a.len);
+    if (!p)
+        return a.len ? 2 : 0;
+    for (uint64_t i = 0; i < a.len; i++)
+        p[i] = stamp_byte(a.id, i);
+    return 0;
+}
+
 static int return7(const void *arg, size_t len, fpp_out *out) { (void)arg; (void)len; (void)out; return 7; }
 
 static int toobig(const void *arg, size_t len, fpp_out *out)
@@ -289,6 +305,7 @@ __attribute__((constructor)) static void register_all(void)
     F_JITTER = fpp_register("jitter", jitter);
     F_SLOTS = fpp_register("slots", slots);
     F_PID = fpp_register("pid", pid_of);
+    F_STAMP = fpp_register("stamp", stamp);
     void *m = mmap(NULL, SHARED_WORDS * sizeof(long), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     T_SHARED = m == MAP_FAILED ? NULL : m;
     fpp_log_set(NULL, NULL, FPP_LOG_WARN);

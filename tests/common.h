@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 extern int F_ECHO, F_SQUARE, F_FAIL, F_SEGV, F_EXIT, F_SLEEP, F_BYTES, F_RETURN7, F_TOOBIG,
-    F_ABORT, F_SPIN, F_SCRIBBLE, F_HOG, F_BLOCK, F_BARRIER, F_FLAKY, F_JITTER, F_SLOTS, F_PID;
+    F_ABORT, F_SPIN, F_SCRIBBLE, F_HOG, F_BLOCK, F_BARRIER, F_FLAKY, F_JITTER, F_SLOTS, F_PID, F_STAMP;
 
 /* Words shared by the test process and every worker (MAP_SHARED, mapped by a constructor
  * before any executor exists), for tasks that coordinate with the test: counters, flags,
@@ -38,6 +38,9 @@ typedef struct barrier_arg { int counter, n, max_ms; } barrier_arg;
 typedef struct flaky_arg { int counter, pid_at, bad, how; } flaky_arg;
     /* F_FLAKY: attempt k = ++T_SHARED[counter], pid stored at T_SHARED[pid_at + k]; the first
      * `bad` attempts go wrong (how: 0 SIGSEGV, 1 fpp_out_fail, 2 sleep 5 s); then result: long k */
+typedef struct stamp_arg { uint64_t id, len; } stamp_arg;
+    /* F_STAMP: len bytes, byte i = stamp_byte(id, i) */
+static inline unsigned char stamp_byte(uint64_t id, uint64_t i) { return (unsigned char)((i * 31 + id * 101 + 7) & 0xff); }
 /* F_JITTER: a uint64_t i; runs for a pseudo-random time drawn from i (mostly nothing, 1 in 50
  * spins 20 us, 1 in 1000 sleeps 1 ms); result: i */
 

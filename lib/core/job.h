@@ -29,8 +29,6 @@ typedef struct fpp__job {
     fpp_status status;
     int signo;
     void *hold;            /* the executor's hold on the result bytes (zero-copy), or NULL */
-    bool in_hand;          /* the caller may be reading the result right now (the task handed out
-                              last): the executor must leave its bytes where they are */
     size_t arg_len, result_len, result_cap;
     unsigned char *arg;    /* arg_inline, heap, or NULL */
     unsigned char *result; /* res_inline, heap, the executor's (hold), or NULL */

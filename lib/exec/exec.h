@@ -44,6 +44,10 @@ typedef struct fpp__exec_ops {
      * is kept or retained, or the executor detaches): move the bytes to memory the job owns;
      * false (recycled): drop them. Clears j->hold. May be NULL for a backend that never holds. */
     void (*unpin)(fpp_executor *ex, fpp__job *j, bool keep);
+    /* 0.3. The caller may be reading j's held result bytes in place now (on: the task
+     * fpp_as_completed handed out) or no longer (off). The executor never moves pinned bytes,
+     * and must make progress all the same (pool/result_arena.c). May be NULL. */
+    void (*pin)(fpp_executor *ex, fpp__job *j, bool on);
 } fpp__exec_ops;
 
 /* What the task manager attached gives its executor: where finished jobs go, whether it has

@@ -539,6 +539,12 @@ static void p_unpin(fpp_executor *ex, fpp__job *j, bool keep)
     fpp__pool_unpin(pr->pool, j, keep);
 }
 
+static void p_pin(fpp_executor *ex, fpp__job *j, bool on)
+{
+    proc *pr = ex->impl;
+    fpp__pool_pin(pr->pool, j, on);
+}
+
 static void p_destroy(fpp_executor *ex, bool owner)
 {
     proc *pr = ex->impl;
@@ -573,6 +579,7 @@ static const fpp__exec_ops process_ops = {
     .destroy = p_destroy,
     .cancel_task = p_cancel_task,
     .unpin = p_unpin,
+    .pin = p_pin,
 };
 
 int fpp__process_start(fpp_executor *ex)

@@ -295,6 +295,12 @@ static void t_unpin(fpp_executor *ex, fpp__job *j, bool keep)
     fpp__pool_unpin(t->pool, j, keep);
 }
 
+static void t_pin(fpp_executor *ex, fpp__job *j, bool on)
+{
+    thr *t = ex->impl;
+    fpp__pool_pin(t->pool, j, on);
+}
+
 static void t_destroy(fpp_executor *ex, bool owner)
 {
     thr *t = ex->impl;
@@ -324,6 +330,7 @@ static const fpp__exec_ops thread_ops = {
     .destroy = t_destroy,
     .cancel_task = t_cancel_task,
     .unpin = t_unpin,
+    .pin = t_pin,
 };
 
 int fpp__thread_start(fpp_executor *ex)

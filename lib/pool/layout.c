@@ -3,8 +3,9 @@
  *
  * One slot memory per worker: [block | task queue cells | result arena], page-aligned parts.
  * The queue holds the worker's share of queue_capacity, a power of two, 8 at least. The result
- * arena holds four of the largest results (three past 16 MiB), and is sparse: only pages
- * written are backed. The argument arena, one for the pool, holds two of the largest
+ * arena holds four of the largest results and two alignment units, which is what a worker needs
+ * to always find room beside the one result the caller reads in place (pool/result_arena.c);
+ * it is sparse: only pages written are backed. The argument arena, one for the pool, holds two of the largest
  * arguments (1 MiB at least), a power of two for its buddy allocator. */
 #include <string.h>
 
@@ -28,8 +29,7 @@ int fpp__layout_compute(fpp__layout *l, const fpp_executor_opts *o)
     l->max_result = o->max_result_size;
     l->cells_off = FPP__ALIGN_UP(sizeof(fpp__wblock), FPP__PAGE);
     l->arena_off = l->cells_off + FPP__ALIGN_UP((size_t)l->qcells * sizeof(fpp__cell), FPP__PAGE);
-    size_t lanes = l->max_result <= ((size_t)16 << 20) ? 4 : 3;
-    l->arena_size = FPP__ALIGN_UP(lanes * l->max_result + 2 * FPP__ARENA_ALIGN, FPP__PAGE);
+    l->arena_size = FPP__ALIGN_UP(4 * l->max_result + 2 * FPP__ARENA_ALIGN, FPP__PAGE);
     l->slot_size = l->arena_off + l->arena_size;
     l->args_size = FPP__MAX(pow2_at_least(2 * l->max_arg), (size_t)1 << 20);
     return 0;

@@ -64,7 +64,12 @@ typedef struct fpp__wblock {
     char msg[FPP__ERR_MAX];      /* FPP__WS_INIT_FAILED: why */
     /* Written by the parent. */
     alignas(FPP__LINE) _Atomic uint64_t chead; /* completion records consumed */
-    _Atomic uint64_t atail;                     /* result arena: where the worker may write up to (+ size) */
+    /* The result arena's control words (pool/result_arena.c): atail, the oldest position the
+     * parent still holds but may move (the worker writes below atail + size); apin, the one
+     * result the caller may be reading (never moved): its offset in the arena / 64 in the high
+     * half, its length / 64 in the low half; 0: none. apin is stored before atail (release). */
+    _Atomic uint64_t atail;
+    _Atomic uint64_t apin;
     /* The worker sleeps on wake (the parent posts: tasks published, room made); the parent
      * sleeps on bell (the worker posts: a record published, start-up done). */
     alignas(FPP__LINE) fpp__ec wake;
@@ -110,15 +115,20 @@ _Static_assert(offsetof(fpp__wblock, chead) >= offsetof(fpp__wblock, msg) + FPP_
 _Static_assert(offsetof(fpp__wblock, wake) % FPP__LINE == 0 && offsetof(fpp__wblock, bell) % FPP__LINE == 0,
                "each event count has a cache line of its own");
 _Static_assert(offsetof(fpp__wblock, bell) - offsetof(fpp__wblock, wake) >= FPP__LINE, "wake and bell share no line");
-_Static_assert(offsetof(fpp__wblock, wake) >= offsetof(fpp__wblock, atail) + sizeof(uint64_t),
+_Static_assert(offsetof(fpp__wblock, wake) >= offsetof(fpp__wblock, apin) + sizeof(uint64_t),
                "the event counts come after the parent's words");
+_Static_assert(offsetof(fpp__wblock, apin) < offsetof(fpp__wblock, chead) + FPP__LINE,
+               "the arena's control words share the parent's line");
 _Static_assert(offsetof(fpp__wblock, ring) % FPP__LINE == 0, "the completion ring is line-aligned");
 _Static_assert(sizeof(fpp__wblock) % FPP__LINE == 0, "the block is whole cache lines");
 _Static_assert(sizeof(fpp__wblock) <= 2 * FPP__PAGE, "the block fits the pages reserved for it");
 _Static_assert(sizeof(((fpp__wblock *)0)->msg) == FPP__ERR_MAX, "an initializer's message fits its field");
 
-/* The result arena: results start at aligned positions; the arena is whole pages. */
+/* The result arena: results start at aligned positions; the arena is whole pages; a pinned
+ * result's offset and length, in alignment units, each fit half of apin (an arena of up to
+ * 4 x 1 GiB results plus slack, a result of up to 1 GiB). */
 _Static_assert(FPP__IS_POW2(FPP__ARENA_ALIGN) && FPP__ARENA_ALIGN >= FPP__LINE, "result alignment");
 _Static_assert(FPP__PAGE % FPP__ARENA_ALIGN == 0, "pages hold whole alignment units");
+_Static_assert(((UINT64_C(5) << 30) / FPP__ARENA_ALIGN) < (UINT64_C(1) << 32), "a pinned offset fits 32 bits");
 
 #endif /* FPP_POOL_LAYOUT_H */

@@ -102,6 +102,7 @@ void fpp__pool_attach(fpp__pool *p, uint32_t w, fpp__slotmem *mem)
     wp->arena = fpp__slot_arena(mem->r.base, &p->lay);
     wp->tail = p->lay.qcells; /* positions start one lap in (pool/task_queue.c) */
     wp->chead = wp->apos = 0;
+    wp->pin = NULL;
     wp->first = wp->last = FPP__NIL;
     wp->n = wp->unflushed = 0;
     wp->depth = p->lay.qcells;

@@ -157,8 +157,9 @@ FPP__HIDDEN bool fpp__pool_has_waiting(const fpp__pool *p);
 FPP__HIDDEN int fpp__pool_fail_waiting(fpp__pool *p, fpp_status st, const char *msg);
 /* Wakes the workers that got tasks since the last flush. */
 FPP__HIDDEN void fpp__pool_flush(fpp__pool *p);
-/* Zero-copy results (pool/result_arena.c): the executor's unpin. */
+/* Zero-copy results (pool/result_arena.c): the executor's unpin and pin. */
 FPP__HIDDEN void fpp__pool_unpin(fpp__pool *p, fpp__job *j, bool keep);
+FPP__HIDDEN void fpp__pool_pin(fpp__pool *p, fpp__job *j, bool on);
 /* Harvests every worker's completion records; returns how many jobs finished. */
 FPP__HIDDEN int fpp__pool_collect(fpp__pool *p);
 /* Notes the words' values at the start of a poll: a later post ends the wait. */

@@ -91,6 +91,7 @@ typedef struct fpp__wpriv {
     uint64_t tail;         /* next queue position */
     uint64_t chead;        /* completion records consumed */
     uint64_t apos;         /* result arena: end of the last result taken */
+    struct fpp__hold *pin; /* result arena: the hold the caller may be reading (never moved) */
     uint32_t first, last, n; /* its entries, oldest first, and how many */
     uint32_t unflushed;    /* published since the last flush */
     uint32_t depth;        /* how many tasks to queue on it: adapts to the tasks' length */

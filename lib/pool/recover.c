@@ -73,6 +73,7 @@ int fpp__pool_recover(fpp__pool *p, uint32_t w, fpp_status st, int signo, const 
     wp->b = NULL;
     wp->cells = NULL;
     wp->arena = NULL;
+    wp->pin = NULL;
     wp->alive = false;
     wp->corrupt = false;
     wp->n = 0;

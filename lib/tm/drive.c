@@ -145,7 +145,7 @@ static void finish_current(fpp_tm *tm)
     fpp_task *t = tm->current;
     tm->current = NULL;
     if (t && t->where == FPP__AT_CURRENT) {
-        t->job.in_hand = false;
+        fpp__task_pin(tm, t, false);
         fpp__task_let_go(tm, t);
     }
 }
@@ -230,7 +230,7 @@ static int next_task(fpp_tm *tm, fpp_task **task, int64_t deadline_ns, const cha
             tm->next_out = t->job.id + 1;
         fpp__task_unlist(tm, t);
         t->where = FPP__AT_CURRENT;
-        t->job.in_hand = true; /* its result bytes stay where they are while it is current */
+        fpp__task_pin(tm, t, true); /* the caller may read its result in place until the next call */
         tm->current = t;
         *task = t;
     } else if (rc == FPP_ETASK) {

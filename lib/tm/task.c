@@ -88,6 +88,12 @@ void fpp__task_unpin(fpp_tm *tm, fpp_task *t, bool keep)
         tm->ex->ops->unpin(tm->ex, &t->job, keep);
 }
 
+void fpp__task_pin(fpp_tm *tm, fpp_task *t, bool on)
+{
+    if (t->job.hold && tm->ex && tm->ex->ops->pin)
+        tm->ex->ops->pin(tm->ex, &t->job, on);
+}
+
 void fpp__task_recycle(fpp_tm *tm, fpp_task *t)
 {
     fpp__task_unpin(tm, t, false);
@@ -283,6 +289,14 @@ fpp_status fpp_task_status(const fpp_task *t) { return t ? t->job.status : FPP_F
 const void *fpp_task_result(const fpp_task *t, size_t *len)
 {
     bool ok = t && t->job.status == FPP_DONE;
+    if (ok && t->job.hold && t->tm->owner != fpp__proc_token()) {
+        /* In the pool's memory, which no other process maps (MADV_DONTFORK): a forked child
+         * would fault on it. */
+        fpp__log(FPP_LOG_ERROR, "fpp_task_result: the result of task %lld (%zu bytes) lies in the pool's memory, "
+                 "which only process %ld has; fpp_task_keep it before fork() to read it in a child",
+                 (long long)t->job.id, t->job.result_len, t->tm->owner_pid);
+        ok = false;
+    }
     if (len)
         *len = ok ? t->job.result_len : 0;
     if (!ok)

@@ -203,6 +203,8 @@ FPP__HIDDEN fpp_task *fpp__task_make(fpp_tm *tm, int fn, const void *arg, size_t
 FPP__HIDDEN void fpp__task_recycle(fpp_tm *tm, fpp_task *t);
 /* Asks the executor to move (keep) or drop t's held result bytes. */
 FPP__HIDDEN void fpp__task_unpin(fpp_tm *tm, fpp_task *t, bool keep);
+/* Tells the executor that the caller may be reading t's result in place now (on) or no longer. */
+FPP__HIDDEN void fpp__task_pin(fpp_tm *tm, fpp_task *t, bool on);
 /* t leaves the task manager's hands: alive while kept, retained or the failure; else recycled. */
 FPP__HIDDEN void fpp__task_let_go(fpp_tm *tm, fpp_task *t);
 FPP__HIDDEN void fpp__task_retain(fpp_tm *tm, fpp_task *t);
