@@ -102,7 +102,7 @@ static int wait_rounds(uint64_t rounds, int words, long *sleeps, double *max_ms)
             if (ready(r, words))
                 break;
             int64_t t0 = fpp__now_ns(), deadline = t0 + DEADLINE_NS;
-            if (words == 1 || fpp__ec_waitv(e, v, words, deadline) != 0)
+            if (words == 1 || fpp__ec_waitv(e, v, words, deadline, NULL) != 0)
                 fpp__ec_wait(e[0], v[0], words == 1 ? deadline : t0 + 1000000);
             int64_t t1 = fpp__now_ns();
             (*sleeps)++;

@@ -15,6 +15,9 @@
 #include <sys/resource.h>
 
 #include "common.h"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include "exec/exec.h"
 #include "pool/pool_int.h"
 
@@ -96,7 +99,7 @@ static fpp__cell *own_cell(fpp__cell *cells, uint32_t q)
 
 /* ---------------------------------------------------------- the hostile tasks */
 
-static int F_FAKE_REVOKES, F_NEED_BELL, F_SIGBUS, F_FORGE_CLAIMS, F_GARBAGE, F_COUNTED, F_REPLAY, F_UNCLAIM_SELF, F_ESCAPE,
+static int F_FLIP_BELL, F_FAKE_REVOKES, F_NEED_BELL, F_SIGBUS, F_FORGE_CLAIMS, F_GARBAGE, F_COUNTED, F_REPLAY, F_UNCLAIM_SELF, F_ESCAPE,
     F_FORGE_RECORD;
 
 /* Item 5: makes its own block say "waiting for a huge amount of arena room" and arms the
@@ -111,6 +114,26 @@ static int need_bell(const void *arg, size_t len, fpp_out *out)
     atomic_fetch_or(&b->bell.w, 1u);
     sleep_ms(2000);
     return 0;
+}
+
+/* Issue 16 item 11: rings its own worker's bell in a loop for 2 s (a post and a FUTEX_WAKE, as
+ * fast as it can): every sleep of the parent ends at once, and finds nothing to take. */
+static int flip_bell(const void *arg, size_t len, fpp_out *out)
+{
+    (void)arg; (void)len;
+    fpp__wblock *b = own_block();
+    if (!b)
+        return fpp_out_fail(out, "no slot memory found"), 1;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long rounds = 0;
+    do {
+        atomic_fetch_add(&b->bell.w, 2);
+        syscall(SYS_futex, (uint32_t *)&b->bell.w, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+        rounds++;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 2000000000L);
+    return fpp_out_set(out, &rounds, sizeof rounds);
 }
 
 /* Item 6: for every fpp memory object, reopened through /proc/self/map_files: truncate it to
@@ -366,6 +389,7 @@ __attribute__((constructor)) static void register_hostile(void)
 {
     F_FAKE_REVOKES = fpp_register("h_fake_revokes", fake_revokes);
     F_NEED_BELL = fpp_register("h_need_bell", need_bell);
+    F_FLIP_BELL = fpp_register("h_flip_bell", flip_bell);
     F_SIGBUS = fpp_register("h_sigbus", sigbus);
     F_FORGE_CLAIMS = fpp_register("h_forge_claims", forge_claims);
     F_GARBAGE = fpp_register("h_garbage", garbage);
@@ -457,6 +481,31 @@ Test(hostile, a_scribbled_need_and_bell_cost_the_parent_no_cpu, .fini = assert_c
     cr_log_info("need and bell scribbled: the parent used %.3f s of CPU in %.2f s", cpu, wall);
     cr_expect_geq(wall, 1.9);
     cr_expect_lt(cpu, 0.3, "the parent spun: %.2f s of CPU in %.2f s", cpu, wall);
+    every_slot_serves(tm, 2);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+/* Issue 16 item 11: a task ringing its worker's bell in a loop kept the parent at full CPU on
+ * 0.2 (every futex_waitv ended at once, every poll found nothing). Now that bell is left out of
+ * the parent's sleep for a while after a run of empty wake-ups. */
+Test(hostile, a_task_ringing_its_bell_in_a_loop_costs_the_parent_little_cpu, .fini = assert_clean, .timeout = 60)
+{
+    fpp_executor_opts o = {.workers = 2};
+    fpp_executor *ex = mk_hostile_exec(&o);
+    fpp_tm *tm = mk_tm(ex, FPP_RAISE, 0);
+    every_slot_serves(tm, 2);
+    double c0 = cpu_s();
+    int64_t t0 = mono_ns();
+    cr_assert_geq(fpp_submit(tm, F_FLIP_BELL, NULL, 0), 0);
+    fpp_task *t;
+    cr_assert_eq(fpp_as_completed(tm, &t), 1);
+    double cpu = cpu_s() - c0, wall = (mono_ns() - t0) / 1e9;
+    long rounds = 0;
+    memcpy(&rounds, fpp_task_result(t, NULL), sizeof rounds);
+    cr_log_info("bell rung %ld times: the parent used %.3f s of CPU in %.2f s", rounds, cpu, wall);
+    cr_expect_gt(rounds, 1000, "the bell was rung");
+    cr_expect_lt(cpu, 0.5, "the parent spun: %.2f s of CPU in %.2f s", cpu, wall);
     every_slot_serves(tm, 2);
     fpp_tm_free(tm);
     fpp_executor_free(ex);

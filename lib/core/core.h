@@ -75,6 +75,11 @@ FPP__HIDDEN void fpp__fd_own(int fd);
 FPP__HIDDEN void fpp__fd_close(int fd);  /* forgets it and closes it, if it is ours */
 FPP__HIDDEN void fpp__fd_forget_all(void); /* in a fork server: the parent's are not ours */
 FPP__HIDDEN bool fpp__fd_is_ours(int fd);
+/* Sends SIGKILL to a child process through its pidfd; by pid only where there never was a
+ * pidfd (pidfd < 0: kernels without pidfd_open), since a pid may have been reused once the
+ * process is reaped. Returns 0 when sent or when the process is dead already (ESRCH: reaped,
+ * its death on its way), else the errno of the failure (EPERM: not ours to kill any more). */
+FPP__HIDDEN int fpp__kill_child(int pidfd, int pid);
 
 /* ----------------------------------------------------------------- logging */
 

@@ -8,15 +8,20 @@
  *
  *   waiter                                   poster
  *   W1  v = fetch_or(w, ARMED)   (seq_cst)   P1  stores that make the condition true
- *   W2  check the condition                  P2  fence (seq_cst)
- *   W3  futex_wait(w, v, deadline)           P3  x = load(w); if x & ARMED:
- *                                                    CAS(w, x -> (x & ~ARMED) + 2); FUTEX_WAKE
+ *   W1' fence (seq_cst)                      P2  fence (seq_cst)
+ *   W2  check the condition                  P3  x = load(w); if x & ARMED:
+ *   W3  futex_wait(w, v, deadline)                   CAS(w, x -> (x & ~ARMED) + 2); FUTEX_WAKE
  *
- * Either P3's load comes after W1 in the single total order of seq_cst operations, and then
- * it sees ARMED and wakes (the CAS changes the word, so W3, if it has not slept yet, returns at
- * once with EAGAIN: futex_wait compares atomically with going to sleep); or P3 comes before
- * W1, and then P1 (before P2) is visible to W2, which does not sleep. A post that finds no
- * waiter costs a fence and a load, no system call and no write to the shared line.
+ * The two fences are in the single total order S of seq_cst operations (C11 7.17.4; C++
+ * [atomics.order] p6, the store-buffering case). If W1' precedes P2 in S, then P3, sequenced
+ * after P2, observes W1 (W1 is sequenced before W1'): it sees ARMED and wakes (the CAS changes
+ * the word, so W3, if it has not slept yet, returns at once with EAGAIN: futex_wait compares
+ * atomically with going to sleep). If P2 precedes W1' in S, then W2, sequenced after W1',
+ * observes P1 (sequenced before P2), and does not sleep. Either way no wake-up is lost, with
+ * relaxed or acquire loads in W2, on any C11 machine; without W1' (0.2) only x86's locked
+ * instruction, a full barrier, made W2 wait for W1 (ARMv8.0's LDAXR/STLXR does not).
+ * A post that finds no waiter costs a fence and a load, no system call and no write to the
+ * shared line.
  * fpp__ec_bump is the variant for rare events whose count the parent reads as "something is
  * pending" (the fork server's mailbox): every bump changes the count (one RMW, ordered like
  * the fence), and wakes an armed waiter.
@@ -46,7 +51,9 @@ struct waitv { uint64_t val, uaddr; uint32_t flags, reserved; };
 
 uint32_t fpp__ec_arm(fpp__ec *e)
 {
-    return atomic_fetch_or_explicit(&e->w, ARMED, memory_order_seq_cst) | ARMED;
+    uint32_t v = atomic_fetch_or_explicit(&e->w, ARMED, memory_order_seq_cst) | ARMED;
+    atomic_thread_fence(memory_order_seq_cst); /* W1': paid only on the way to sleep */
+    return v;
 }
 
 void fpp__ec_post(fpp__ec *e)
@@ -84,8 +91,10 @@ void fpp__ec_wait(fpp__ec *e, uint32_t armed, int64_t deadline_ns)
 
 static _Atomic int waitv_missing;
 
-int fpp__ec_waitv(fpp__ec *const *e, const uint32_t *armed, int n, int64_t deadline_ns)
+int fpp__ec_waitv(fpp__ec *const *e, const uint32_t *armed, int n, int64_t deadline_ns, int *woke)
 {
+    if (woke)
+        *woke = -1;
     if (n > FPP__WAITV_MAX || atomic_load_explicit(&waitv_missing, memory_order_relaxed))
         return -1;
     struct waitv v[FPP__WAITV_MAX];
@@ -99,6 +108,8 @@ int fpp__ec_waitv(fpp__ec *const *e, const uint32_t *armed, int n, int64_t deadl
             fpp__log(FPP_LOG_DEBUG, "futex_waitv unavailable: the parent sleeps in 1 ms slices");
         return -1;
     }
+    if (rc >= 0 && rc < n && woke)
+        *woke = (int)rc; /* woken by a FUTEX_WAKE on that word */
     return 0;
 }
 
@@ -107,7 +118,7 @@ int fpp__ec_waitv(fpp__ec *const *e, const uint32_t *armed, int n, int64_t deadl
 /* The arm / look / sleep step of every wait, the protocol above applied to n words: each word
  * is armed before the look, so a post that comes after the look finds its word armed and wakes
  * us (or changes it, and the sleep returns at once). */
-static int sleep_once(const fpp__waiter *w, int64_t until)
+static int sleep_once(fpp__waiter *w, int64_t until)
 {
     uint32_t armed[FPP__WAITV_MAX];
     int n = w->nwords;
@@ -120,7 +131,7 @@ static int sleep_once(const fpp__waiter *w, int64_t until)
         return FPP__AWAIT_READY;
     if (n == 1) {
         fpp__ec_wait(w->words[0], armed[0], until);
-    } else if (fpp__ec_waitv(w->words, armed, n, until) != 0) {
+    } else if (fpp__ec_waitv(w->words, armed, n, until, &w->woke) != 0) {
         /* No futex_waitv, or too many words for one: a slice on the first word (a post to it
          * still ends the sleep at once; the others are seen at the next look). */
         fpp__ec_wait(w->words[0], armed[0], FPP__MIN(until, fpp__now_ns() + FPP__WAIT_SLICE_NS));
@@ -128,8 +139,9 @@ static int sleep_once(const fpp__waiter *w, int64_t until)
     return FPP__AWAIT_SLEPT;
 }
 
-int fpp__ec_await(const fpp__waiter *w, const fpp__wait_policy *pol, int64_t deadline_ns)
+int fpp__ec_await(fpp__waiter *w, const fpp__wait_policy *pol, int64_t deadline_ns)
 {
+    w->woke = -1;
     /* The first look costs no clock read: on the hot path (a worker whose next task is there)
      * it is all there is. */
     if (w->ready(w->arg, false))

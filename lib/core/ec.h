@@ -24,9 +24,11 @@ FPP__HIDDEN void fpp__ec_bump(fpp__ec *e);
 /* Sleeps while the word still holds armed, until deadline_ns (CLOCK_MONOTONIC). */
 FPP__BACKEND void fpp__ec_wait(fpp__ec *e, uint32_t armed, int64_t deadline_ns);
 /* Sleeps on several words at once (futex_waitv; at most FPP__WAITV_MAX); armed[i] from
- * fpp__ec_arm. Returns 0, or -1 when futex_waitv is unavailable or n is over the limit. */
+ * fpp__ec_arm. Returns 0, or -1 when futex_waitv is unavailable or n is over the limit. *woke
+ * (may be NULL): the index of the word whose post woke it, else -1 (deadline, a word that had
+ * changed already, a signal). */
 #define FPP__WAITV_MAX 128
-FPP__HIDDEN int fpp__ec_waitv(fpp__ec *const *e, const uint32_t *armed, int n, int64_t deadline_ns);
+FPP__HIDDEN int fpp__ec_waitv(fpp__ec *const *e, const uint32_t *armed, int n, int64_t deadline_ns, int *woke);
 /* The count part of a word, for "has anything been posted since I looked". */
 static inline uint32_t fpp__ec_count(fpp__ec *e) { return atomic_load(&e->w) >> 1; }
 
@@ -56,6 +58,7 @@ typedef struct fpp__waiter {
     void *arg;
     fpp__ec *const *words;
     int nwords;
+    int woke;              /* out: after a sleep on several words, the one whose post ended it; -1 */
 } fpp__waiter;
 
 enum {
@@ -65,6 +68,6 @@ enum {
     FPP__AWAIT_DEADLINE,  /* deadline_ns passed before anything was ready */
 };
 /* Waits until ready, the deadline (INT64_MAX: none), or the end of one sleep. */
-FPP__HIDDEN int fpp__ec_await(const fpp__waiter *w, const fpp__wait_policy *pol, int64_t deadline_ns);
+FPP__HIDDEN int fpp__ec_await(fpp__waiter *w, const fpp__wait_policy *pol, int64_t deadline_ns);
 
 #endif /* FPP_CORE_EC_H */

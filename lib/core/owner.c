@@ -1,5 +1,5 @@
-/* core/owner.c: what belongs to this process: a token that says which process this is, and the
- * set of file descriptors fpp itself opened.
+/* core/owner.c: what belongs to this process: a token that says which process this is, the set
+ * of file descriptors fpp itself opened, and killing a child of ours without a pid reuse race.
  *
  * The token: different in every process, that is different in every process, cheap to read
  * (one load), and that changes in the child of any fork, however it was made (fork(), a raw
@@ -14,10 +14,13 @@
  *
  * Threads: the first call of fpp__proc_token may race between threads of one process; both draw a non-zero
  * value and one CAS wins, so every thread sees the same token afterwards. */
+#include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "core/core.h"
@@ -111,4 +114,12 @@ void fpp__fd_forget_all(void)
 bool fpp__fd_is_ours(int fd)
 {
     return fd >= 0 && fd < FD_BITS && (fd_map[fd / 64] >> (fd % 64)) & 1;
+}
+
+/* ------------------------------------------------------------- killing */
+
+int fpp__kill_child(int pidfd, int pid)
+{
+    long rc = pidfd >= 0 ? syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) : kill((pid_t)pid, SIGKILL);
+    return rc == 0 || errno == ESRCH ? 0 : errno;
 }

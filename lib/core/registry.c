@@ -1,7 +1,7 @@
 /* core/registry.c: the table of registered functions, name -> id -> fn.
  *
  * Invariant: entries are only appended, and only while no executor exists (frozen > 0 refuses
- * fpp_register). Workers forked or started later read the table without a lock: it cannot
+ * fpp_register). No log line is written while the lock is held (a log sink may look names up). Workers forked or started later read the table without a lock: it cannot
  * change under them, and a forked worker has its own copy anyway. The mutex orders
  * registrations and lookups by name among the caller's threads. */
 #include <pthread.h>
@@ -23,16 +23,16 @@ int fpp_register(const char *name, fpp_fn fn)
         fpp__log(FPP_LOG_ERROR, "fpp_register: %s", !fn ? "NULL function" : "NULL or empty name");
         return FPP_EINVAL;
     }
-    int rc;
+    /* No log line under the lock: a log sink may call fpp_lookup, which takes it. */
+    int rc, dup = -1;
     pthread_mutex_lock(&lock);
     if (frozen > 0) {
-        fpp__log(FPP_LOG_ERROR, "fpp_register(%s): an executor exists; register every function before creating one", name);
         rc = FPP_ESTATE;
         goto out;
     }
     for (int i = 0; i < count; i++) {
         if (strcmp(table[i].name, name) == 0) {
-            fpp__log(FPP_LOG_ERROR, "fpp_register(%s): that name is registered already (id %d)", name, i);
+            dup = i;
             rc = FPP_EINVAL;
             goto out;
         }
@@ -58,6 +58,12 @@ int fpp_register(const char *name, fpp_fn fn)
     atomic_store_explicit(&count, count + 1, memory_order_release);
 out:
     pthread_mutex_unlock(&lock);
+    if (rc == FPP_ESTATE)
+        fpp__log(FPP_LOG_ERROR, "fpp_register(%s): an executor exists; register every function before creating one", name);
+    else if (dup >= 0)
+        fpp__log(FPP_LOG_ERROR, "fpp_register(%s): that name is registered already (id %d)", name, dup);
+    else if (rc == FPP_ENOMEM)
+        fpp__log(FPP_LOG_ERROR, "fpp_register(%s): out of memory", name);
     return rc;
 }
 

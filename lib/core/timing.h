@@ -30,6 +30,13 @@
 /* Where futex_waitv is missing (kernels before 5.16, valgrind) or more than 128 words are
  * waited on, the parent sleeps in slices of this on one word (the poke). */
 #define FPP__WAIT_SLICE_NS 1000000
+/* A worker whose bell ends the parent's sleep for nothing this many times in a row (a task
+ * posting its own bell in a loop) is not slept on for a while: 10 ms, doubling to 1 s; the
+ * parent looks at it every slice meanwhile. An honest worker rings for nothing only on its way
+ * to sleep, once per sleep. */
+#define FPP__BELL_NOISE_MAX 64
+#define FPP__BELL_MUTE_MIN_NS 10000000
+#define FPP__BELL_MUTE_MAX_NS 1000000000
 /* The parent never sleeps without a deadline: an hour stands for "none". */
 #define FPP__WAIT_FOREVER_NS ((int64_t)3600 * 1000000000)
 

@@ -87,20 +87,45 @@ static void describe(char *buf, size_t n, pid_t pid, int status, bool *signaled,
         snprintf(buf, n, "worker %ld exited with status %d", (long)pid, WEXITSTATUS(status));
 }
 
-static void kill_slot(proc *pr, uint32_t w)
+/* Kills slot w's worker (no more tasks for it first). Returns 0, or the errno of a kill that
+ * failed (only pidfd_send_signal, or kill() where pidfds are missing: a pid is never signalled
+ * after the process may have been reaped). */
+static int kill_slot(proc *pr, uint32_t w)
 {
     pslot *s = &pr->ps[w];
     fpp__pool_close_slot(pr->pool, w); /* no more tasks for it */
     if (s->state != SL_ALIVE || s->killed)
-        return;
+        return 0;
     s->killed = true;
-    if (s->pidfd < 0 || syscall(SYS_pidfd_send_signal, s->pidfd, SIGKILL, NULL, 0) != 0)
-        kill(s->pid, SIGKILL);
+    int e = fpp__kill_child(s->pidfd, s->pid);
+    if (e)
+        fpp__log(FPP_LOG_ERROR, "process executor: cannot kill worker %ld (slot %u): %s", (long)s->pid, w, strerror(e));
+    return e;
+}
+
+static void slot_gone(proc *pr, uint32_t w);
+
+/* A worker that cannot be killed (its task changed credentials, a security module) is left
+ * behind: its slot is recovered now, its task ends as it was to (timed out, cancelled, or
+ * crashed for a corrupted worker), and a new worker takes the slot. Whatever the old process
+ * still writes goes to memory nobody reads; the fork server reaps it when it ends, and its late
+ * death is ignored (another generation). */
+static void kill_or_abandon(proc *pr, uint32_t w)
+{
+    int e = kill_slot(pr, w);
+    if (!e)
+        return;
+    pslot *s = &pr->ps[w];
+    char why[160];
+    snprintf(why, sizeof why, "worker %ld could not be killed (%s); left behind", (long)s->pid, strerror(e));
+    fpp_status st = fpp__pool_timed_out(pr->pool, w) ? FPP_TIMEOUT : FPP_CRASHED;
+    fpp__pool_recover(pr->pool, w, st, 0, why);
+    slot_gone(pr, w);
 }
 
 /* Pool hooks: a worker to stop (timeout, cancel) or that wrote nonsense: it is killed; its
  * recovery comes with its death. A job leaving the pool goes up to the task manager. */
-static void stop_worker(void *owner, uint32_t w) { kill_slot(owner, w); }
+static void stop_worker(void *owner, uint32_t w) { kill_or_abandon(owner, w); }
 
 static void job_finished(void *owner, fpp__job *j)
 {
@@ -187,6 +212,15 @@ static int died(proc *pr, uint32_t w, pid_t pid, int status, int64_t maxrss_kib)
     int n = fpp__pool_recover(pr->pool, w, st, signaled ? signo : 0, why);
     if (!retired && !s->killed && ran)
         fpp__log(FPP_LOG_DEBUG, "%s; replacing it", why);
+    slot_gone(pr, w);
+    return n;
+}
+
+/* Slot w's worker is gone (recovered already): the slot is empty, and filled again when the
+ * breaker allows. */
+static void slot_gone(proc *pr, uint32_t w)
+{
+    pslot *s = &pr->ps[w];
     if (s->pidfd >= 0)
         fpp__fd_close(s->pidfd);
     s->pidfd = -1;
@@ -197,7 +231,6 @@ static int died(proc *pr, uint32_t w, pid_t pid, int status, int64_t maxrss_kib)
     atomic_fetch_add(&pr->ex->restarts, 1);
     if (!pr->stopping && !pr->paused && fpp__breaker_due(&pr->br, fpp__now_ns()))
         spawn(pr, w);
-    return n;
 }
 
 /* ---------------------------------------------------- the fork server's side */
@@ -515,14 +548,13 @@ static void p_cancel(fpp_executor *ex, bool wait)
     uint32_t n = pr->nworkers;
     bool *kill = fpp__calloc(n, sizeof *kill);
     fpp__pool_cancel(pr->pool, kill);
+    if (wait) /* Ctrl-C: nothing is forked until the next dispatch */
+        pr->paused = true;
     for (uint32_t w = 0; w < n; w++)
         if ((kill && kill[w]) || wait) /* Ctrl-C stops every worker, busy or not */
-            kill_slot(pr, w);
+            kill_or_abandon(pr, w);
     fpp__free(kill);
-    /* Ctrl-C: nothing is forked until the next dispatch. The workers are told to die and are
-     * reaped by the fork server, off the caller's path. */
-    if (wait)
-        pr->paused = true;
+    /* The workers are told to die and are reaped by the fork server, off the caller's path. */
 }
 
 static int p_cancel_task(fpp_executor *ex, fpp__job *j)

@@ -126,6 +126,9 @@ int fpp__pool_collect_worker(fpp__pool *p, uint32_t w)
         return 0;
     }
     uint32_t busy_before = wp->n;
+    fpp__slotmem *mem = wp->mem;
+    wp->noise = 0; /* its bell said something after all */
+    wp->mute_ns = 0;
     int n = 0;
     uint32_t got = 0;
     for (uint64_t i = 0; i < avail; i++) {
@@ -137,8 +140,10 @@ int fpp__pool_collect_worker(fpp__pool *p, uint32_t w)
         if (rc < 0)
             return n;
         n += rc;
-        if (wp->corrupt)
-            return n; /* replaced: nothing more is read from it */
+        /* Reported bad: nothing more is read from it; and the executor may have replaced it
+         * already, inside the report (its memory may be gone: b is not read again). */
+        if (wp->corrupt || wp->mem != mem)
+            return n;
     }
     atomic_store_explicit(&b->chead, wp->chead, memory_order_release);
     fpp__rarena_release(p, w);

@@ -575,8 +575,10 @@ void fpp__fs_kill(fpp__fs *fs)
 {
     if (fs->pid <= 0)
         return;
-    if (fs->pidfd < 0 || syscall(SYS_pidfd_send_signal, fs->pidfd, SIGKILL, NULL, 0) != 0)
-        kill(fs->pid, SIGKILL);
+    int e = fpp__kill_child(fs->pidfd, fs->pid);
+    if (e)
+        fpp__log(FPP_LOG_ERROR, "process executor: cannot kill the fork server (pid %ld): %s", (long)fs->pid,
+                 strerror(e));
 }
 
 void fpp__fs_stop(fpp__fs *fs, int64_t grace_ns, bool owner)

@@ -111,6 +111,8 @@ void fpp__pool_attach(fpp__pool *p, uint32_t w, fpp__slotmem *mem)
     wp->corrupt = false;
     wp->timeout_ticket = 0;
     wp->unacked_since_ns = 0;
+    wp->noise = 0;
+    wp->muted_until = wp->mute_ns = 0;
     for (uint32_t i = 0; i < p->lay.qcells; i++)
         wp->cell_entry[i] = FPP__NIL;
     wp->alive = true;
@@ -255,6 +257,21 @@ static bool anything_ready(fpp__pool *p)
     return false;
 }
 
+/* Worker w's bell ended the parent's sleep and there was nothing to take: a task that rings
+ * its own worker's bell in a loop would keep the parent at full CPU. After a run of these its
+ * bell is muted for a while (doubling): the parent looks at it every slice instead. */
+static void bell_noise(fpp__pool *p, uint32_t w)
+{
+    fpp__wpriv *wp = &p->wp[w];
+    if (++wp->noise < FPP__BELL_NOISE_MAX)
+        return;
+    wp->mute_ns = wp->mute_ns ? FPP__MIN(wp->mute_ns * 2, (int64_t)FPP__BELL_MUTE_MAX_NS) : FPP__BELL_MUTE_MIN_NS;
+    wp->muted_until = fpp__now_ns() + wp->mute_ns;
+    wp->noise = 0;
+    fpp__log(FPP_LOG_DEBUG, "worker slot %u rings the parent for nothing; not slept on for %lld ms", w,
+             (long long)(wp->mute_ns / 1000000));
+}
+
 static bool ready(void *arg, bool armed)
 {
     FPP__UNUSED(armed);
@@ -283,15 +300,31 @@ void fpp__pool_wait(fpp__pool *p, int64_t deadline_ns)
     };
     /* Sleep on the extra words and on every live worker's bell (event counts: arm, look, sleep;
      * core/ec.c has the argument). The last extra word (the poke) goes first: where futex_waitv
-     * is missing the sleep is on words[0] alone, in slices, and a poke must still end it. */
+     * is missing the sleep is on words[0] alone, in slices, and a poke must still end it. A
+     * muted bell (bell_noise) is left out, and looked at every slice instead. */
     fpp__ec *words[2 + FPP__MAX_WORKERS];
+    uint32_t who[2 + FPP__MAX_WORKERS];
     int n = 0;
     for (int i = p->nextra - 1; i >= 0; i--)
         words[n++] = p->extra[i];
+    int first_bell = n;
+    int64_t now = 0;
     for (uint32_t w = 0; w < p->lay.nworkers; w++) {
         fpp__wpriv *wp = &p->wp[w];
-        if (wp->mem && !wp->corrupt)
-            words[n++] = &wp->b->bell;
+        if (!wp->mem || wp->corrupt)
+            continue;
+        if (wp->muted_until) {
+            if (!now)
+                now = fpp__now_ns();
+            if (now < wp->muted_until) {
+                deadline_ns = FPP__MIN(deadline_ns, now + FPP__WAIT_SLICE_NS);
+                continue;
+            }
+            wp->muted_until = 0;
+            wp->noise = 0;
+        }
+        who[n] = w;
+        words[n++] = &wp->b->bell;
     }
     if (n == 0) { /* nothing to wake on: one slice */
         int64_t d = FPP__MIN(deadline_ns, fpp__now_ns() + FPP__WAIT_SLICE_NS) - fpp__now_ns();
@@ -305,4 +338,6 @@ void fpp__pool_wait(fpp__pool *p, int64_t deadline_ns)
         p->spin_ns = FPP__MIN(p->spin_ns * 2 + 1000, (int64_t)FPP__PARENT_SPIN_MAX_NS);
     else if (spin && r != FPP__AWAIT_DEADLINE)
         p->spin_ns /= 2;
+    if (r == FPP__AWAIT_SLEPT && wt.woke >= first_bell && !anything_ready(p))
+        bell_noise(p, who[wt.woke]);
 }

@@ -101,6 +101,9 @@ typedef struct fpp__wpriv {
     bool corrupt;          /* reported to bad() already */
     uint64_t timeout_ticket; /* the task whose timeout made us stop it */
     int64_t unacked_since_ns; /* the audit saw a revoke blocking its queue since then; 0: no */
+    uint32_t noise;        /* the parent's sleeps its bell ended for nothing, in a row */
+    int64_t muted_until;   /* its bell is not slept on until then (0: it is) */
+    int64_t mute_ns;       /* how long the next mute lasts (doubles) */
     unsigned timeout_ms;
 } fpp__wpriv;
 

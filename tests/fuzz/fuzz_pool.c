@@ -16,6 +16,14 @@
  * the task it claimed, and the parent's clocks aged so that the steal of a silent worker's only
  * task, a timeout's kill and the audit's unacknowledged-revoke rule all run.
  *
+ * Issue 16 added the result arena (zero-copy holds from 64 bytes on, so that every result over
+ * a record's inline bytes is held): honest workers reserve and write results in their arena
+ * (fpp__rarena_reserve, giving up instead of waiting), the harness pins one held result (as the
+ * task manager pins the task it hands out), unpins others keeping or dropping them, and checks
+ * after every step that no held result an honest worker wrote was written over (I1); and it
+ * scribbles the block's own words (state, counts, need, the start-up memory, the message, and
+ * the parent's atail, apin and chead) before what reads them runs.
+ *
  * Build: cmake -DFPP_BUILD_FUZZ=ON -DCMAKE_C_COMPILER=clang; run: fuzz_pool tests/fuzz/corpus */
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +77,35 @@ static fpp__job *task_of(const fpp__pool *p, uint64_t ticket)
     return NULL;
 }
 
+/* Results held in place: which job, the byte its honest writer filled it with (0: not honest,
+ * not checked). */
+static fpp__job *held[NT];
+static unsigned char held_fill[NT];
+static bool pinned_now[NT];
+static int nheld;
+static unsigned char fill_of[NT]; /* per task: the fill its honest result was written with */
+static fpp__pool *the_pool;
+
+static void check_held(void)
+{
+    for (int i = 0; i < nheld; i++) {
+        fpp__job *j = held[i];
+        if (!j->hold || !held_fill[i])
+            continue;
+        for (size_t k = 0; k < j->result_len; k += 7)
+            if (j->result[k] != held_fill[i])
+                abort(); /* a held result an honest worker wrote was written over (I1) */
+    }
+}
+
+static void forget_held(int i)
+{
+    held[i] = held[nheld - 1];
+    held_fill[i] = held_fill[nheld - 1];
+    pinned_now[i] = pinned_now[nheld - 1];
+    nheld--;
+}
+
 static void finished_hook(void *owner, fpp__job *t)
 {
     (void)owner;
@@ -76,10 +113,22 @@ static void finished_hook(void *owner, fpp__job *t)
     if (i < 0 || i >= NT || ++finished[i] > 1)
         abort(); /* a task left the pool twice, or a task that is not ours */
     t->arg = NULL; /* points at the harness's static buffer */
+    if (t->hold && nheld < NT) { /* handed out in place: the harness holds it until it unpins */
+        held[nheld] = t;
+        held_fill[nheld] = t->status == FPP_DONE ? fill_of[i] : 0;
+        pinned_now[nheld] = false;
+        nheld++;
+        return;
+    }
+    if (t->hold) /* the task manager drops what it cannot hold */
+        fpp__pool_unpin(the_pool, t, false);
     fpp__job_clear(t);
 }
 
+static bool give_up(void *arg) { (void)arg; return true; }
+
 static void stop(void *owner, uint32_t w) { (void)owner; stopped[w] = true; }
+
 
 typedef struct reader { const uint8_t *p; size_t n; } reader;
 static uint64_t take(reader *r, size_t k)
@@ -112,6 +161,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fpp__pool *pool;
     if (fpp__pool_create(&pool, &opts, false, &hooks) != 0)
         return 0;
+    the_pool = pool;
+    pool->hold_min = 64; /* every result past a record's inline bytes is held */
+    nheld = 0;
+    memset(fill_of, 0, sizeof fill_of);
+    fpp__rarena_writer wr[W];
     for (uint32_t w = 0; w < W; w++)
         fresh_worker(pool, w);
     reader r = {data, size};
@@ -123,6 +177,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (uint32_t w = 0; w < W; w++) {
         head[w] = pool->lay.qcells;
         ctail[w] = 0;
+        wr[w] = (fpp__rarena_writer){pool->wp[w].b, pool->wp[w].arena, pool->lay.arena_size, 0};
     }
     for (int i = 0; i < NT; i++) {
         memset(&tasks[i], 0, sizeof tasks[i]);
@@ -143,12 +198,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fresh_worker(pool, w);
             head[w] = pool->lay.qcells;
             ctail[w] = 0;
+            wr[w] = (fpp__rarena_writer){pool->wp[w].b, pool->wp[w].arena, pool->lay.arena_size, 0};
             continue;
         }
         fpp__wblock *b = wp->b;
         fpp__cell *cells = wp->cells;
         uint32_t Q = pool->lay.qcells;
-        switch (take(&r, 1) % 14) {
+        switch (take(&r, 1) % 17) {
         case 0: { /* a completion record, then publish it */
             fpp__crec c;
             memset(&c, 0, sizeof c);
@@ -239,6 +295,93 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 fpp__pool_timeouts(pool);
             break;
         }
+        case 14: /* the honest worker completes what it claimed with a result in its arena, if
+                  * it has the room now (else it says what it needs, as it would before a sleep) */
+            if (claimed_ticket[w]) {
+                fpp__job *t = task_of(pool, claimed_ticket[w]);
+                uint64_t len = 41 + take(&r, 2) % (pool->lay.max_result - 40);
+                uint64_t off;
+                unsigned char *dst = fpp__rarena_reserve(&wr[w], len, &off, give_up, NULL);
+                if (!dst) {
+                    atomic_store(&b->need, wr[w].apos + len + take(&r, 1) * 64);
+                    break;
+                }
+                unsigned char fill = (unsigned char)(1 + take(&r, 1) % 255);
+                memset(dst, fill, len);
+                fpp__rarena_wrote(&wr[w], off, len);
+                if (t && !dishonest[w]) {
+                    fill_of[t->id] = fill;
+                    if (npending[w] < FPP__CRING)
+                        pending[w][npending[w]++] = (unread){(int)t->id, claimed_ticket[w], ctail[w], gen[w]};
+                } else if (t) {
+                    fill_of[t->id] = 0;
+                }
+                fpp__crec c;
+                memset(&c, 0, sizeof c);
+                c.ticket = claimed_ticket[w];
+                c.status = FPP__R_DONE;
+                c.len = (uint32_t)len;
+                c.off = off;
+                b->ring[ctail[w] & (FPP__CRING - 1)] = c;
+                atomic_store(&b->ctail, ++ctail[w]);
+                atomic_store(&b->need, 0);
+                claimed_ticket[w] = 0;
+            }
+            break;
+        case 15: /* the caller with its held results: pin one (the task it reads), unpin one
+                  * keeping it (kept, retained, waited for) or dropping it (recycled) */
+            if (nheld) {
+                int i = (int)(take(&r, 1) % (uint64_t)nheld);
+                uint64_t how = take(&r, 1) % 4;
+                if (how == 0) {
+                    for (int k = 0; k < nheld; k++) /* one pinned at a time, as the task manager */
+                        if (pinned_now[k]) {
+                            fpp__pool_pin(pool, held[k], false);
+                            pinned_now[k] = false;
+                        }
+                    fpp__pool_pin(pool, held[i], true);
+                    pinned_now[i] = true;
+                } else {
+                    fpp__job *j = held[i];
+                    bool keep = how == 1;
+                    fpp__pool_unpin(pool, j, keep);
+                    if (keep && held_fill[i] && j->status == FPP_DONE)
+                        for (size_t k = 0; k < j->result_len; k++)
+                            if (j->result[k] != held_fill[i])
+                                abort(); /* moved out wrong */
+                    fpp__job_clear(j);
+                    forget_held(i);
+                }
+            }
+            break;
+        case 16: { /* the worker scribbles its block's words, then the parent reads them */
+            uint64_t what = take(&r, 1) % 8, v = take(&r, 8);
+            switch (what) {
+            case 0: atomic_store(&b->wstate, (uint32_t)v); break;
+            case 1: atomic_store(&b->tasks, v); break;
+            case 2: atomic_store(&b->rss_start_kib, v); break;
+            case 3: atomic_store(&b->need, v); break;
+            case 4: memset(b->msg, (int)(v & 0xff), sizeof b->msg); break;
+            case 5: atomic_store(&b->atail, v); break;
+            case 6: atomic_store(&b->apin, v); break;
+            case 7: atomic_store(&b->chead, v); break;
+            }
+            if (what >= 5)
+                dishonest[w] = true; /* the words it writes by are its own to break */
+            char msg[FPP__ERR_MAX];
+            uint32_t ws = fpp__pool_worker_state(pool, w, msg, sizeof msg);
+            if (ws > FPP__WS_RETIRED || strlen(msg) >= sizeof msg)
+                abort();
+            for (size_t k = 0; msg[k]; k++)
+                if (msg[k] < 0x20 || msg[k] >= 0x7f)
+                    abort(); /* the message reaches the log as printable text only */
+            (void)fpp__pool_worker_ran(pool, w);
+            uint64_t limit = take(&r, 4);
+            if (fpp__pool_worker_rss_start(pool, w, limit) > limit)
+                abort();
+            fpp__pool_collect(pool); /* need: make room for it */
+            break;
+        }
         case 13: { /* a passed cell written back to READY (its old descriptor is still there) */
             uint64_t pos = wp->tail - 1 - take(&r, 1) % Q;
             fpp__cell *c = &cells[pos & (Q - 1)];
@@ -254,8 +397,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 fpp__pool_recover(pool, k, FPP_CRASHED, 9, "stopped");
         note_reads(pool);
         fpp__pool_dispatch(pool, NULL);
+        check_held();
     }
-    /* Everything still in the pool leaves it now, once. */
+    check_held();
+    /* The caller lets go of what it holds; then everything still in the pool leaves it, once. */
+    while (nheld) {
+        fpp__pool_unpin(pool, held[0], take(&r, 1) & 1);
+        fpp__job_clear(held[0]);
+        forget_held(0);
+    }
     bool kill[W] = {false};
     fpp__pool_cancel(pool, kill);
     for (uint32_t w = 0; w < W; w++)
