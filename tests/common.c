@@ -347,7 +347,7 @@ int shm_entries(void)
 int live_children(void)
 {
     pid_t pids[256];
-    return child_pids(pids, 256);
+    return children_of(getpid(), pids, 256);
 }
 
 void assert_clean(void)
@@ -430,7 +430,16 @@ void fail_fork(int err)
     cr_assert_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0, "seccomp: %s", strerror(errno));
 }
 
-int child_pids(pid_t *out, int max) { return children_of(getpid(), out, max); }
+int keeper_pids(pid_t *out, int max) { return children_of(getpid(), out, max); }
+
+int child_pids(pid_t *out, int max)
+{
+    pid_t k[64];
+    int nk = keeper_pids(k, 64), n = 0;
+    for (int i = 0; i < nk && n < max; i++)
+        n += children_of(k[i], out + n, max - n);
+    return n;
+}
 
 int pool_pids(pid_t *out, int max, int *nfs)
 {
@@ -477,3 +486,36 @@ int children_of(pid_t pid, pid_t *out, int max)
     return n;
 }
 
+bool gone(pid_t pid)
+{
+    char path[64], st = 0;
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return true;
+    bool dead = fscanf(f, "%*d %*s %c", &st) == 1 && (st == 'Z' || st == 'X');
+    fclose(f);
+    return dead;
+}
+
+/* Waits until every pid is gone or the deadline passes; returns the first one still there. */
+pid_t all_gone_by(const pid_t *pids, int n, int64_t deadline)
+{
+    for (;;) {
+        pid_t left = 0;
+        for (int i = 0; i < n && !left; i++)
+            if (!gone(pids[i]))
+                left = pids[i];
+        if (!left || mono_ns() > deadline)
+            return left;
+        sleep_ms(5);
+    }
+}
+
+pid_t the_fork_server(void)
+{
+    pid_t fs[8];
+    int n = child_pids(fs, 8);
+    cr_assert_eq(n, 1, "one fork server (%d)", n);
+    return fs[0];
+}

@@ -75,8 +75,10 @@ const char *captured_logs(void);
 void fail_syscall(long nr, int err);
 /* Makes fork() fail with err in this process from now on (seccomp on clone without CLONE_VM). */
 void fail_fork(int err);
-/* The pids of this process's live children (fork servers), up to max. */
+/* The pools' fork servers (the children of this process's children, the keepers), up to max. */
 int child_pids(pid_t *out, int max);
+/* This process's children: the pools' keepers (pool/keeper.c), each the parent of a server. */
+int keeper_pids(pid_t *out, int max);
 /* The pids of the children of pid, up to max. */
 int children_of(pid_t pid, pid_t *out, int max);
 /* Every process of this process's pools: fork servers and their children (workers and the
@@ -84,6 +86,12 @@ int children_of(pid_t pid, pid_t *out, int max);
 int pool_pids(pid_t *out, int max, int *nfs);
 /* The pids of the workers and spares (the fork servers' children) only. */
 int worker_pids(pid_t *out, int max);
+/* pid has exited (gone, or a zombie). */
+bool gone(pid_t pid);
+/* Waits until every pid is gone or the deadline passes; returns the first one still there. */
+pid_t all_gone_by(const pid_t *pids, int n, int64_t deadline);
+/* The one fork server of this process's one pool (fails the test if there is not exactly one). */
+pid_t the_fork_server(void);
 /* The pool's wholeness: W tasks (F_SLOTS) that each wait (up to 10 s) until all W have
  * started, so they all succeed only if W different workers (processes or threads: told apart
  * by thread id) run them at once. Fails the test

@@ -144,7 +144,7 @@ Test(process, fork_failing_is_esys_naming_the_call, .fini = assert_clean)
     fpp_executor *ex = (fpp_executor *)1;
     cr_expect_eq(fpp_process_executor(&ex, NULL), FPP_ESYS);
     cr_expect_null(ex);
-    cr_expect(strstr(captured_logs(), "fork(fork server): Resource temporarily unavailable") != NULL, "%s", captured_logs());
+    cr_expect(strstr(captured_logs(), "fork(keeper): Resource temporarily unavailable") != NULL, "%s", captured_logs());
 }
 
 Test(process, no_memory_for_the_pool_is_esys_naming_the_call, .fini = assert_clean)

@@ -16,9 +16,12 @@
  *
  * When workers cannot start (fork failing, or an initializer failing), the start breaker
  * (exec/breaker.c) backs off and, after five failures in a row, fails what waits while no
- * worker is alive. A fork server that dies is replaced (forked from the parent, as at
- * creation), its workers with it; one that does not answer a spawn, or does not report a worker
- * its pidfd shows dead, for FPP__FS_STALL_NS is killed and replaced. */
+ * worker is alive. A fork server that dies is replaced (forked again by the keeper, from the
+ * program as it was at creation: pool/keeper.c), its workers with it; one that is stopped is
+ * continued; one that does not answer a spawn or the parent's ping, or does not report a worker
+ * its pidfd shows dead, for FPP__FS_STALL_NS is killed and replaced; and one whose new workers
+ * cannot start (a task lowered its limits past what a worker can put back) is replaced once per
+ * trip of the breaker, its live workers with it. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -60,6 +63,11 @@ typedef struct proc {
     int fresh;                 /* slots with fresh set */
     int64_t last_progress_ns;
     int64_t next_watch_ns;     /* the fork server is checked on from then on */
+    uint32_t ping_seq;         /* the last ping sent to the fork server */
+    int64_t ping_ns;           /* when it was sent, unanswered; 0: none out */
+    bool replaced_for_starts;  /* the server was replaced for this run of start failures */
+    bool replace_due;          /* ...and is to be, at the next poll */
+    bool starting;             /* creation: a failure fails it, nothing is replaced */
     bool paused;               /* after Ctrl-C: no worker until the next dispatch */
     bool stopping;
 } proc;
@@ -133,9 +141,12 @@ static void job_finished(void *owner, fpp__job *j)
     fpp__exec_finished(pr->ex, j);
 }
 
-/* A worker could not start: the breaker backs off and says so; creation keeps the first code. */
-static void start_failure(proc *pr, int rc, const char *fmt, ...) FPP_PRINTF(3, 4);
-static void start_failure(proc *pr, int rc, const char *fmt, ...)
+/* A worker could not start: the breaker backs off and says so; creation keeps the first code.
+ * server: the failure may be the server's own state (a worker that could not map its memory, a
+ * fork that failed: a task may have lowered the server's limits): once the breaker trips, the
+ * server is replaced (once per run of failures). */
+static void start_failure(proc *pr, int rc, bool server, const char *fmt, ...) FPP_PRINTF(4, 5);
+static void start_failure(proc *pr, int rc, bool server, const char *fmt, ...)
 {
     char cause[sizeof pr->br.cause];
     va_list ap;
@@ -145,6 +156,10 @@ static void start_failure(proc *pr, int rc, const char *fmt, ...)
     if (!pr->start_rc)
         pr->start_rc = rc;
     fpp__breaker_fail(&pr->br, "%s", cause);
+    if (server && !pr->starting && pr->br.broken && !pr->replaced_for_starts) {
+        pr->replaced_for_starts = true;
+        pr->replace_due = true;
+    }
 }
 
 /* A new worker that is up (its initializer done) is a start: the first one after failures
@@ -161,8 +176,10 @@ static void check_started(proc *pr)
             continue;
         s->fresh = false;
         pr->fresh--;
-        if (ws == FPP__WS_READY && pr->br.failures)
+        if (ws == FPP__WS_READY && pr->br.failures) {
             fpp__breaker_ok(&pr->br);
+            pr->replaced_for_starts = false;
+        }
     }
 }
 
@@ -199,13 +216,14 @@ static int died(proc *pr, uint32_t w, pid_t pid, int status, int64_t maxrss_kib)
         }
     }
     if (exited && WEXITSTATUS(status) == FPP__EXIT_INIT && ws == FPP__WS_INIT_FAILED) {
-        start_failure(pr, FPP_EINIT, "worker_init %s failed: %s", pr->ex->opts.worker_init, msg);
+        start_failure(pr, FPP_EINIT, false, "worker_init %s failed: %s", pr->ex->opts.worker_init, msg);
     } else if (exited && WEXITSTATUS(status) == FPP__EXIT_SETUP) {
-        start_failure(pr, FPP_ESYS, "a new worker could not map its memory");
+        start_failure(pr, FPP_ESYS, true, "a new worker could not map its memory");
     } else if (!ran && !s->killed && pr->ex->init_fn >= 0) {
-        start_failure(pr, FPP_EINIT, "worker_init %s crashed: %s", pr->ex->opts.worker_init, why);
+        start_failure(pr, FPP_EINIT, false, "worker_init %s crashed: %s", pr->ex->opts.worker_init, why);
     } else if (ran) {
         fpp__breaker_ok(&pr->br);
+        pr->replaced_for_starts = false;
     }
     bool retired = ws == FPP__WS_RETIRED && exited && WEXITSTATUS(status) == 0;
     fpp_status st = fpp__pool_timed_out(pr->pool, w) ? FPP_TIMEOUT : FPP_CRASHED;
@@ -242,7 +260,7 @@ static void spawn(proc *pr, uint32_t w)
         return;
     fpp__slotmem *mem = fpp__slotmem_new(fpp__pool_layout(pr->pool), true);
     if (!mem) {
-        start_failure(pr, FPP_ESYS, "no memory for a worker (memfd_create, ftruncate or mmap failed)");
+        start_failure(pr, FPP_ESYS, false, "no memory for a worker (memfd_create, ftruncate or mmap failed)");
         return;
     }
     s->gen++;
@@ -268,6 +286,13 @@ static void spawn_due(proc *pr)
 
 static int handle_msg(proc *pr, const fpp__fs_msg *m, int pidfd)
 {
+    if (m->op == FPP__FS_PONG) {
+        if (pidfd >= 0)
+            fpp__fd_close(pidfd);
+        if (m->gen == pr->ping_seq)
+            pr->ping_ns = 0;
+        return 0;
+    }
     if (m->slot >= pr->nworkers) {
         if (pidfd >= 0)
             fpp__fd_close(pidfd);
@@ -305,7 +330,7 @@ static int handle_msg(proc *pr, const fpp__fs_msg *m, int pidfd)
         s->pending = NULL;
         s->state = SL_EMPTY;
         errno = m->err;
-        start_failure(pr, FPP_ESYS, "%s(worker): %s", m->call[0] ? m->call : "fork", strerror(m->err));
+        start_failure(pr, FPP_ESYS, true, "%s(worker): %s", m->call[0] ? m->call : "fork", strerror(m->err));
         break;
     case FPP__FS_DIED:
         if (s->state != SL_ALIVE)
@@ -348,7 +373,6 @@ static int start_fs(proc *pr)
     if (rc)
         return rc;
     fpp__pool_set_word(pr->pool, 0, pr->fs.mailbox);
-    pr->fs.seen = fpp__ec_count(pr->fs.mailbox);
     return 0;
 }
 
@@ -358,8 +382,9 @@ static void fs_died(proc *pr, const char *why)
 {
     if (pr->stopping)
         return;
-    fpp__log(FPP_LOG_WARN, "process executor: the fork server (pid %ld) %s; starting a new one",
-             (long)pr->fs.pid, why);
+    if (pr->fs.pid > 0) /* else: none since a replacement failed (the breaker says so) */
+        fpp__log(FPP_LOG_WARN, "process executor: the fork server (pid %ld) %s; starting a new one",
+                 (long)pr->fs.pid, why);
     /* Read what it said before it went: deaths with their status come first. */
     for (;;) {
         fpp__fs_msg m;
@@ -393,11 +418,10 @@ static void fs_died(proc *pr, const char *why)
         s->state = SL_EMPTY;
         s->killed = false;
     }
-    fpp__fs_kill(&pr->fs);
-    fpp__fs_stop(&pr->fs, 0, true);
-    int rc = start_fs(pr);
+    pr->ping_ns = 0;
+    int rc = fpp__fs_replace(&pr->fs);
     if (rc) {
-        start_failure(pr, rc, "the fork server could not be started again");
+        start_failure(pr, rc, false, "the fork server could not be started again: %s", strerror(errno));
         return;
     }
     if (!pr->paused)
@@ -448,6 +472,18 @@ static bool watch_fs(proc *pr, int64_t now)
     if (!fpp__fs_alive(&pr->fs)) {
         fs_died(pr, "died");
         return true;
+    }
+    /* The heartbeat: a ping each look, answered by the next one. Unanswered since the last
+     * look: a stopped server (or keeper) is continued; unanswered for FPP__FS_STALL_NS (stuck,
+     * a debugger holding it): replaced. */
+    if (!pr->ping_ns) {
+        if (fpp__fs_ping(&pr->fs, ++pr->ping_seq) == 0)
+            pr->ping_ns = now;
+    } else if (now - pr->ping_ns > FPP__FS_STALL_NS) {
+        fs_died(pr, "does not answer");
+        return true;
+    } else {
+        fpp__fs_continue_if_stopped(&pr->fs);
     }
     uint32_t W = pr->nworkers;
     for (uint32_t w = 0; w < W; w++) {
@@ -512,6 +548,10 @@ static int p_poll(fpp_executor *ex, int64_t deadline)
         deadline = 0;
     uint64_t finished = fpp__pool_finished(p);
     int n = handle_fs(pr) + fpp__pool_collect(p);
+    if (pr->replace_due) {
+        pr->replace_due = false;
+        fs_died(pr, "cannot start workers (its limits or state changed by a task?)");
+    }
     check_started(pr);
     spawn_due(pr);
     n += breaker_fail(pr);
@@ -623,6 +663,7 @@ int fpp__process_start(fpp_executor *ex)
     ex->ops = &process_ops;
     pr->ex = ex;
     pr->br.kind = "process executor";
+    pr->starting = true;
     pr->fs.pid = -1;
     pr->fs.sock = pr->fs.pidfd = -1;
     fpp__pool_hooks hooks = {
@@ -692,6 +733,7 @@ int fpp__process_start(fpp_executor *ex)
         fpp__pool_wait(p, fpp__now_ns() + 10000000);
     }
     pr->br.failures = 0;
+    pr->starting = false;
     return 0;
 fail:
     p_destroy(ex, true);

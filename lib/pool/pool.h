@@ -195,8 +195,9 @@ FPP__HIDDEN int fpp__pool_audit(fpp__pool *p);
 
 /* ---------------------------------------------------------- the fork server */
 
-/* pool/forkserver.c: the process every worker of a process executor is forked from. */
-enum { FPP__FS_SPAWN = 1, FPP__FS_QUIT, FPP__FS_SPAWNED, FPP__FS_FAILED, FPP__FS_DIED };
+/* pool/forkserver.c and pool/keeper.c: the process every worker of a process executor is forked
+ * from, and the keeper it is forked from. */
+enum { FPP__FS_SPAWN = 1, FPP__FS_QUIT, FPP__FS_SPAWNED, FPP__FS_FAILED, FPP__FS_DIED, FPP__FS_PING, FPP__FS_PONG };
 typedef struct fpp__fs_msg {
     uint32_t op, slot, gen;
     int32_t pid, status, err; /* status: as wait4, -1 unknown; err: errno of a failed call */
@@ -214,14 +215,27 @@ typedef struct fpp__fs_config {
     bool keep_fds;
 } fpp__fs_config;
 typedef struct fpp__fs {
-    pid_t pid;
+    pid_t pid;        /* the fork server (the keeper's child) */
     int pidfd;        /* -1 where pidfd_open is missing */
     int sock;         /* the parent's end of the channel (SOCK_SEQPACKET, non-blocking) */
     fpp__ec *mailbox; /* a shared page the server posts after each message it sends */
     uint32_t seen;    /* mailbox count when the channel was last read empty */
+    pid_t kpid;       /* the keeper (our child) */
+    int kpidfd, ksock;
+    fpp__fs_config cfg;
 } fpp__fs;
-/* Forks the server from the calling thread (fork hooks around it). 0 or FPP_ESYS. */
+/* Forks the keeper from the calling thread (fork hooks around it) and has it fork the first
+ * server. 0 or FPP_ESYS. */
 FPP__HIDDEN int fpp__fs_start(fpp__fs *fs, const fpp__fs_config *cfg);
+/* Kills the current server (its workers die with it) and has the keeper fork a new one, or,
+ * if the keeper is gone or does not answer, forks a new keeper from the program as it is now
+ * (logged). 0 or an error. */
+FPP__HIDDEN int fpp__fs_replace(fpp__fs *fs);
+/* The parent's heartbeat: asks the server for a PONG carrying seq. 0 sent, -1 channel gone. */
+FPP__HIDDEN int fpp__fs_ping(fpp__fs *fs, uint32_t seq);
+/* Continues the server or the keeper if it is stopped (SIGCONT, with a log line); true if it
+ * did. */
+FPP__HIDDEN bool fpp__fs_continue_if_stopped(fpp__fs *fs);
 /* Asks for a worker in slot (generation gen) on the slot memory behind memfd. */
 FPP__HIDDEN int fpp__fs_spawn(fpp__fs *fs, uint32_t slot, uint32_t gen, int memfd);
 /* The next message: 1 (*pidfd: the descriptor it carried, or -1), 0 none now, -1 channel gone. */
@@ -230,8 +244,8 @@ FPP__HIDDEN int fpp__fs_recv(fpp__fs *fs, fpp__fs_msg *m, int *pidfd);
 FPP__HIDDEN bool fpp__fs_alive(fpp__fs *fs);
 /* Kills the server at once (its workers die with it: their death signal). */
 FPP__HIDDEN void fpp__fs_kill(fpp__fs *fs);
-/* Ends the server (it kills and reaps every process it started, and anything they left),
- * waiting up to grace_ns before killing it; reaps it. owner false: only closes our side. */
+/* Ends the server and the keeper (they kill and reap every process they started, and anything
+ * those left), waiting up to grace_ns before killing them. owner false: only closes our side. */
 FPP__HIDDEN void fpp__fs_stop(fpp__fs *fs, int64_t grace_ns, bool owner);
 
 #endif /* FPP_POOL_POOL_H */

@@ -13,6 +13,9 @@
 #ifndef FPP_POOL_POOL_INT_H
 #define FPP_POOL_POOL_INT_H
 
+#include <sched.h>
+#include <sys/resource.h>
+
 #include "core/list.h"
 #include "pool/layout.h"
 #include "pool/pool.h"
@@ -194,6 +197,46 @@ FPP__HIDDEN unsigned char *fpp__rarena_reserve(fpp__rarena_writer *a, size_t len
                                                bool (*stop)(void *arg), void *arg);
 /* The result at off of len bytes was written (it is published with its record). */
 static inline void fpp__rarena_wrote(fpp__rarena_writer *a, uint64_t off, size_t len) { a->apos = off + len; }
+
+/* ------------------------------------------------------ the pool's processes */
+
+/* pool/proc.c: descriptors over a SOCK_SEQPACKET channel (at most 4 sent, maxfds received;
+ * 1, 0 end of channel, -1 error: EAGAIN none now, EBADMSG malformed and dropped). */
+FPP__HIDDEN int fpp__chan_send(int sock, const void *buf, size_t len, const int *fds, int nfds);
+FPP__HIDDEN int fpp__chan_recv(int sock, void *buf, size_t len, int *fds, int maxfds, int flags);
+/* Closes every descriptor from `from` on but those in keep (sorted here). */
+FPP__HIDDEN void fpp__close_except(int *keep, int nkeep, int from);
+/* Closes fpp's own descriptors (core/owner.c's list) but those in keep. */
+FPP__HIDDEN void fpp__close_fpp_fds(const int *keep, int nkeep);
+/* The process state the keeper saves when it starts and every process it and the server fork
+ * is given back: resource limits, priority, CPU affinity. */
+#define FPP__RLIMITS RLIM_NLIMITS
+typedef struct fpp__proc_state {
+    struct rlimit lim[FPP__RLIMITS];
+    bool have[FPP__RLIMITS];
+    int nice;
+    bool have_nice, have_cpus;
+    cpu_set_t cpus;
+} fpp__proc_state;
+FPP__HIDDEN void fpp__proc_state_save(fpp__proc_state *s);
+/* In a new process: puts the state back (a hard limit a task lowered comes back only with
+ * CAP_SYS_RESOURCE); returns how many parts could not be. */
+FPP__HIDDEN int fpp__proc_state_apply(const fpp__proc_state *s);
+/* Kills every child of this process, and what they leave to it, until none is left or grace_ns
+ * passes; reaped(arg, pid) for each one reaped. */
+FPP__HIDDEN void fpp__kill_all_children(pid_t self, int64_t grace_ns, void (*reaped)(void *arg, pid_t pid), void *arg);
+
+/* pool/forkserver.c: the server's life, in a child of the keeper. */
+typedef struct fpp__server_args {
+    const fpp__fs_config *cfg;
+    int sock;                    /* its end of the channel to the parent */
+    pid_t parent, keeper;
+    fpp__ec *mailbox;
+    fpp__fork_hooks hooks;
+    const fpp__proc_state *state;
+    int close[4], nclose;        /* the keeper's descriptors */
+} fpp__server_args;
+FPP__HIDDEN void fpp__server_main(const fpp__server_args *a) __attribute__((noreturn));
 
 /* pool/completion_ring.c, the worker's half: publishes one record, waiting while the ring is
  * full (unless stop(arg) says to give up), and rings the parent's bell. */
