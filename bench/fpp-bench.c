@@ -143,6 +143,7 @@ typedef struct row {
     long failed;
     double extra; /* bytes/s for bytes:N; respawn ms for crashy */
     int ok;
+    int broken;   /* the pool itself broke (a peer's BrokenProcessPool): no rate */
 } row;
 
 static double tv(struct timeval t) { return (double)t.tv_sec + (double)t.tv_usec / 1e6; }
@@ -422,10 +423,12 @@ static int run_python(const char *executor, const workload *w, int workers, long
         return 1;
     double secs = 0, p50 = 0, p99 = 0, rss = 0, cpu_p = 0, cpu_w = 0;
     long failed = 0;
-    int k = fscanf(f, "%lf %lf %lf %lf %lf %lf %ld", &secs, &p50, &p99, &rss, &cpu_p, &cpu_w, &failed);
+    int broken = 0;
+    int k = fscanf(f, "%lf %lf %lf %lf %lf %lf %ld %d", &secs, &p50, &p99, &rss, &cpu_p, &cpu_w, &failed, &broken);
     int st = pclose(f);
-    if (k != 7 || st != 0)
+    if (k != 8 || st != 0)
         return 1;
+    r->broken = broken;
     r->secs = secs;
     r->p50_us = p50;
     r->p99_us = p99;
@@ -646,10 +649,19 @@ int main(int argc, char **argv)
                     snprintf(note, sizeof note, "p50 into a sleeping pool %.1f us", r->extra);
                 else if (w.kind == 4 && !strncmp(e, "fpp-process", 11))
                     snprintf(note, sizeof note, "%ld crashed; respawn p50 %.2f ms", r->failed, r->extra);
-                else if (w.kind == 4 && !strcmp(e, "cf-process") && r->failed > r->tasks / 2)
-                    snprintf(note, sizeof note, "%ld failed: BrokenProcessPool", r->failed);
                 else if (w.kind == 4)
                     snprintf(note, sizeof note, "%ld crashed", r->failed);
+                if (r->broken) {
+                    /* A pool that broke (one crash and every later task fails) has no rate to
+                     * compare: its "tasks per second" would be failures per second. */
+                    printf("%-20s %-14s %3d %8ld  BROKE: the pool broke (BrokenProcessPool), %ld of %ld tasks "
+                           "failed; no rate\n", r->executor, r->workload, r->workers, r->tasks, r->failed, r->tasks);
+                    fflush(stdout);
+                    if (out)
+                        fprintf(out, "%s,%s,%d,%ld,,,,,,%.2f,%.3f,%.3f,%ld,broken\n", r->executor, r->workload,
+                                r->workers, r->tasks, r->rss_mib, r->cpu_parent, r->cpu_workers, r->failed);
+                    continue;
+                }
                 printf("%-20s %-14s %3d %8ld %11.0f %9.2f %7.2f %9.1f %9.1f %7.1f %7.2f %7.2f %s\n", r->executor,
                        r->workload, r->workers, r->tasks, r->tasks_per_s, r->us_per_task, r->speedup, r->p50_us,
                        r->p99_us, r->rss_mib, r->cpu_parent, r->cpu_workers, note);

@@ -2,7 +2,10 @@
 """peers.py EXECUTOR WORKLOAD WORKERS TASKS SPIN_PER_US
 
 Runs one fpp-bench configuration on a Python peer and prints one line:
-secs p50_us p99_us rss_mib cpu_parent_s cpu_workers_s failed
+secs p50_us p99_us rss_mib cpu_parent_s cpu_workers_s failed broken
+
+broken is 1 when the pool itself broke (concurrent.futures' BrokenProcessPool: one crash and
+every task after it fails): fpp-bench then prints that it broke, and no rate.
 
 EXECUTOR: cf-process (concurrent.futures.ProcessPoolExecutor, submit per task),
 cf-thread (ThreadPoolExecutor, submit per task), mp-imap (multiprocessing.Pool.imap_unordered,
@@ -62,6 +65,7 @@ def main():
     kind, _, param = wl.partition(":")
     W = (kind, float(param) if param else 0.0)
     failed = 0
+    broken = False
     lat = []
     if ex_name in ("cf-process", "cf-thread"):
         pool = (cf.ProcessPoolExecutor(workers, initializer=init, initargs=(W,))
@@ -70,6 +74,9 @@ def main():
             t0 = time.perf_counter()
             try:
                 pool.submit(body, 10**9 + i).result()
+            except cf.process.BrokenProcessPool:
+                broken = True
+                break
             except Exception:
                 break
             lat.append(time.perf_counter() - t0)
@@ -78,11 +85,15 @@ def main():
         try:
             for i in range(n):
                 futs.append(pool.submit(body, i))
-        except Exception:  # BrokenProcessPool: one crash breaks the whole pool
+        except cf.process.BrokenProcessPool:  # one crash breaks the whole pool
+            broken = True
             failed += n - len(futs)
         for f in cf.as_completed(futs):
             try:
                 f.result()
+            except cf.process.BrokenProcessPool:
+                broken = True
+                failed += 1
             except Exception:
                 failed += 1
         secs = time.perf_counter() - t0
@@ -104,9 +115,11 @@ def main():
     lat.sort()
     self_ru = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print("%.6f %.2f %.2f %.2f %.3f %.3f %d" % (
-        secs, lat[len(lat) // 2] * 1e6, lat[len(lat) * 99 // 100] * 1e6, self_ru.ru_maxrss / 1024.0,
-        self_ru.ru_utime + self_ru.ru_stime, kids.ru_utime + kids.ru_stime, failed))
+    p50 = lat[len(lat) // 2] * 1e6 if lat else 0.0
+    p99 = lat[len(lat) * 99 // 100] * 1e6 if lat else 0.0
+    print("%.6f %.2f %.2f %.2f %.3f %.3f %d %d" % (
+        secs, p50, p99, self_ru.ru_maxrss / 1024.0,
+        self_ru.ru_utime + self_ru.ru_stime, kids.ru_utime + kids.ru_stime, failed, int(broken)))
 
 
 if __name__ == "__main__":
