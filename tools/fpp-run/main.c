@@ -375,7 +375,25 @@ static void parse_args(config *c, int argc, char **argv)
             for (int k = start; k < i; k++)
                 add_source(c, (source){.kind = strcmp(argv[k], "-") == 0 ? SRC_STDIN : SRC_FILE, .path = argv[k]});
         } else {
-            add_source(c, (source){.kind = SRC_LIST, .vals = argv + start, .nvals = (size_t)(i - start)});
+            /* GNU parallel splits these values at the delimiter too (::: "a<delim>b" is two). */
+            source src = {.kind = SRC_LIST};
+            size_t cap = 0;
+            for (int k = start; k < i; k++) {
+                const char *v = argv[k];
+                for (;;) {
+                    const char *d = c->delim ? strchr(v, c->delim) : NULL;
+                    size_t n = d ? (size_t)(d - v) : strlen(v);
+                    if (src.nvals == cap) {
+                        cap = cap ? cap * 2 : 16;
+                        src.vals = xrealloc(src.vals, cap * sizeof *src.vals);
+                    }
+                    src.vals[src.nvals++] = d ? strndup(v, n) : (char *)v;
+                    if (!d)
+                        break;
+                    v = d + 1;
+                }
+            }
+            add_source(c, src);
         }
     }
     if (c->nsources == 0)

@@ -57,6 +57,9 @@ typedef struct run_state {
     const char **vals;
     size_t *lens;
     int nvals_cap;
+    fpp_task **held;       /* -k with --halt: finished jobs waiting for their turn (kept) */
+    int64_t next_emit;
+    size_t held_max;
 } run_state;
 
 static volatile sig_atomic_t g_stop;
@@ -110,6 +113,10 @@ static int next_item(void *state, const void **arg, size_t *len)
     run_state *R = state;
     if (R->halted || g_stop) {
         R->map_active = false;
+        return 0;
+    }
+    if (R->held && (size_t)(R->next_id - R->next_emit) >= R->held_max) {
+        R->map_active = false; /* the order window is full: a new map when it drains */
         return 0;
     }
     for (;;) {
@@ -357,15 +364,17 @@ static void check_halt(run_state *R, const job_end *e, bool failed)
     warnx_("--halt %s,%s=%g%s reached: %s", h->when == HALT_NOW ? "now" : "soon", why[h->why],
            h->pct ? h->value * 100 : h->value, h->pct ? "%" : "",
            h->when == HALT_NOW ? "killing the running jobs" : "starting no more jobs, waiting for the running ones");
-    slots_stop_starting();
+    /* soon: every job handed to the pool has a slot of its own (the window is -j), so it is
+     * running, as far as GNU parallel's model goes, and runs to its end. */
+    if (h->when == HALT_NOW)
+        slots_stop_starting();
 }
 
-static void finish_job(run_state *R, const job_vals *jv, bool have_vals, const job_end *e)
+/* Writes a finished job out: its output (or --results files), its failure line, its joblog
+ * line. */
+static void emit(run_state *R, const job_vals *jv, bool have_vals, const job_end *e)
 {
     bool failed = e->exitval != 0 || e->signal != 0;
-    R->completed++;
-    if (failed)
-        R->failed++;
     progress_clear(R->prog);
     if (g_cfg.results) {
         if (have_vals)
@@ -404,6 +413,15 @@ static void finish_job(run_state *R, const job_vals *jv, bool have_vals, const j
     if (failed)
         failure_line(R, jv, have_vals, e);
     joblog_add(R->jl, jv->seq, e->start_ns, e->runtime_ns, e->received, e->exitval, e->signal, e->cmd, e->cmd_len);
+}
+
+/* Counts a finished job and applies --halt (at completion, as GNU parallel does, also with -k). */
+static void account(run_state *R, const job_end *e)
+{
+    bool failed = e->exitval != 0 || e->signal != 0;
+    R->completed++;
+    if (failed)
+        R->failed++;
     check_halt(R, e, failed);
     progress_update(R->prog, R->completed, R->failed, false);
 }
@@ -431,20 +449,39 @@ static int exit_status_in(const char *msg)
     return p ? atoi(p + 19) : -1;
 }
 
-static void handle(run_state *R, fpp_task *t)
+/* A decoded finished task: what emit and account need. Pointers into the task (and into
+ * names, freed by done_free). */
+typedef struct job_done {
+    job_vals jv;
+    bool have_vals;
+    job_end e;
+    char *oname, *ename;
+} job_done;
+
+static void done_free(job_done *d)
 {
+    free(d->oname);
+    free(d->ename);
+    d->oname = d->ename = NULL;
+}
+
+/* Decodes task t: 1, or 0 for a task that is no job (cancelled, or never started because the
+ * run was halting). */
+static int decode(run_state *R, fpp_task *t, job_done *d)
+{
+    memset(d, 0, sizeof *d);
     fpp_status st = fpp_task_status(t);
     if (st == FPP_CANCELLED)
-        return;
+        return 0;
     side *sd = side_of(R, fpp_task_id(t));
     uint64_t seq = sd ? sd->seq : 0;
-    job_vals jv;
-    bool have_vals = task_vals(R, t, seq, &jv);
-    job_end e;
-    memset(&e, 0, sizeof e);
-    e.attempts = fpp_task_attempts(t);
-    e.start_ns = sd ? sd->start_ns : now_real_ns();
-    e.runtime_ns = sd ? now_mono_ns() - sd->t0_ns : 0;
+    job_vals *jv = &d->jv;
+    job_end *e = &d->e;
+    d->have_vals = task_vals(R, t, seq, jv);
+    bool have_vals = d->have_vals;
+    e->attempts = fpp_task_attempts(t);
+    e->start_ns = sd ? sd->start_ns : now_real_ns();
+    e->runtime_ns = sd ? now_mono_ns() - sd->t0_ns : 0;
     if (g_cfg.mode == MODE_EXEC && st == FPP_DONE) {
         size_t len;
         const unsigned char *r = fpp_task_result(t, &len);
@@ -454,99 +491,135 @@ static void handle(run_state *R, fpp_task *t)
         memcpy(&h, r, sizeof h);
         if (h.magic != EXEC_MAGIC)
             goto bad;
-        if (h.flags & RES_SKIPPED) {
-            R->started--; /* never started: halting */
-            return;
-        }
+        if (h.flags & RES_SKIPPED)
+            return 0;
         size_t inl = (h.flags & (RES_OUT_SPILLED | RES_ERR_SPILLED | RES_TOO_BIG)) ? 0 : h.out_len + h.err_len;
         if (sizeof h + (size_t)h.cmd_len + inl + h.out_name_len + h.err_name_len != len)
             goto bad;
         const char *p = (const char *)r + sizeof h;
-        e.exitval = h.exitval;
-        e.signal = h.signal;
-        e.attempts = h.attempts;
-        e.timed_out = h.flags & RES_TIMED_OUT;
-        e.start_ns = h.start_ns;
-        e.runtime_ns = h.runtime_ns;
-        e.received = h.out_len;
+        e->exitval = h.exitval;
+        e->signal = h.signal;
+        e->attempts = h.attempts;
+        e->timed_out = h.flags & RES_TIMED_OUT;
+        e->start_ns = h.start_ns;
+        e->runtime_ns = h.runtime_ns;
+        e->received = h.out_len;
         if (g_cfg.joblog) {
             if (h.cmd_len) {
-                e.cmd = p;
-                e.cmd_len = h.cmd_len;
+                e->cmd = p;
+                e->cmd_len = h.cmd_len;
             } else {
-                command_of(R, &jv, have_vals);
-                e.cmd = R->cmd.p;
-                e.cmd_len = R->cmd.len;
+                command_of(R, jv, have_vals);
+                e->cmd = R->cmd.p;
+                e->cmd_len = R->cmd.len;
             }
         }
         p += h.cmd_len;
-        char *oname = NULL, *ename = NULL;
         if (inl) {
-            e.out = p;
-            e.out_len = h.out_len;
-            e.err = p + h.out_len;
-            e.err_len = h.err_len;
+            e->out = p;
+            e->out_len = h.out_len;
+            e->err = p + h.out_len;
+            e->err_len = h.err_len;
             p += inl;
         }
-        if (h.out_name_len) {
-            oname = strndup(p, h.out_name_len);
-            e.out_file = oname;
-        }
+        if (h.out_name_len)
+            e->out_file = d->oname = strndup(p, h.out_name_len);
         p += h.out_name_len;
-        if (h.err_name_len) {
-            ename = strndup(p, h.err_name_len);
-            e.err_file = ename;
-        }
+        if (h.err_name_len)
+            e->err_file = d->ename = strndup(p, h.err_name_len);
         if (h.flags & RES_TOO_BIG) {
-            e.exitval = e.exitval ? e.exitval : 255;
-            e.detail = g_cfg.mpi ? "its output is over the limit of --mpi (64 MiB): dropped"
-                                 : "its output could not be kept: dropped";
+            e->exitval = e->exitval ? e->exitval : 255;
+            e->detail = g_cfg.mpi ? "its output is over the limit of --mpi (64 MiB): dropped"
+                                  : "its output could not be kept: dropped";
         }
-        if (!e.exitval && !e.signal && !e.timed_out)
-            e.detail = NULL;
-        finish_job(R, &jv, have_vals, &e);
-        free(oname);
-        free(ename);
-        return;
+        return 1;
     bad:
         st = FPP_FAILED;
-        e.detail = "the worker returned a malformed result";
+        e->detail = "the worker returned a malformed result";
     }
     if (g_cfg.mode == MODE_FN && st == FPP_DONE) {
         size_t len;
         const char *r = fpp_task_result(t, &len);
-        e.out = r;
-        e.out_len = r ? len : 0;
-        e.received = e.out_len;
+        e->out = r;
+        e->out_len = r ? len : 0;
+        e->received = e->out_len;
     } else {
         /* A task that fpp itself failed: the function failed (function mode), or crashed,
          * timed out, or never reached a worker. */
-        if (!e.detail)
-            e.detail = fpp_task_error(t);
+        if (!e->detail)
+            e->detail = fpp_task_error(t);
         switch (st) {
         case FPP_TIMEOUT:
-            e.exitval = -1;
-            e.signal = SIGTERM; /* GNU parallel's record of a timed-out job */
-            e.timed_out = true;
-            e.detail = NULL;
+            e->exitval = -1;
+            e->signal = SIGTERM; /* GNU parallel's record of a timed-out job */
+            e->timed_out = true;
+            e->detail = NULL;
             break;
         case FPP_CRASHED:
-            e.signal = fpp_task_signal(t);
-            e.exitval = e.signal ? 0 : exit_status_in(e.detail);
-            if (!e.signal && e.exitval <= 0)
-                e.exitval = 255;
+            e->signal = fpp_task_signal(t);
+            e->exitval = e->signal ? 0 : exit_status_in(e->detail);
+            if (!e->signal && e->exitval <= 0)
+                e->exitval = 255;
             break;
         default:
-            e.exitval = g_cfg.mode == MODE_FN ? 1 : 255;
+            e->exitval = g_cfg.mode == MODE_FN ? 1 : 255;
             break;
         }
     }
     if (g_cfg.joblog) {
-        command_of(R, &jv, have_vals);
-        e.cmd = R->cmd.p;
-        e.cmd_len = R->cmd.len;
+        command_of(R, jv, have_vals);
+        e->cmd = R->cmd.p;
+        e->cmd_len = R->cmd.len;
     }
-    finish_job(R, &jv, have_vals, &e);
+    return 1;
+}
+
+/* Writes out the jobs held for -k with --halt, in order, as far as they are finished. */
+static void emit_held(run_state *R)
+{
+    for (;;) {
+        fpp_task **slot = &R->held[(uint64_t)R->next_emit % R->ring_cap];
+        if (!*slot || fpp_task_id(*slot) != R->next_emit)
+            return;
+        fpp_task *t = *slot;
+        *slot = NULL;
+        R->next_emit++;
+        job_done d;
+        if (decode(R, t, &d)) {
+            emit(R, &d.jv, d.have_vals, &d.e);
+            done_free(&d);
+        }
+        fpp_task_release(t);
+    }
+}
+
+static void handle(run_state *R, fpp_task *t)
+{
+    job_done d;
+    if (R->held) {
+        /* -k with --halt: jobs come in completion order, so that --halt sees each at once; they
+         * are written in order. */
+        int is_job = decode(R, t, &d);
+        job_end e = d.e;
+        done_free(&d);
+        fpp_task *k = fpp_task_keep(t);
+        if (k)
+            R->held[(uint64_t)fpp_task_id(k) % R->ring_cap] = k;
+        emit_held(R);
+        if (is_job)
+            account(R, &e);
+        else if (fpp_task_status(t) != FPP_CANCELLED)
+            R->started--; /* never started: halting */
+        return;
+    }
+    if (!decode(R, t, &d)) {
+        if (fpp_task_status(t) != FPP_CANCELLED)
+            R->started--;
+        return;
+    }
+    emit(R, &d.jv, d.have_vals, &d.e);
+    account(R, &d.e);
+    done_free(&d);
 }
 
 /* ------------------------------------------------------------ the loop */
@@ -613,12 +686,19 @@ int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
      * parallel does), so no job starts after the condition is met. */
     size_t window = g_cfg.halt.when != HALT_NEVER ? (size_t)workers
                                                   : (size_t)(workers * 64 < 128 ? 128 : workers * 64) + 2 * (size_t)workers;
-    R->ring_cap = 4 * window + 16;
+    /* -k with --halt: fpp-run orders the output itself, so that --halt sees every job as it
+     * finishes (GNU parallel halts on completion, not in output order); the jobs held back
+     * are bounded like FPP_TM_ORDERED's window. */
+    bool own_order = g_cfg.keep_order && g_cfg.halt.when != HALT_NEVER;
+    R->held_max = own_order ? (size_t)workers * 64 + 16 : 0;
+    R->ring_cap = 4 * (window + R->held_max) + 16;
     R->ring = xcalloc(R->ring_cap, sizeof *R->ring);
     for (size_t i = 0; i < R->ring_cap; i++)
         R->ring[i].id = -1;
+    if (own_order)
+        R->held = xcalloc(R->ring_cap, sizeof *R->held);
     fpp_tm_opts to = {.error_policy = FPP_IGNORE, .monitor_interval_ms = -1, .max_in_flight = window,
-                      .flags = FPP_TM_NO_SIGINT | (g_cfg.keep_order ? FPP_TM_ORDERED : 0)};
+                      .flags = FPP_TM_NO_SIGINT | (g_cfg.keep_order && !own_order ? FPP_TM_ORDERED : 0)};
     if (g_cfg.mode == MODE_FN && g_cfg.attempts != 1) {
         to.retries = g_cfg.attempts == 0 ? 1000 : g_cfg.attempts - 1;
         to.flags |= FPP_TM_RETRY_FAILED;
@@ -633,7 +713,8 @@ int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
     for (;;) {
         if (g_stop)
             break;
-        if (!R->map_active && !R->input_eof && !R->halted) {
+        if (!R->map_active && !R->input_eof && !R->halted &&
+            (!R->held || (size_t)(R->next_id - R->next_emit) < R->held_max)) {
             R->map_active = true;
             R->input_pending = false;
             rc = fpp_map(R->tm, fn, next_item, R);
@@ -703,6 +784,7 @@ int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
     inputs_close(R->in);
     seqset_free(R->done_before);
     free(R->ring);
+    free(R->held);
     free(R->vals);
     free(R->lens);
     sb_free(&R->arg);

@@ -428,12 +428,14 @@ static void for_values(const tseg *g, const job_vals *v, strbuf *tmp, void (*fn)
         return;
     }
     if (g->src > 0) {
+        /* A source that does not exist stands for nothing, not even an empty word (as in GNU
+         * parallel). */
+        if (g->src > v->n)
+            return;
         tmp->len = 0;
-        if (g->src <= v->n)
-            apply_mod(g->mod, v->v[g->src - 1], v->len[g->src - 1], v, tmp);
-        else
-            sb_reserve(tmp, 0);
-        fn(ctx, tmp->p ? tmp->p : "", tmp->len);
+        apply_mod(g->mod, v->v[g->src - 1], v->len[g->src - 1], v, tmp);
+        sb_reserve(tmp, 0);
+        fn(ctx, tmp->p, tmp->len);
         return;
     }
     for (int i = 0; i < v->n; i++) {
@@ -522,7 +524,15 @@ int tmpl_argv(const tmpl *t, const job_vals *v, strbuf *store, char ***argv, siz
     a.cap = 16;
     a.offs[a.noffs++] = 0;
     for (int w = 0; w < t->nwords; w++) {
-        if (w)
+        /* A word made only of replacement strings of sources that do not exist is no word. */
+        bool real = false;
+        for (int i = 0; i < t->words[w].nsegs && !real; i++) {
+            const tseg *g = &t->words[w].segs[i];
+            real = !g->rpl || g->src <= v->n || g->mod == MOD_SEQ || g->mod == MOD_SLOT;
+        }
+        if (!real)
+            continue;
+        if (w) /* word 0, the program, is always there */
             new_arg(&a);
         for (int i = 0; i < t->words[w].nsegs; i++) {
             const tseg *g = &t->words[w].segs[i];
