@@ -64,7 +64,7 @@ joblog *joblog_open(const char *path, bool append)
         sb_adds(&j->buf, "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n");
         return j;
     }
-    j->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (append ? 0 : O_TRUNC), 0644);
+    j->fd = open(path, (append ? O_RDWR : O_WRONLY | O_TRUNC) | O_CREAT | O_CLOEXEC, 0644);
     if (j->fd < 0)
         die("cannot %s --joblog %s: %s", append ? "append to" : "write to", path, strerror(errno));
     j->own = true;

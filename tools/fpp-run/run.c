@@ -812,7 +812,9 @@ int run_dry(const tmpl *t)
             break;
         if (seqset_has(done, jv.seq))
             continue;
-        jv.slot = (unsigned)((jv.seq - 1) % (uint64_t)g_cfg.jobs) + 1;
+        /* What GNU parallel's --dry-run prints for {%}: its jobs "end" at once, so one slot
+         * (-j1) or two alternate, whatever -j is. */
+        jv.slot = g_cfg.jobs == 1 ? 1 : (unsigned)((jv.seq - 1) % 2) + 1;
         if (g_cfg.mode == MODE_FN) {
             cmd.len = 0;
             sb_adds(&cmd, g_cfg.fn);
