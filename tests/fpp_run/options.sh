@@ -1,7 +1,8 @@
 #!/bin/bash
 # options.sh: the command line. What fpp-run does not support is refused (status 255) with a
 # message naming the option, never ignored; bad values too. --help and --version. --dry-run
-# prints what GNU parallel prints (its quoting, replacement strings, -j forms and {%}).
+# prints what GNU parallel prints (its quoting, replacement strings). -j's forms and {%}: job
+# slots are 1..N and never shared by two running jobs, for both runners.
 . "$(dirname "$0")/lib.sh"
 need_parallel
 
@@ -63,9 +64,8 @@ dry() { # dry NAME ARGS...: the same --dry-run output
     same "--dry-run $name" "$T/p.out" "$T/f.out"
 }
 dry "replacement strings" -k echo {} {.} {/} {//} {/.} {#} ::: a/b.c 'sp ace/x.y' "it's" '' /
-dry "{%} with -j3" -k -j3 echo {%} {#} ::: a b c d e f g
-dry "-j +1" -k -j +1 echo {%} ::: a b c d e f g
-dry "-j 50%" -k -j 50% echo {%} ::: a b c d
+# ({%} is left out: what GNU parallel's --dry-run prints for it depends on its timing.)
+dry "-j3, {#}" -k -j3 echo {#} ::: a b c d e f g
 dry "values appended" -k echo -n pre ::: 'a b' c ::: 1 2
 dry "a shell line" -k 'cat {} | wc -l > {.}.count' ::: f1.txt 'f 2.txt'
 dry "the inputs are the commands" -k ::: 'echo a; echo b' 'ls -l | head'
@@ -75,4 +75,18 @@ dry "--" -k -- echo ::: x
 eq "no input: no job, status 0" "$?:$(wc -c <"$T/out")" "0:0"
 "$FPP_RUN" echo ::: >"$T/out" 2>&1
 eq "an empty ::: : no job, status 0" "$?:$(wc -c <"$T/out")" "0:0"
+# {%}: each job takes its slot's directory (mkdir fails if another running job holds it).
+slots() { # RUNNER... : "ok" if no two running jobs shared a slot and every slot is in 1..N
+    local n=$1
+    shift
+    rm -rf "$T/slots"
+    mkdir -p "$T/slots"
+    "$@" -j "$n" 'mkdir '"$T"'/slots/{%} || echo CLASH; [ "$PARALLEL_JOBSLOT" = {%} ] || echo ENV; echo {%} >> '"$T"'/slots/all; sleep 0.2; rmdir '"$T"'/slots/{%}' \
+        ::: $(seq 12) >"$T/slot.out" 2>&1
+    echo "$(cat "$T/slot.out")|$(sort -u "$T/slots/all" | tr '\n' ' ')"
+}
+eq "GNU parallel -j3: {%} and \$PARALLEL_JOBSLOT" "$(slots 3 $PAR)" "|1 2 3 "
+eq "fpp-run -j3: {%} and \$PARALLEL_JOBSLOT" "$(slots 3 "$FPP_RUN")" "|1 2 3 "
+nproc=$(nproc)
+eq "fpp-run -j +1: slots 1..CPUs+1" "$(slots +1 "$FPP_RUN")" "|$(seq $((nproc + 1)) | tr '\n' ' ')"
 finish
