@@ -1,7 +1,7 @@
 #!/bin/bash
 # memory.sh: fpp-run's memory does not grow with the number of inputs (the lazy map, and the
-# bounded window of -k): its peak resident memory over 20 times more lines must stay within
-# 3 MiB of the smaller run's, in function mode (200,000 vs 4,000,000 lines, with and without
+# bounded window of -k): its peak resident memory over 15 or 20 times more inputs must stay within
+# 3 MiB of the smaller run's, in function mode (200,000 vs 3,000,000 lines, with and without
 # -k) and in exec mode (200 vs 4,000 jobs).
 . "$(dirname "$0")/lib.sh"
 [ -n "$TESTJOB" ] || { echo "FPP_RUN_TESTJOB is not set"; exit 1; }
@@ -32,7 +32,7 @@ check() { # NAME SMALL BIG ARGS...
         bad "$name: $a KiB over $small, $b KiB over $big"
     fi
 }
-check "function mode" 200000 4000000 -j2 --lib "$TESTJOB" --fn echo
-check "function mode, -k" 200000 4000000 -j2 -k --lib "$TESTJOB" --fn echo
+check "function mode" 200000 3000000 -j2 --lib "$TESTJOB" --fn echo
+check "function mode, -k" 200000 3000000 -j2 -k --lib "$TESTJOB" --fn echo
 check "exec mode, -k, joblog" 200 4000 -j2 -k --joblog /dev/null true
 finish

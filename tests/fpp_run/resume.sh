@@ -71,6 +71,25 @@ eq "fpp-run --resume on a killed GNU parallel's joblog: every job once" "$(seqs 
 ran_again=$(awk '{print $1}' "$T/r.out" | sort | comm -12 - <(seqs "$T/pk3.log" | sort) | wc -l)
 eq "fpp-run --resume on GNU parallel's joblog: no logged job ran again" "$ran_again" 0
 
+# --resume-failed after a kill: every third job failed; the second pass (where all succeed)
+# runs the failed ones and the ones never run, the same set as GNU parallel's second pass on a
+# copy of the same log.
+fcmd="sleep 0.2; [ \$(( {} % 3 )) -ne 0 ] && echo {} $marker"
+"$FPP_RUN" -j2 --joblog "$T/rf.log" "$fcmd" ::: $(seq $N) >/dev/null 2>&1 &
+pid=$!
+wait_for log_has "$T/rf.log" 9
+kill -KILL $pid
+wait $pid 2>/dev/null
+wait_for no_job_left
+cp "$T/rf.log" "$T/rp.log"
+n0=$(wc -l <"$T/rf.log")
+"$FPP_RUN" -j2 --resume-failed --joblog "$T/rf.log" 'echo {}' ::: $(seq $N) >/dev/null 2>&1
+$PAR -j2 --resume-failed --joblog "$T/rp.log" 'echo {}' ::: $(seq $N) >/dev/null 2>&1
+second() { tail -n +$((n0 + 1)) "$1" | cut -f1 | sort -n | tr '\n' ' '; }
+want=$(comm -23 <(seq $N | sort) <(tail -n +2 "$T/rp.log" | head -n $((n0 - 1)) | awk -F'\t' '$7 == 0 && $8 == 0 {print $1}' | sort) | sort -n | tr '\n' ' ')
+eq "--resume-failed after a kill: runs the failed and the unrun jobs" "$(second "$T/rf.log")" "$want"
+eq "--resume-failed after a kill: the same jobs as GNU parallel" "$(second "$T/rf.log")" "$(second "$T/rp.log")"
+
 # A line cut by a kill.
 printf 'Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n1\t:\t1.000\t     0.001\t0\t2\t0\t0\techo 1\n2\t:\t1.0' >"$T/cut.log"
 "$FPP_RUN" -k --resume --joblog "$T/cut.log" echo ::: 1 2 3 >"$T/c.out" 2>&1

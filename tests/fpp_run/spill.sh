@@ -1,5 +1,5 @@
 #!/bin/bash
-# spill.sh: jobs whose output is larger than what travels in a result (1 MiB) go through files
+# spill.sh: jobs whose output is larger than what travels in a result (128 KiB) go through files
 # in TMPDIR: the output must equal GNU parallel's (with -k and --tag too), and nothing may be
 # left in TMPDIR afterwards.
 . "$(dirname "$0")/lib.sh"

@@ -27,7 +27,8 @@
 #define FPPR_NAME "fpp-run"
 #define FPPR_EXIT_ERROR 255         /* GNU parallel's "other error" */
 #define FPPR_MAX_ARG ((size_t)1 << 20) /* an input (all its values) up to 1 MiB */
-#define FPPR_INLINE_MAX ((size_t)1 << 20) /* job output carried in the result; more is spilled */
+#define FPPR_INLINE_MAX ((size_t)128 << 10) /* job output carried in the result; more is spilled
+                                             (so -k holds at most window x 128 KiB) */
 #define FPPR_MAX_CMD ((size_t)2 << 20)    /* the command line returned for the joblog */
 #define FPPR_MPI_MAX_RESULT ((size_t)64 << 20)
 
