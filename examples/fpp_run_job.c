@@ -31,7 +31,8 @@ static int wc(const void *arg, size_t len, fpp_out *out)
     if (!p)
         return 1;
     memcpy(p, head, (size_t)n);
-    memcpy(p + n, arg, len);
+    if (len) /* an empty line's argument may be NULL */
+        memcpy(p + n, arg, len);
     p[(size_t)n + len] = '\n';
     return 0;
 }

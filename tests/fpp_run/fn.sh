@@ -28,10 +28,18 @@ grep -q '^fpp-run: job 2 "segv again": killed by SIGSEGV (signal 11); 3 attempts
 for i in $(seq 20); do echo "leak 40"; done >"$T/leaks"
 echo "leak 400" >>"$T/leaks"
 echo "after" >>"$T/leaks"
-run_fn --fn act -k -j2 --max-rss 100M <"$T/leaks" >"$T/out" 2>"$T/err"
-eq "--max-rss: exit status (only the 400 MiB input fails)" "$?" 1
-eq "--max-rss: the other inputs succeed" "$(grep -c . "$T/out")" 21
-grep -q '^fpp-run: job 21 "leak 400"' "$T/err" && ok "--max-rss: the failed input named" || bad "--max-rss: the failed input named"
+if [ -n "${FPP_RUN_SANITIZED:-}" ]; then
+    # Under AddressSanitizer nothing can make malloc fail at the cap: the leaks only.
+    sed -i '/leak 400/d' "$T/leaks"
+    run_fn --fn act -k -j2 --max-rss 100M <"$T/leaks" >"$T/out" 2>"$T/err"
+    eq "--max-rss: exit status (sanitizers: no input fails)" "$?" 0
+    eq "--max-rss: every input succeeds" "$(grep -c . "$T/out")" 21
+else
+    run_fn --fn act -k -j2 --max-rss 100M <"$T/leaks" >"$T/out" 2>"$T/err"
+    eq "--max-rss: exit status (only the 400 MiB input fails)" "$?" 1
+    eq "--max-rss: the other inputs succeed" "$(grep -c . "$T/out")" 21
+    grep -q '^fpp-run: job 21 "leak 400"' "$T/err" && ok "--max-rss: the failed input named" || bad "--max-rss: the failed input named"
+fi
 
 seq 300000 >"$T/many"
 run_fn --fn echo -k -j2 <"$T/many" >"$T/out" 2>"$T/err"
