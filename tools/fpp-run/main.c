@@ -461,8 +461,8 @@ static const char *tmpdir(void)
 int main(int argc, char **argv)
 {
     parse_args(&g_cfg, argc, argv);
-    int rank = 0;
 #ifdef FPP_RUN_WITH_MPI
+    int rank = 0;
     if (g_cfg.mpi) {
         int provided, size;
         MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
