@@ -2,16 +2,17 @@
  * processes, one task per job. A task's argument is the job's sequence number and values; the
  * worker builds the command (template.c), starts it with posix_spawn in a process group of its
  * own (so the caller's size never matters: the worker is small), with stdin from /dev/null (the
- * first job keeps fpp-run's stdin when the inputs come from elsewhere, as GNU parallel does),
- * stdout and stderr in two unnamed temporary files (a job that leaves a process behind holding
- * them never stalls the run, unlike pipes), $PARALLEL_SEQ, $PARALLEL_JOBSLOT and $PARALLEL_PID
- * set, and waits for it. --timeout and --retries live here, per job: a job past its time gets
- * GNU parallel's --term-seq on its whole process group (TERM, 200 ms, TERM, 100 ms, TERM, 50 ms,
- * KILL) and is recorded as Exitval -1 with the signal that ended it; a failed job runs again,
- * up to the number of attempts, and only the last attempt's output is kept. The result is a
- * header (exit value, signal, attempts, times), the command line when the joblog wants it, and
- * the output: inline up to FPPR_INLINE_MAX, else in files of the spill directory that the
- * parent copies out and removes (GNU parallel buffers every job's output in files too).
+ * first job keeps fpp-run's stdin when the inputs come from elsewhere and it is no terminal,
+ * as GNU parallel does), stdout and stderr in two unnamed temporary files (a job that leaves a
+ * process behind holding them never stalls the run, unlike pipes), $PARALLEL_SEQ,
+ * $PARALLEL_JOBSLOT and $PARALLEL_PID set, and waits for it. --timeout and --retries live
+ * here, per job: a job past its time gets GNU parallel's --term-seq on its whole process group
+ * (TERM, 200 ms, TERM, 100 ms, TERM, 50 ms, KILL) and is recorded as Exitval -1 with the signal
+ * that ended it; a failed job runs again, up to the number of attempts, and only the last
+ * attempt's output is kept. The result is a header (exit value, signal, attempts, times), the
+ * command line when the joblog wants it, and the output: inline up to FPPR_INLINE_MAX, else in
+ * files of the spill directory that the parent copies out and removes (GNU parallel buffers
+ * every job's output in files too).
  *
  * The job slots: a small table in shared memory made before the executor (so every worker sees
  * it), one entry per worker, each held by a robust process-shared mutex: a worker takes a free

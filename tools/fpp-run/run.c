@@ -57,6 +57,7 @@ typedef struct run_state {
     const char **vals;
     size_t *lens;
     int nvals_cap;
+    bool stdin_tty;
     fpp_task **held;       /* -k with --halt: finished jobs waiting for their turn (kept) */
     int64_t next_emit;
     size_t held_max;
@@ -146,7 +147,10 @@ static int next_item(void *state, const void **arg, size_t *len)
             return 1;
         }
         exec_arg_hdr h = {.seq = jv.seq, .nvals = (uint32_t)jv.n, .flags = 0};
-        if (jv.seq == 1 && !inputs_from_stdin(R->in) && !g_cfg.mpi)
+        /* GNU parallel gives the first job its stdin when the inputs come from elsewhere; not
+         * a terminal, though: a job in a process group of its own would stop (SIGTTIN) if it
+         * read from it. */
+        if (jv.seq == 1 && !inputs_from_stdin(R->in) && !g_cfg.mpi && !R->stdin_tty)
             h.flags |= EXEC_KEEP_STDIN;
         R->arg.len = 0;
         sb_add(&R->arg, &h, sizeof h);
@@ -666,6 +670,7 @@ int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
     memset(R, 0, sizeof *R);
     R->fn = fn;
     R->t = t;
+    R->stdin_tty = isatty(0);
     bool need_total = g_cfg.bar || g_cfg.eta || (g_cfg.halt.when != HALT_NEVER && g_cfg.halt.pct);
     R->in = inputs_open(&g_cfg, need_total);
     R->total = inputs_total(R->in);
