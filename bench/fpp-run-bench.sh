@@ -8,11 +8,15 @@
 #             program, and fpp-run with it as a job library (--max-rss 64M); every tool must
 #             give the 19,760 good files' lines
 #   ctrl-c    time from one SIGINT to fpp-run's exit, with 2 jobs running
-# Usage: bench/fpp-run-bench.sh [BUILD_DIR] (default: build). Needs GNU parallel and a C
-# compiler. About 10 minutes on 2 cores. Timing lives here only; the tests never time anything.
+# Usage: bench/fpp-run-bench.sh [BUILD_DIR [ROWS]] (default: build, and every row; ROWS a comma
+# list of exec,function,parser,ctrl-c). Needs GNU parallel and a C compiler. About 10 minutes
+# on 2 cores, most of it GNU parallel's parser runs. Timing lives here only; the tests never
+# time anything. On a shared machine, compare the rows' ratios, not their absolute figures.
 set -u
 export LC_ALL=C
 BUILD=${1:-build}
+ROWS=,${2:-exec,function,parser,ctrl-c},
+want() { [[ $ROWS == *,$1,* ]]; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 FPP_RUN=$(cd "$BUILD" && pwd)/tools/fpp-run
@@ -54,6 +58,7 @@ echo "fpp-run-bench: $(uname -sr), $NCPU CPUs, $(parallel --version | head -1), 
 echo
 
 # ------------------------------------------------------------------ exec mode
+if want exec; then
 seq 5000 >"$W/n5000"
 t_f=() t_p=() t_x=()
 for r in 1 2 3; do
@@ -67,8 +72,10 @@ row "  GNU parallel true" 5000 jobs "${t_p[@]}"; P=$LAST
 row "  xargs -P $NCPU -n 1 true" 5000 jobs "${t_x[@]}"; X=$LAST
 echo "  fpp-run: $(ratio "$P" "$F")x GNU parallel's jobs/s, $(ratio "$X" "$F")x xargs's"
 echo
+fi
 
 # ------------------------------------------------------------------ function mode
+if want function; then
 seq 2000000 >"$W/n2m"
 t_n=() t_e=() t_k=()
 for r in 1 2 3; do
@@ -82,8 +89,10 @@ row "  fpp-run --fn noop" 2000000 lines "${t_n[@]}"
 row "  fpp-run --fn echo" 2000000 lines "${t_e[@]}"
 row "  fpp-run -k --fn echo" 2000000 lines "${t_k[@]}"
 echo
+fi
 
 # ------------------------------------------------------------------ the parser
+if want parser; then
 mkdir -p "$W/files"
 awk -v d="$W/files" 'BEGIN {
     srand(7);
@@ -117,8 +126,10 @@ row "  fpp-run --timeout 1 parser" 20000 files "${t_f[@]}"; F=$LAST
 row "  fpp-run --timeout 1 --max-rss 64M --fn parse" 20000 files "${t_l[@]}"; L=$LAST
 echo "  fpp-run: $(ratio "$P" "$F")x GNU parallel's files/s (exec mode), $(ratio "$P" "$L")x (function mode)"
 echo
+fi
 
 # ------------------------------------------------------------------ Ctrl-C
+if want ctrl-c; then
 t_c=()
 for r in 1 2 3; do
     setsid "$FPP_RUN" -j 2 'sleep 71.{}' ::: 1 2 3 >/dev/null 2>&1 &
@@ -131,3 +142,4 @@ for r in 1 2 3; do
     t_c+=($(((t1 - t0) / 1000000)))
 done
 echo "Ctrl-C: one SIGINT to fpp-run's exit, 2 jobs running: median $(median "${t_c[@]}") ms (runs: ${t_c[*]} ms)"
+fi
