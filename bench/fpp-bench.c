@@ -29,6 +29,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <semaphore.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -141,7 +143,8 @@ typedef struct row {
     long tasks;
     double secs, tasks_per_s, us_per_task, speedup, p50_us, p99_us, rss_mib, cpu_parent, cpu_workers;
     long failed;
-    double extra; /* bytes/s for bytes:N; respawn ms for crashy */
+    double extra; /* bytes/s for bytes:N; respawn ms for crashy; noop: p50 into a sleeping pool */
+    double wake_us; /* noop: p50 of a semaphore round trip between two sleeping processes */
     int ok;
     int broken;   /* the pool itself broke (a peer's BrokenProcessPool): no rate */
 } row;
@@ -202,6 +205,55 @@ static int next_seq(void *state, const void **arg, size_t *len)
     return 1;
 }
 
+/* A round trip between two processes through process-shared semaphores (sem_t in shared
+ * memory): this process posts `ping` and waits on `pong`; the other, asleep in sem_wait on
+ * `ping` (3 ms at least, as the caller sleeps before each round), posts `pong`. */
+typedef struct pingpong { sem_t ping, pong; _Atomic int stop; pid_t pid; } pingpong;
+
+static pingpong *pingpong_start(void)
+{
+    pingpong *p = mmap(NULL, sizeof *p, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    sem_init(&p->ping, 1, 0);
+    sem_init(&p->pong, 1, 0);
+    p->stop = 0;
+    p->pid = fork();
+    if (p->pid == 0) {
+        for (;;) {
+            while (sem_wait(&p->ping) != 0)
+                ;
+            if (p->stop)
+                _exit(0);
+            sem_post(&p->pong);
+        }
+    }
+    if (p->pid < 0) {
+        munmap(p, sizeof *p);
+        return NULL;
+    }
+    return p;
+}
+
+static uint64_t pingpong_round(pingpong *p)
+{
+    uint64_t t0 = now_ns();
+    sem_post(&p->ping);
+    while (sem_wait(&p->pong) != 0)
+        ;
+    return now_ns() - t0;
+}
+
+static void pingpong_stop(pingpong *p)
+{
+    p->stop = 1;
+    sem_post(&p->ping);
+    waitpid(p->pid, NULL, 0);
+    sem_destroy(&p->ping);
+    sem_destroy(&p->pong);
+    munmap(p, sizeof *p);
+}
+
 /* variant: "" the defaults; "keep" each result kept (copied out of the worker's arena into the
  * task's memory) and released, the documented way to hold on to a result; "ordered"
  * FPP_TM_ORDERED. */
@@ -245,8 +297,13 @@ static int run_fpp(int threads, const char *variant, const workload *w, int work
     r->p99_us = (double)lat[(lat_n * 99) / 100] / 1e3;
     if (w->kind == 0) {
         /* The same into a pool asleep: 3 ms idle before each task, long past the workers' and
-         * the parent's spin, so both wake through the futex. */
+         * the parent's spin, so both wake through the futex. Its baseline, measured in turn
+         * with it under the same conditions: two processes that wake each other through
+         * process-shared semaphores after both slept 3 ms, one round trip (two wake-ups, all
+         * that is physically needed when both sides sleep). */
         int m = 200;
+        uint64_t *rt = calloc((size_t)m, sizeof *rt);
+        pingpong *pp = pingpong_start();
         for (int i = 0; i < m; i++) {
             struct timespec idle = {0, 3000000};
             nanosleep(&idle, NULL);
@@ -255,9 +312,19 @@ static int run_fpp(int threads, const char *variant, const workload *w, int work
             while (fpp_as_completed(tm, &t) == 1)
                 ;
             lat[i] = now_ns() - t0;
+            if (pp) {
+                nanosleep(&idle, NULL);
+                rt[i] = pingpong_round(pp);
+            }
         }
         qsort(lat, (size_t)m, sizeof *lat, cmp_u64);
         r->extra = (double)lat[m / 2] / 1e3;
+        if (pp) {
+            qsort(rt, (size_t)m, sizeof *rt, cmp_u64);
+            r->wake_us = (double)rt[m / 2] / 1e3;
+            pingpong_stop(pp);
+        }
+        free(rt);
     }
     free(lat);
 
@@ -642,9 +709,12 @@ int main(int argc, char **argv)
                 }
                 if (tty)
                     fprintf(stderr, "\r%*s\r", 70, "");
-                char note[64] = "";
+                char note[96] = "";
                 if (w.kind == 2)
                     snprintf(note, sizeof note, "%.2f GB/s = %.2f x memcpy", r->extra / 1e9, r->extra / 1e9 / mc);
+                else if (w.kind == 0 && fast && r->wake_us > 0)
+                    snprintf(note, sizeof note, "asleep: p50 %.1f us = %.2f x a wake-up round trip (%.1f us)", r->extra,
+                             r->extra / r->wake_us, r->wake_us);
                 else if (w.kind == 0 && fast)
                     snprintf(note, sizeof note, "p50 into a sleeping pool %.1f us", r->extra);
                 else if (w.kind == 4 && !strncmp(e, "fpp-process", 11))

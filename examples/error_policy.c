@@ -49,19 +49,22 @@ int main(int argc, char **argv)
     }
     fpp_task *const *all;
     size_t n = fpp_completed(tm, &all);
-    int ok = 0, failed = 0, cancelled = 0;
+    int ok = 0, failed = 0, crashed = 0, cancelled = 0;
     for (size_t i = 0; i < n; i++) {
         fpp_status s = fpp_task_status(all[i]);
         ok += s == FPP_DONE;
         cancelled += s == FPP_CANCELLED;
+        crashed += s == FPP_CRASHED;
+        failed += s == FPP_FAILED;
         if (s == FPP_FAILED || s == FPP_CRASHED) {
-            failed++;
             if (policy == FPP_IGNORE)
                 printf("task %lld kept its error: %s\n", (long long)fpp_task_id(all[i]), fpp_task_error(all[i]));
         }
     }
-    printf("%s: %d done, %d failed, %d cancelled (fpp_run: %s)\n", policy == FPP_RAISE ? "raise" : policy == FPP_LOG ? "log" : "ignore",
-           ok, failed, cancelled, fpp_err_name(rc));
+    /* The words of fpp_stats: done, failed, crashed, timed out, cancelled. */
+    printf("%s: %d done, %d failed, %d crashed, %d cancelled (fpp_run: %s)\n",
+           policy == FPP_RAISE ? "raise" : policy == FPP_LOG ? "log" : "ignore", ok, failed, crashed, cancelled,
+           fpp_err_name(rc));
     fpp_tm_free(tm);
     fpp_executor_free(ex);
     return 0;

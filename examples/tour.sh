@@ -12,5 +12,6 @@ run "$b/crash"
 run "$b/futures"
 run "$b/retries"
 run "$b/ordered" --items 5000
+run "$b/untrusted_files"
 printf '\n$ %s   (one Ctrl-C after 2 s)\n' "$b/backpressure"
 timeout --foreground -s INT 2 "$b/backpressure" || true

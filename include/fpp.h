@@ -25,6 +25,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "fpp_version.h"
 
@@ -205,12 +206,16 @@ enum {
                                      whole interval, the monitor says so ("waiting on task 123
                                      for 40 s (57 finished task(s) held back)"). Tasks taken by
                                      fpp_wait are skipped. */
-    FPP_TM_RETRY_FAILED = 1 << 2, /* retries apply to FPP_FAILED too */
+    FPP_TM_RETRY_FAILED = 1 << 2, /* retries apply to FPP_FAILED too (as FPP_RETRY_FAILED in
+                                     retry_on) */
     FPP_TM_PROGRESS = 1 << 3,     /* when stderr is a terminal: one line on it, redrawn in place
                                      at most 10 times a second, e.g.
-                                     "[#######.......] 41% 41,200/100,000 done, 3 failed,
-                                     12.3k/s, ETA 0:05" (bar, percentage and ETA need
-                                     expected_total). It replaces the monitor lines (and shows
+                                     "[#######.......] 41% 41,200/100,000 finished, 3 failed,
+                                     2 crashed, 12.3k/s, ETA 0:05, last: task 17 "in/0042.bin"
+                                     crashed": the tasks finished in any way, then, where not
+                                     zero, fpp_stats' other outcomes in its words, the rate,
+                                     the time left, and the last task that did not end done
+                                     (bar, percentage and ETA need expected_total). It replaces the monitor lines (and shows
                                      even with the monitor off), is cleared before every log line
                                      and when the call that drove the tasks returns. Elsewhere:
                                      the monitor lines as before. Output you write to the
@@ -236,14 +241,26 @@ typedef struct fpp_tm_opts {
                                 4312 killed by SIGSEGV while running task 17". A task that never
                                 reached a worker (over max_arg_size, cancelled) is not retried. */
     uint64_t expected_total; /* for the progress line's percentage and ETA; 0: unknown */
+    /* 0.3 */
+    unsigned retry_on;       /* the outcomes retries apply to: FPP_RETRY_* bits; 0: crashed and
+                                timed out (plus failed with FPP_TM_RETRY_FAILED). An input that
+                                always hangs costs one timeout, not one per attempt, with
+                                FPP_RETRY_CRASHED alone. */
 } fpp_tm_opts;
+
+/* 0.3: fpp_tm_opts.retry_on. */
+enum {
+    FPP_RETRY_FAILED = 1 << 1,  /* the function failed (returned non-zero, fpp_out_fail) */
+    FPP_RETRY_CRASHED = 1 << 2, /* the worker died (a signal, exit(), a memory cap) */
+    FPP_RETRY_TIMEOUT = 1 << 3, /* it ran over its timeout */
+};
 
 typedef struct fpp_tm fpp_tm;
 typedef struct fpp_task fpp_task;
 
 /* Creates a task manager in front of ex (one at a time per executor). On failure *out is NULL.
- * Returns 0, FPP_EINVAL (unknown policy or flags, max_in_flight over 1 << 28, retries over
- * 1000), FPP_ENOMEM, FPP_ESTATE (ex already has a task manager; another process). */
+ * Returns 0, FPP_EINVAL (unknown policy, flags or retry_on bits, max_in_flight over 1 << 28,
+ * retries over 1000), FPP_ENOMEM, FPP_ESTATE (ex already has a task manager; another process). */
 FPP_API int fpp_tm_create(fpp_tm **out, fpp_executor *ex, const fpp_tm_opts *opts);
 /* Cancels what is unfinished, promptly (process executor: busy workers are killed and
  * replaced; thread executor: running functions are left to finish, their results dropped),
@@ -258,7 +275,23 @@ FPP_API void fpp_tm_free(fpp_tm *tm);
 FPP_API int64_t fpp_submit(fpp_tm *tm, int fn, const void *arg, size_t arg_len);
 
 /* A map's input: sets *arg and *arg_len to the next item and returns 1, returns 0 at the end,
- * or a negative value for an error. The bytes need to stay valid only until the next call. */
+ * or a negative value for an error. The bytes are copied before the next call, so they need to
+ * stay valid only until then; they must not change before it either. A counter done right
+ * (the item is the value *before* the step, kept in the state, not a local):
+ *
+ *     struct count { int64_t next, end, item; };
+ *     static int count_next(void *state, const void **arg, size_t *len)
+ *     {
+ *         struct count *c = state;
+ *         if (c->next >= c->end)
+ *             return 0;
+ *         c->item = c->next++;  // not `*arg = &c->next; c->next++`: that hands out next + 1
+ *         *arg = &c->item;
+ *         *len = sizeof c->item;
+ *         return 1;
+ *     }
+ *
+ * The commonest maps need no iterator at all: fpp_map_range, fpp_map_array, fpp_map_lines. */
 typedef int (*fpp_next)(void *state, const void **arg, size_t *arg_len);
 
 /* Maps fn over the items next yields. Lazy: returns at once; items are pulled, on the caller's
@@ -269,6 +302,43 @@ typedef int (*fpp_next)(void *state, const void **arg, size_t *arg_len);
  * and fpp_as_completed/fpp_run return that error once, when nothing else is left. Returns 0,
  * FPP_EINVAL, FPP_ENOFN, FPP_ETASK, FPP_EINTR. */
 FPP_API int fpp_map(fpp_tm *tm, int fn, fpp_next next, void *state);
+
+/* 0.3: a map's options. */
+enum {
+    FPP_MAP_LABEL_TEXT = 1 << 0, /* each task's label is its argument read as text (a trailing
+                                    newline or NUL left out; escaped and shortened as any
+                                    label, see fpp_task_opts) */
+};
+typedef struct fpp_map_opts {
+    unsigned flags; /* FPP_MAP_* */
+    /* Each task's label: called right after next gave the item, with the same bytes; the text
+     * it returns is copied (NULL or "": no label). Not with FPP_MAP_LABEL_TEXT. */
+    const char *(*label)(void *state, const void *arg, size_t arg_len);
+    /* Called once, on the caller's thread, when the map is done with state: after next
+     * returned 0 or an error, or when the map is stopped (a raise, Ctrl-C, fpp_tm_free,
+     * fpp_executor_free). Not called when fpp_map_ex fails: the state is still yours then. */
+    void (*fini)(void *state);
+} fpp_map_opts;
+/* fpp_map with options (o NULL: none; read during the call only). Returns as fpp_map, and
+ * FPP_EINVAL for unknown flags or a label function with FPP_MAP_LABEL_TEXT. */
+FPP_API int fpp_map_ex(fpp_tm *tm, int fn, fpp_next next, void *state, const fpp_map_opts *o);
+
+/* 0.3: maps with no iterator to write; lazy as fpp_map (constant memory), errors as fpp_map.
+ * fpp_map_range: the int64_t values start, start + step, ... up to stop (not included; step
+ * < 0 counts down), each the 8-byte argument of a task (read it with memcpy). FPP_EINVAL for
+ * step 0. */
+FPP_API int fpp_map_range(fpp_tm *tm, int fn, int64_t start, int64_t stop, int64_t step);
+/* fpp_map_array: count elements of size bytes each from base, each a task's argument. The
+ * array is read as the map pulls, so it must stay as it is until the map has ended (fpp_run or
+ * fpp_as_completed returned 0, or fpp_tm_free). FPP_EINVAL for base NULL with count > 0 or
+ * size 0. */
+FPP_API int fpp_map_array(fpp_tm *tm, int fn, const void *base, size_t count, size_t size);
+/* fpp_map_lines: each line of in (up to "\n", which is left out, as is a "\r" before it) is
+ * a task's argument, followed by a NUL byte counted in its length, so the function may use it
+ * as a C string; each task is labelled with its line. in is read as the map pulls and is not
+ * closed: close it after the map has ended (as fpp_map_array). A read error ends the map with
+ * FPP_ESYS (logged with errno). FPP_EINVAL for in NULL. */
+FPP_API int fpp_map_lines(fpp_tm *tm, int fn, FILE *in);
 
 /* Waits for the next finished task, in completion order (FPP_TM_ORDERED: in id order). Blocks,
  * driving the executor, until one is ready. Returns 1 with *task set; 0 when nothing is left;
@@ -287,6 +357,10 @@ FPP_API size_t fpp_completed(fpp_tm *tm, fpp_task *const **tasks);
 /* The task that raised, or NULL. Valid until fpp_tm_free. */
 FPP_API const fpp_task *fpp_tm_failure(const fpp_tm *tm);
 
+/* The words for a task's outcome, here, in the progress line and in log lines: done (its
+ * function returned a result), failed (it returned non-zero or called fpp_out_fail, or never
+ * ran: its argument too large), crashed (its worker died), timed out, cancelled; "finished"
+ * is any of them. */
 typedef struct fpp_stats {
     uint64_t submitted, done, failed, crashed, timed_out, cancelled, worker_restarts;
     size_t in_flight;
@@ -303,7 +377,14 @@ FPP_API void fpp_tm_stats(const fpp_tm *tm, fpp_stats *out);
 typedef struct fpp_task_opts {
     void *user;          /* any pointer, returned by fpp_task_user */
     unsigned timeout_ms; /* 0: the executor's task_timeout_ms */
+    /* 0.3: what you know the task by (a file name, a key), copied. Every line that names the
+     * task uses it: `task 17 "in/0042.bin"` in its error (fpp_task_error), the log policy's
+     * line, the monitor's and the progress line. Stored escaped (a quote, a backslash, control
+     * bytes and bytes that are not UTF-8 as \", \\, \n, \xNN...) and, past FPP_LABEL_MAX
+     * bytes, shortened in the middle ("in/very/long/...0042.bin"). NULL or "": none. */
+    const char *label;
 } fpp_task_opts;
+#define FPP_LABEL_MAX 80 /* a stored label's longest text, in bytes */
 
 /* fpp_submit with options; o NULL: none (o is read during the call only). Returns and blocks
  * as fpp_submit. The user pointer is never dereferenced by fpp. */
@@ -359,10 +440,13 @@ FPP_API const void *fpp_task_result(const fpp_task *t, size_t *len);
 FPP_API const char *fpp_task_error(const fpp_task *t);
 /* For FPP_CRASHED by a signal: its number; else 0. */
 FPP_API int fpp_task_signal(const fpp_task *t);
-/* "done", "failed", "crashed", "timeout", "cancelled". */
+/* "done", "failed", "crashed", "timed out" (0.2: "timeout"), "cancelled": the words of fpp_stats
+ * and of every line fpp writes. */
 FPP_API const char *fpp_status_name(fpp_status s);
 /* 0.2: the user pointer given to fpp_submit_ex (NULL otherwise, and for NULL). */
 FPP_API void *fpp_task_user(const fpp_task *t);
+/* 0.3: the task's label as stored (escaped, shortened: see fpp_task_opts), or NULL. */
+FPP_API const char *fpp_task_label(const fpp_task *t);
 /* 0.2: 1 + the retries it took (0 for NULL). */
 FPP_API unsigned fpp_task_attempts(const fpp_task *t);
 /* 0.2: keeps a task you hold (from fpp_as_completed, fpp_completed or fpp_tm_failure) alive

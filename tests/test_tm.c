@@ -700,6 +700,55 @@ BOTH_EXECUTORS(retries, a_task_that_times_out_runs_again, .timeout = 60)
     fpp_executor_free(ex);
 }
 
+/* Retries choose the outcomes they apply to (retry_on): an input that always hangs costs one
+ * timeout, not one per attempt, while crashes are still retried. */
+Test(retries, retry_on_chooses_which_outcomes_run_again, .fini = assert_clean, .timeout = 60)
+{
+    fpp_executor_opts eo = {.workers = 2};
+    fpp_executor *ex = mk_exec(PROC, &eo);
+    static const struct {
+        unsigned retry_on, flags;
+        unsigned crash_attempts, hang_attempts, fail_attempts;
+    } cases[] = {
+        {0, 0, 3, 3, 1},                                       /* the default: crashed, timed out */
+        {0, FPP_TM_RETRY_FAILED, 3, 3, 3},                     /* the 0.2 flag adds failed */
+        {FPP_RETRY_CRASHED, 0, 3, 1, 1},                       /* crashes only */
+        {FPP_RETRY_TIMEOUT, 0, 1, 3, 1},
+        {FPP_RETRY_FAILED, 0, 1, 1, 3},
+        {FPP_RETRY_CRASHED, FPP_TM_RETRY_FAILED, 3, 1, 3},     /* the flag still adds failed */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fpp_tm_opts to = {.error_policy = FPP_IGNORE, .monitor_interval_ms = -1, .retain_completed = 1,
+                          .retries = 2, .retry_on = cases[i].retry_on, .flags = cases[i].flags};
+        fpp_tm *tm;
+        cr_assert_eq(fpp_tm_create(&tm, ex, &to), 0);
+        int ms = 10000;
+        fpp_task_opts hang = {.timeout_ms = 150};
+        cr_assert_eq(fpp_submit(tm, F_SEGV, NULL, 0), 0);
+        cr_assert_eq(fpp_submit_ex(tm, F_SLEEP, &ms, sizeof ms, &hang), 1);
+        cr_assert_eq(fpp_submit(tm, F_FAIL, "x", 1), 2);
+        cr_assert_eq(fpp_run(tm), 0);
+        cr_expect_eq(fpp_task_status(find(tm, 0)), FPP_CRASHED);
+        cr_expect_eq(fpp_task_status(find(tm, 1)), FPP_TIMEOUT);
+        cr_expect_eq(fpp_task_status(find(tm, 2)), FPP_FAILED);
+        cr_expect_eq(fpp_task_attempts(find(tm, 0)), cases[i].crash_attempts, "case %zu: the crash", i);
+        cr_expect_eq(fpp_task_attempts(find(tm, 1)), cases[i].hang_attempts, "case %zu: the hang", i);
+        cr_expect_eq(fpp_task_attempts(find(tm, 2)), cases[i].fail_attempts, "case %zu: the failure", i);
+        fpp_stats st;
+        fpp_tm_stats(tm, &st);
+        cr_expect_eq(st.retried, cases[i].crash_attempts + cases[i].hang_attempts + cases[i].fail_attempts - 3,
+                     "case %zu", i);
+        fpp_tm_free(tm);
+    }
+    fpp_tm_opts bad = {.retry_on = 1u << 9};
+    fpp_tm *tm;
+    cr_expect_eq(fpp_tm_create(&tm, ex, &bad), FPP_EINVAL);
+    cr_expect_null(tm);
+    bad.retry_on = 1u << FPP_DONE; /* done is no outcome to retry */
+    cr_expect_eq(fpp_tm_create(&tm, ex, &bad), FPP_EINVAL);
+    fpp_executor_free(ex);
+}
+
 /* --------------------------------------------------------------- ordered */
 
 typedef struct window { uint64_t next, end, cur, pulled; const uint64_t *returned; uint64_t max_ahead; } window;
@@ -842,7 +891,8 @@ BOTH_EXECUTORS(ordered, the_monitor_names_the_task_that_holds_the_window, .timeo
 
 /* -------------------------------------------------------------- progress */
 
-/* In the child: 40 tasks of 30 ms on 2 workers with FPP_TM_PROGRESS (one fails under FPP_LOG,
+/* In the child: 40 tasks of 30 ms (after the 20th, 100 ms) on 2 workers with FPP_TM_PROGRESS
+ * (the 20th, labelled "p-input", fails under FPP_LOG,
  * which logs a line while the progress line is up), then "END <ms>" on stderr. */
 static void progress_child(int monitor_ms)
 {
@@ -857,12 +907,13 @@ static void progress_child(int monitor_ms)
     if (fpp_tm_create(&tm, ex, &to) != 0)
         _exit(3);
     int64_t t0 = mono_ns();
-    int ms = 30;
+    int ms = 30, after = 100; /* a second of run after the failure: the line shows it */
+    fpp_task_opts o = {.label = "p-input"};
     for (int i = 0; i < 40; i++) {
         if (i == 20)
-            fpp_submit(tm, F_FAIL, "p", 1);
+            fpp_submit_ex(tm, F_FAIL, "p", 1, &o);
         else
-            fpp_submit(tm, F_SLEEP, &ms, sizeof ms);
+            fpp_submit(tm, F_SLEEP, i < 20 ? &ms : &after, sizeof ms);
     }
     int rc = fpp_run(tm);
     int64_t elapsed = (mono_ns() - t0) / 1000000;
@@ -916,19 +967,25 @@ Test(progress, on_a_terminal_one_line_is_redrawn_in_place_and_cleared_before_log
 
     /* Every draw: "\r" + the line + erase to the end of the line. */
     regex_t re;
-    cr_assert_eq(regcomp(&re, "^\r\\[[#.]{14}\\] [0-9]+% [0-9,]+/40 done, [0-9,]+ failed, [-0-9.kM]+/s, ETA [-0-9:]+\033\\[K",
+    cr_assert_eq(regcomp(&re, "^\r\\[[#.]{14}\\] [0-9]+% [0-9,]+/40 finished(, 1 failed)?, [-0-9.kM]+/s, ETA [-0-9:]+"
+                              "(, last: task 20 \"p-input\" failed)?\033\\[K",
                          REG_EXTENDED | REG_NEWLINE), 0);
-    int draws = 0;
+    int draws = 0, naming = 0;
     const char *last_draw = NULL;
     for (const char *p = out; (p = strstr(p, "\r[")) != NULL; p++) {
         if (p[2] != '#' && p[2] != '.')
             continue; /* a log line's timestamp after a clear: "\r\033[K[12:..." has no "\r[" */
         cr_expect_eq(regexec(&re, p, 0, NULL, 0), 0, "a malformed progress line: %.100s", p + 1);
         draws++;
+        const char *eol = strstr(p, "\033[K");
+        const char *named = strstr(p, ", 1 failed, ");
+        const char *last = strstr(p, "last: task 20 \"p-input\" failed");
+        naming += named && eol && last && named < eol && last < eol;
         last_draw = p;
     }
     regfree(&re);
     cr_expect_geq(draws, 2, "redrawn in place (%d draws in %ld ms):\n%s", draws, elapsed, out);
+    cr_expect_geq(naming, 1, "after the failure, the line counts it and names it by its label:\n%s", out);
     cr_expect_leq(draws, elapsed / 100 + 1, "at most 10 draws a second: %d in %ld ms", draws, elapsed);
     /* The failed task's log line starts on a cleared line when a progress line was up. */
     const char *log = strstr(out, "failed: failing on purpose (p)");

@@ -108,8 +108,10 @@ int main(int argc, char **argv)
     }
     fpp_stats st;
     fpp_tm_stats(tm, &st);
-    printf("%ld tasks done (%ld wrong results), %ld failed; %" PRIu64 " worker restart(s)\n", ok, wrong,
-           bad, st.worker_restarts);
+    /* fpp_stats' words: done, failed, crashed, timed out, cancelled. */
+    printf("%ld tasks done (%ld wrong results), %" PRIu64 " failed, %" PRIu64 " crashed, %" PRIu64
+           " timed out; %" PRIu64 " worker restart(s)\n",
+           ok, wrong, st.failed, st.crashed, st.timed_out, st.worker_restarts);
     fpp_tm_free(tm);
     fpp_executor_free(ex);
     return rc == 0 && wrong == 0 ? 0 : 1;

@@ -48,6 +48,7 @@ void fpp__job_clear(fpp__job *j)
     if (j->result && j->result != j->res_inline && !j->hold)
         fpp__buf_put(j->result, j->result_cap);
     fpp__free(j->error);
+    fpp__free(j->label);
     j->arg = j->result = NULL;
-    j->error = NULL;
+    j->error = j->label = NULL;
 }

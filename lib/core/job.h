@@ -1,10 +1,10 @@
 /* core/job.h: the job, the part of a task that travels down the layers: what to run (function,
  * argument bytes, its own timeout, where not to run it) and what came of it (status, signal,
- * result bytes, error text). The task manager's fpp_task embeds one (tm/tm.h) and adds what
+ * result bytes, error text), and what the user calls it (label). The task manager's fpp_task embeds one (tm/tm.h) and adds what
  * only it knows (where the task is, keeps, retries); executors and the pool see jobs only, and
  * hand finished ones back up through the executor's sink (exec/exec.h).
  *
- * Ownership: what a job points to (argument copy, result copy, error text) is the job's, inline
+ * Ownership: what a job points to (argument copy, result copy, error text, label) is the job's, inline
  * when small, on the heap otherwise, and freed by fpp__job_clear; except a large result handed
  * out where a worker wrote it (hold set: the executor's, see pool/result_arena.c). `link` is
  * used by whoever holds the job right now (the task manager's lists, the pool's retry queue):
@@ -33,6 +33,7 @@ typedef struct fpp__job {
     unsigned char *arg;    /* arg_inline, heap, or NULL */
     unsigned char *result; /* res_inline, heap, the executor's (hold), or NULL */
     char *error;           /* heap, or NULL */
+    char *label;           /* heap, or NULL: the task's label (core/label.c), kept across retries */
     fpp__link link;
     unsigned char arg_inline[FPP__INLINE_ARG];
     unsigned char res_inline[FPP__INLINE_RES];
@@ -47,6 +48,13 @@ FPP__BACKEND void fpp__job_fail(fpp__job *j, fpp_status st, int signo, const cha
     FPP_PRINTF(4, 5);
 FPP__BACKEND int fpp__job_set_result(fpp__job *j, const void *data, size_t len);
 FPP__HIDDEN void fpp__job_clear(fpp__job *j); /* frees what the job owns */
+
+/* label.c: a label from any bytes (escaped and shortened: see there); NULL for none (len 0)
+ * or out of memory. */
+FPP__BACKEND char *fpp__label_make(const void *bytes, size_t len);
+/* The job's name in messages: "task 17" or "task 17 \"inputs/0042.bin\""; returns its length. */
+#define FPP__NAME_MAX (32 + FPP_LABEL_MAX)
+FPP__BACKEND size_t fpp__job_name(const fpp__job *j, char *buf, size_t cap);
 
 /* A queue of jobs (FIFO by their link). */
 static inline void fpp__jobq_push(fpp__list *q, fpp__job *j) { fpp__list_push_back(q, &j->link); }

@@ -54,15 +54,14 @@ int fpp__pool_recover(fpp__pool *p, uint32_t w, fpp_status st, int signo, const 
             first = false;
             continue;
         }
+        char name[FPP__NAME_MAX];
+        fpp__job_name(j, name, sizeof name);
         if (!first)
-            fpp__job_fail(j, FPP_CRASHED, 0, "task %lld was lost: worker slot %u wrote over its task queue",
-                           (long long)j->id, w);
+            fpp__job_fail(j, FPP_CRASHED, 0, "%s was lost: worker slot %u wrote over its task queue", name, w);
         else if (st == FPP_TIMEOUT && wp->timeout_ticket == ticket)
-            fpp__job_fail(j, FPP_TIMEOUT, 0, "task %lld exceeded its timeout of %u ms; %s", (long long)j->id,
-                           wp->timeout_ms, why);
+            fpp__job_fail(j, FPP_TIMEOUT, 0, "%s exceeded its timeout of %u ms; %s", name, wp->timeout_ms, why);
         else
-            fpp__job_fail(j, st == FPP_TIMEOUT ? FPP_CRASHED : st, signo, "%s while running task %lld", why,
-                           (long long)j->id);
+            fpp__job_fail(j, st == FPP_TIMEOUT ? FPP_CRASHED : st, signo, "%s while running %s", why, name);
         first = false;
         fpp__pool_finish(p, j, (int)w);
         n++;

@@ -175,12 +175,18 @@ static int64_t submit(fpp_tm *tm, int fn, const void *arg, size_t arg_len, const
         if (rc < 0)
             return rc;
     }
-    fpp_task *t = fpp__task_make(tm, fn, arg, arg_len, false);
-    if (!t)
+    char *label = NULL;
+    if (o && o->label && o->label[0] && !(label = fpp__label_make(o->label, strlen(o->label))))
         return FPP_ENOMEM;
+    fpp_task *t = fpp__task_make(tm, fn, arg, arg_len, false);
+    if (!t) {
+        fpp__free(label);
+        return FPP_ENOMEM;
+    }
     if (o) {
         t->user = o->user;
         t->job.timeout_ms = o->timeout_ms;
+        t->job.label = label;
     }
     fpp__list_push_back(&tm->pending, &t->job.link);
     int64_t id = t->job.id;

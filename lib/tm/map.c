@@ -1,7 +1,10 @@
-/* tm/map.c: lazy maps. fpp_map queues an iterator; items are pulled only while there is room
- * (unfinished + unreturned < max_in_flight: drive.c feeds), so a map over 10^9 items runs in
- * constant memory. An iterator's error ends its map and is returned once everything it
- * produced has finished; an item over max_arg_size fails alone (FPP_ETOOBIG in its error). */
+/* tm/map.c: lazy maps. fpp_map[_ex] queues an iterator; items are pulled only while there is
+ * room (unfinished + unreturned < max_in_flight: drive.c feeds), so a map over 10^9 items runs
+ * in constant memory. An iterator's error ends its map and is returned once everything it
+ * produced has finished; an item over max_arg_size fails alone (FPP_ETOOBIG in its error).
+ * A map labels its tasks (its label function, or the item's text) as it pulls them, and its
+ * fini runs exactly once, whenever the map ends (fpp__map_end: its end, its error, or a stop).
+ * The maps that need no iterator (range, array, lines) are in maps.c. */
 #include <string.h>
 
 #include "tm/tm.h"
@@ -10,6 +13,7 @@ struct fpp__map {
     int fn;
     fpp_next next;
     void *state;
+    fpp_map_opts o;
     uint64_t items;
     struct fpp__map *link;
 };
@@ -20,7 +24,35 @@ void fpp__map_end(fpp_tm *tm)
     tm->maps = m->link;
     if (!tm->maps)
         tm->maps_tail = NULL;
+    if (m->o.fini)
+        m->o.fini(m->state);
     fpp__free(m);
+}
+
+/* The item's label, from the map's label function or its text; false: out of memory. */
+static bool make_label(fpp__map *m, const void *arg, size_t len, char **label)
+{
+    *label = NULL;
+    if (m->o.flags & FPP_MAP_LABEL_TEXT) {
+        const char *s = arg;
+        if (len && s[len - 1] == '\0')
+            len--;
+        if (len && s[len - 1] == '\n')
+            len--;
+        if (len && s[len - 1] == '\r')
+            len--;
+        if (!len)
+            return true;
+        *label = fpp__label_make(s, len);
+    } else if (m->o.label) {
+        const char *s = m->o.label(m->state, arg, len);
+        if (!s || !s[0])
+            return true;
+        *label = fpp__label_make(s, strlen(s));
+    } else {
+        return true;
+    }
+    return *label != NULL;
 }
 
 /* Pulls one item of the first map. Returns 1 if a task was made, 0 if the map ended. */
@@ -45,7 +77,10 @@ int fpp__map_pull(fpp_tm *tm)
         return 0;
     }
     bool oversize = len > tm->ex->opts.max_arg_size;
-    fpp_task *t = fpp__task_make(tm, m->fn, arg, len, oversize);
+    char *label;
+    fpp_task *t = NULL;
+    if (make_label(m, arg, len, &label) && !(t = fpp__task_make(tm, m->fn, arg, len, oversize)))
+        fpp__free(label);
     if (!t) {
         fpp__log(FPP_LOG_ERROR, "map: out of memory for item %llu; the map stops there", (unsigned long long)m->items);
         if (!tm->map_error)
@@ -54,6 +89,7 @@ int fpp__map_pull(fpp_tm *tm)
         return 0;
     }
     m->items++;
+    t->job.label = label;
     if (oversize) {
         fpp__job_fail(&t->job, FPP_FAILED, 0, "FPP_ETOOBIG: argument of %zu bytes exceeds max_arg_size (%zu bytes)",
                        len, tm->ex->opts.max_arg_size);
@@ -64,16 +100,25 @@ int fpp__map_pull(fpp_tm *tm)
     return 1;
 }
 
-int fpp_map(fpp_tm *tm, int fn, fpp_next next, void *state)
+int fpp__map_start(fpp_tm *tm, const char *call, int fn, fpp_next next, void *state, const fpp_map_opts *o)
 {
-    int rc = fpp__tm_enter(tm, "fpp_map", 0);
+    static const fpp_map_opts none;
+    int rc = fpp__tm_enter(tm, call, 0);
     if (rc)
         return rc;
+    if (!o)
+        o = &none;
     if (!next) {
-        fpp__log(FPP_LOG_ERROR, "fpp_map: NULL iterator");
+        fpp__log(FPP_LOG_ERROR, "%s: NULL iterator", call);
+        rc = FPP_EINVAL;
+    } else if (o->flags & ~(unsigned)FPP_MAP_LABEL_TEXT) {
+        fpp__log(FPP_LOG_ERROR, "%s: unknown flags %#x", call, o->flags & ~(unsigned)FPP_MAP_LABEL_TEXT);
+        rc = FPP_EINVAL;
+    } else if ((o->flags & FPP_MAP_LABEL_TEXT) && o->label) {
+        fpp__log(FPP_LOG_ERROR, "%s: a label function and FPP_MAP_LABEL_TEXT: choose one", call);
         rc = FPP_EINVAL;
     } else if (!fpp__registry_fn(fn)) {
-        fpp__log(FPP_LOG_ERROR, "fpp_map: no function with id %d", fn);
+        fpp__log(FPP_LOG_ERROR, "%s: no function with id %d", call, fn);
         rc = FPP_ENOFN;
     } else {
         rc = fpp__tm_state_error(tm);
@@ -85,6 +130,7 @@ int fpp_map(fpp_tm *tm, int fn, fpp_next next, void *state)
         m->fn = fn;
         m->next = next;
         m->state = state;
+        m->o = *o;
         if (tm->maps_tail)
             tm->maps_tail->link = m;
         else
@@ -95,4 +141,14 @@ int fpp_map(fpp_tm *tm, int fn, fpp_next next, void *state)
     }
     fpp__tm_leave(tm);
     return rc;
+}
+
+int fpp_map_ex(fpp_tm *tm, int fn, fpp_next next, void *state, const fpp_map_opts *o)
+{
+    return fpp__map_start(tm, "fpp_map_ex", fn, next, state, o);
+}
+
+int fpp_map(fpp_tm *tm, int fn, fpp_next next, void *state)
+{
+    return fpp__map_start(tm, "fpp_map", fn, next, state, NULL);
 }

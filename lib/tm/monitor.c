@@ -9,12 +9,17 @@
  * line is cleared the moment the monitor is stopped, on the caller's thread, so that nothing
  * the program prints after the call returns lands on the line.
  *
- * It reads the task manager's counters (relaxed atomics, fpp__counters) and nothing else. It
+ * It reads the task manager's counters (relaxed atomics, fpp__counters) and nothing else: the
+ * names it shows (a labelled task holding ordered results back, the progress line's last
+ * failure) are copied into the counters under text_mu by the driving thread when they change,
+ * so the monitor never touches a task. It
  * sleeps on a condition variable (CLOCK_MONOTONIC), so stopping it is immediate and never
  * delays the caller: fpp__monitor_stop only signals; fpp__monitor_join waits for a thread that
  * is already on its way out. Lock order: `mu` is never held while logging or drawing. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -29,7 +34,7 @@ struct fpp__monitor {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;
-    const fpp__counters *c;
+    fpp__counters *c;
     int interval_ms;
     bool progress;
 };
@@ -48,9 +53,41 @@ static bool sleep_until(fpp__monitor *m, int64_t due_ns)
     return go;
 }
 
+/* ------------------------------------------------------------- names */
+
+void fpp__monitor_name_wait(fpp__counters *c, const fpp__job *j)
+{
+    pthread_mutex_lock(&c->text_mu);
+    c->wait_named = j->id;
+    fpp__job_name(j, c->wait_name, sizeof c->wait_name);
+    pthread_mutex_unlock(&c->text_mu);
+}
+
+void fpp__monitor_name_failure(fpp__counters *c, const fpp__job *j)
+{
+    char name[FPP__NAME_MAX];
+    fpp__job_name(j, name, sizeof name);
+    pthread_mutex_lock(&c->text_mu);
+    snprintf(c->last_failure, sizeof c->last_failure, "%s %s", name, fpp_status_name(j->status));
+    pthread_mutex_unlock(&c->text_mu);
+}
+
+/* Task id's name: its label if the driving thread named it, else "task <id>". */
+static void wait_name(fpp__counters *c, int64_t id, char *out, size_t cap)
+{
+    pthread_mutex_lock(&c->text_mu);
+    if (c->wait_named == id)
+        snprintf(out, cap, "%s", c->wait_name);
+    else
+        snprintf(out, cap, "task %lld", (long long)id);
+    pthread_mutex_unlock(&c->text_mu);
+}
+
+/* ------------------------------------------------------------- lines */
+
 /* Names the task holding ordered results back, once it has done so for a whole interval
  * (shorter waits are the normal jitter of a reorder window). */
-static void waiting_line(const fpp__counters *c, int64_t now, int interval_ms)
+static void waiting_line(fpp__counters *c, int64_t now, int interval_ms)
 {
     int64_t id = atomic_load_explicit(&c->wait_id, memory_order_relaxed);
     int64_t since = atomic_load_explicit(&c->wait_since_ns, memory_order_relaxed);
@@ -58,8 +95,10 @@ static void waiting_line(const fpp__counters *c, int64_t now, int interval_ms)
     if (id < 0 || held == 0 || since <= 0 || now - since < (int64_t)interval_ms * 1000000)
         return;
     double s = (double)(now - since) / 1e9;
-    fpp__log(FPP_LOG_INFO, "waiting on task %lld for %.*f s (%llu finished task(s) held back)",
-             (long long)id, s >= 10 ? 0 : 1, s, (unsigned long long)held);
+    char name[FPP__NAME_MAX];
+    wait_name(c, id, name, sizeof name);
+    fpp__log(FPP_LOG_INFO, "waiting on %s for %.*f s (%llu finished task(s) held back)", name, s >= 10 ? 0 : 1, s,
+             (unsigned long long)held);
 }
 
 static void run_lines(fpp__monitor *m)
@@ -86,7 +125,7 @@ static uint64_t ended(const fpp__counters *c)
 
 static void run_progress(fpp__monitor *m)
 {
-    const fpp__counters *c = m->c;
+    fpp__counters *c = m->c;
     int64_t st[RATE_SAMPLES];
     uint64_t sn[RATE_SAMPLES];
     int head = 0, count = 1;
@@ -114,9 +153,18 @@ static void run_progress(fpp__monitor *m)
             wid = -1;
         struct winsize ws;
         int width = ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 ? ws.ws_col : 0;
-        char line[256];
-        fpp__progress_format(line, sizeof line, e, ld(&c->failed) + ld(&c->crashed) + ld(&c->timed_out),
-                             c->expected_total, rate, wid, wait_s, width);
+        char waiting[FPP__NAME_MAX], failure[sizeof c->last_failure];
+        if (wid >= 0)
+            wait_name(c, wid, waiting, sizeof waiting);
+        pthread_mutex_lock(&c->text_mu);
+        memcpy(failure, c->last_failure, sizeof failure);
+        pthread_mutex_unlock(&c->text_mu);
+        fpp__progress_snap s = {.finished = e, .failed = ld(&c->failed), .crashed = ld(&c->crashed),
+                                .timed_out = ld(&c->timed_out), .cancelled = ld(&c->cancelled),
+                                .total = c->expected_total, .rate = rate, .waiting = wid >= 0 ? waiting : NULL,
+                                .wait_s = wait_s, .last_failure = failure};
+        char line[512];
+        fpp__progress_format(line, sizeof line, &s, width);
         fpp__status_draw(m, line);
     }
 }
@@ -131,7 +179,7 @@ static void *run(void *arg)
     return NULL;
 }
 
-int fpp__monitor_start(fpp__monitor **out, const fpp__counters *c, int interval_ms, bool progress)
+int fpp__monitor_start(fpp__monitor **out, fpp__counters *c, int interval_ms, bool progress)
 {
     fpp__monitor *m = fpp__calloc(1, sizeof *m);
     if (!m)

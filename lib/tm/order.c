@@ -3,13 +3,22 @@
  * unreturned tasks above it (the reorder window, which counts toward max_in_flight so that a
  * map over 10^9 items runs in constant memory). fpp_as_completed hands out `next_out` once it
  * is below the frontier, skipping ids taken by fpp_wait. Each id is passed once by the
- * frontier: O(1) amortised. The monitor names the task holding the window (wait_id). */
+ * frontier: O(1) amortised. The monitor names the task holding the window (wait_id; a labelled
+ * task by its label, handed to the monitor once when it starts holding the window). */
 #include "tm/tm.h"
 
 static void publish_wait(fpp_tm *tm)
 {
+    int64_t id = tm->held ? tm->frontier : -1;
+    if (id >= 0 && id != tm->wait_named) {
+        /* A labelled task's name goes to the monitor once, when it starts holding the window. */
+        tm->wait_named = id;
+        fpp_task *t = fpp__idmap_get(&tm->ids, id);
+        if (t && t->job.label)
+            fpp__monitor_name_wait(&tm->c, &t->job);
+    }
     atomic_store_explicit(&tm->c.held, tm->held, memory_order_relaxed);
-    atomic_store_explicit(&tm->c.wait_id, tm->held ? tm->frontier : -1, memory_order_relaxed);
+    atomic_store_explicit(&tm->c.wait_id, id, memory_order_relaxed);
 }
 
 /* The frontier's task finished: move on to the next unfinished one. */

@@ -2,8 +2,8 @@
  * got there (cancelled, or its argument too large): retries, counters, error policies, and the
  * done queue. This is also the sink every executor hands finished jobs to (fpp__tm_sink).
  *
- * Retries: a task that comes back from the executor CRASHED or TIMEOUT (or FAILED, with
- * FPP_TM_RETRY_FAILED) and has attempts left goes back to the front of the pending list with
+ * Retries: a task that comes back from the executor with an outcome retries apply to
+ * (tm->retry_on: bit 1 << status; by default CRASHED and TIMEOUT) and has attempts left goes back to the front of the pending list with
  * avoid_slot set to the worker it ran on; policies, counters and the caller see only the final
  * outcome, whose error names the attempts. Policies: RAISE stops the run at the first failure
  * (the calls return FPP_ETASK; the task lives until fpp_tm_free); LOG logs it; IGNORE keeps it
@@ -12,18 +12,6 @@
 #include <string.h>
 
 #include "tm/tm.h"
-
-static const char *verb(fpp_status s)
-{
-    switch (s) {
-    case FPP_CRASHED: return "crashed";
-    case FPP_TIMEOUT: return "timed out";
-    case FPP_FAILED: return "failed";
-    case FPP_DONE: return "done";
-    case FPP_CANCELLED: return "cancelled";
-    }
-    return "ended";
-}
 
 /* "crashed on 3 attempts; last: worker 4312 killed by SIGSEGV while running task 17" */
 static void name_attempts(fpp_task *t)
@@ -35,13 +23,13 @@ static void name_attempts(fpp_task *t)
         size_t n = 0;
         for (int s = FPP_FAILED; s <= FPP_TIMEOUT; s++)
             if (others & (1u << s)) {
-                int k = snprintf(earlier + n, sizeof earlier - n, "%s%s", n ? ", " : " (earlier attempts also ", verb((fpp_status)s));
+                int k = snprintf(earlier + n, sizeof earlier - n, "%s%s", n ? ", " : " (earlier attempts also ", fpp_status_name((fpp_status)s));
                 if (k > 0)
                     n = FPP__MIN(n + (size_t)k, sizeof earlier - 2);
             }
         snprintf(earlier + n, sizeof earlier - n, ")");
     }
-    fpp__job_fail(&t->job, t->job.status, t->job.signo, "%s on %u attempts%s; last: %s", verb(t->job.status), t->attempts,
+    fpp__job_fail(&t->job, t->job.status, t->job.signo, "%s on %u attempts%s; last: %s", fpp_status_name(t->job.status), t->attempts,
                    earlier, last);
 }
 
@@ -50,11 +38,12 @@ void fpp__tm_finished(fpp_tm *tm, fpp_task *t)
     fpp_status st = t->job.status;
     bool bad = st == FPP_FAILED || st == FPP_CRASHED || st == FPP_TIMEOUT;
     bool from_exec = t->where == FPP__AT_EXEC;
-    if (bad && from_exec && !fpp__tm_stopped(tm) && t->attempts <= tm->opts.retries &&
-        (st != FPP_FAILED || (tm->opts.flags & FPP_TM_RETRY_FAILED))) {
+    char name[FPP__NAME_MAX];
+    if (bad && from_exec && !fpp__tm_stopped(tm) && t->attempts <= tm->opts.retries && (tm->retry_on & (1u << st))) {
         /* Run it again, elsewhere; nobody sees this outcome. */
-        fpp__log(FPP_LOG_DEBUG, "task %lld (%s) %s on attempt %u: %s; running it again", (long long)t->job.id,
-                 fpp__tm_fn_name(t->job.fn), verb(st), t->attempts, fpp_task_error(t));
+        fpp__job_name(&t->job, name, sizeof name);
+        fpp__log(FPP_LOG_DEBUG, "%s (%s) %s on attempt %u: %s; running it again", name, fpp__tm_fn_name(t->job.fn),
+                 fpp_status_name(st), t->attempts, fpp_task_error(t));
         t->past |= (uint8_t)(1u << st);
         t->job.avoid_slot = t->job.slot;
         t->attempts++;
@@ -79,18 +68,21 @@ void fpp__tm_finished(fpp_tm *tm, fpp_task *t)
     if (tm->opts.retain_completed)
         fpp__task_retain(tm, t);
 
+    if (bad && tm->progress)
+        fpp__monitor_name_failure(&tm->c, &t->job);
     if (bad && !fpp__tm_stopped(tm)) {
+        fpp__job_name(&t->job, name, sizeof name);
         if (tm->opts.error_policy == FPP_RAISE) {
             tm->raised = true;
             tm->failure = t;
             fpp__task_unpin(tm, t, true); /* it lives until fpp_tm_free */
-            fpp__log(FPP_LOG_ERROR, "task %lld (%s, %zu-byte argument) %s: %s; raising", (long long)t->job.id,
-                     fpp__tm_fn_name(t->job.fn), t->job.arg_len, fpp_status_name(st), fpp_task_error(t));
+            fpp__log(FPP_LOG_ERROR, "%s (%s, %zu-byte argument) %s: %s; raising", name, fpp__tm_fn_name(t->job.fn),
+                     t->job.arg_len, fpp_status_name(st), fpp_task_error(t));
             fpp__task_let_go(tm, t);
             return;
         }
         if (tm->opts.error_policy == FPP_LOG)
-            fpp__log(FPP_LOG_ERROR, "task %lld (%s, %zu-byte argument) %s: %s", (long long)t->job.id, fpp__tm_fn_name(t->job.fn),
+            fpp__log(FPP_LOG_ERROR, "%s (%s, %zu-byte argument) %s: %s", name, fpp__tm_fn_name(t->job.fn),
                      t->job.arg_len, fpp_status_name(st), fpp_task_error(t));
     }
     if (fpp__tm_stopped(tm)) {

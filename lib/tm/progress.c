@@ -1,12 +1,16 @@
 /* tm/progress.c: the text of FPP_TM_PROGRESS's line, from a snapshot of the counters:
  *
- *   [#######.......] 41% 41,200/100,000 done, 3 failed, 12.3k/s, ETA 0:05
+ *   [#######.......] 41% 41,200/100,000 finished, 3 failed, 2 crashed, 12.3k/s, ETA 0:05,
+ *   last: task 17 "in/0042.bin" crashed
  *
- * Without expected_total there is no bar, percentage or ETA ("41,200 done, 3 failed,
- * 12.3k/s"). With FPP_TM_ORDERED, while later results wait behind an unfinished task, the line
- * ends with ", waiting on task 123 for 40 s". The line is cut to the terminal's width so that
- * redrawing it in place never wraps. Pure formatting: the monitor thread draws it
- * (monitor.c), log.c keeps it off the log lines. */
+ * One vocabulary with fpp_stats: "finished" counts every outcome; then, where not zero, the
+ * outcomes that are not "done", in fpp_stats' words (failed, crashed, timed out, cancelled);
+ * then the rate, the ETA, and the last task that did not end done, by its name (label).
+ * Without expected_total there is no bar, percentage or ETA ("41,200 finished, 3 failed,
+ * 12.3k/s"). With FPP_TM_ORDERED, while later results wait behind an unfinished task,
+ * ", waiting on task 123 for 40 s" comes before the last failure. The line is cut to the
+ * terminal's width so that redrawing it in place never wraps. Pure formatting: the monitor
+ * thread draws it (monitor.c), log.c keeps it off the log lines. */
 #include <stdio.h>
 #include <string.h>
 
@@ -57,12 +61,12 @@ static void clock_text(char *out, size_t cap, double s)
     }
 }
 
-size_t fpp__progress_format(char *buf, size_t cap, uint64_t ended, uint64_t failed, uint64_t total,
-                            double rate, int64_t wait_id, double wait_s, int width)
+size_t fpp__progress_format(char *buf, size_t cap, const fpp__progress_snap *s, int width)
 {
-    char done[32], all[32], fail[32], rt[32], eta[32];
+    char done[32], all[32], num[32], rt[32], eta[32];
+    uint64_t ended = s->finished, total = s->total;
+    double rate = s->rate;
     grouped(done, sizeof done, ended);
-    grouped(fail, sizeof fail, failed);
     rate_text(rt, sizeof rt, rate);
     size_t n = 0;
 #define PUT(...)                                                             \
@@ -82,20 +86,39 @@ size_t fpp__progress_format(char *buf, size_t cap, uint64_t ended, uint64_t fail
         grouped(all, sizeof all, total);
         double left = rate > 0 ? (double)(total - shown) / rate : -1;
         clock_text(eta, sizeof eta, left);
-        PUT("[%s] %d%% %s/%s done, %s failed, %s/s, ETA %s", bar, pct, done, all, fail, rt, eta);
+        PUT("[%s] %d%% %s/%s finished", bar, pct, done, all);
     } else {
-        PUT("%s done, %s failed, %s/s", done, fail, rt);
+        PUT("%s finished", done);
     }
-    if (wait_id >= 0) {
-        if (wait_s >= 10)
-            PUT(", waiting on task %lld for %.0f s", (long long)wait_id, wait_s);
+    const uint64_t counts[] = {s->failed, s->crashed, s->timed_out, s->cancelled};
+    const fpp_status words[] = {FPP_FAILED, FPP_CRASHED, FPP_TIMEOUT, FPP_CANCELLED};
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++)
+        if (counts[i]) {
+            grouped(num, sizeof num, counts[i]);
+            PUT(", %s %s", num, fpp_status_name(words[i]));
+        }
+    PUT(", %s/s", rt);
+    if (total)
+        PUT(", ETA %s", eta);
+    if (s->waiting) {
+        if (s->wait_s >= 10)
+            PUT(", waiting on %s for %.0f s", s->waiting, s->wait_s);
         else
-            PUT(", waiting on task %lld for %.1f s", (long long)wait_id, wait_s);
+            PUT(", waiting on %s for %.1f s", s->waiting, s->wait_s);
     }
+    if (s->last_failure && s->last_failure[0])
+        PUT(", last: %s", s->last_failure);
 #undef PUT
-    if (width > 1 && n >= (size_t)width) {
-        n = (size_t)width - 1;
-        buf[n] = 0;
+    if (width > 1) {
+        /* At most width - 1 columns: a label's UTF-8 character is one column and is never
+         * cut in two (a label holds no other multi-byte text: core/label.c). */
+        size_t cols = 0;
+        for (size_t i = 0; i < n; i++)
+            if (((unsigned char)buf[i] & 0xC0) != 0x80 && ++cols == (size_t)width) {
+                n = i;
+                buf[n] = 0;
+                break;
+            }
     }
     return n;
 }

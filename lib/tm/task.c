@@ -165,7 +165,9 @@ void fpp__task_retain(fpp_tm *tm, fpp_task *t)
         size_t cap = tm->capretained ? tm->capretained * 2 : 64;
         fpp_task **k = fpp__realloc(tm->retained, cap * sizeof *k);
         if (!k) {
-            fpp__log(FPP_LOG_ERROR, "retain_completed: out of memory; task %lld is not retained", (long long)t->job.id);
+            char name[FPP__NAME_MAX];
+            fpp__job_name(&t->job, name, sizeof name);
+            fpp__log(FPP_LOG_ERROR, "retain_completed: out of memory; %s is not retained", name);
             return;
         }
         tm->retained = k;
@@ -264,10 +266,11 @@ void fpp_task_release(fpp_task *t)
     fpp_tm *tm = t->tm;
     if (fpp__tm_enter(tm, "fpp_task_release", FPP__ALLOW_DETACHED) != 0)
         return;
-    if (!t->keeps)
-        fpp__log(FPP_LOG_ERROR, "fpp_task_release: task %lld is not kept (released twice, or never kept)",
-                 (long long)t->job.id);
-    else if (--t->keeps == 0 && t->where == FPP__AT_KEPT)
+    if (!t->keeps) {
+        char name[FPP__NAME_MAX];
+        fpp__job_name(&t->job, name, sizeof name);
+        fpp__log(FPP_LOG_ERROR, "fpp_task_release: %s is not kept (released twice, or never kept)", name);
+    } else if (--t->keeps == 0 && t->where == FPP__AT_KEPT)
         fpp__task_let_go(tm, t);
     fpp__tm_leave(tm);
 }
@@ -292,9 +295,11 @@ const void *fpp_task_result(const fpp_task *t, size_t *len)
     if (ok && t->job.hold && t->tm->owner != fpp__proc_token()) {
         /* In the pool's memory, which no other process maps (MADV_DONTFORK): a forked child
          * would fault on it. */
-        fpp__log(FPP_LOG_ERROR, "fpp_task_result: the result of task %lld (%zu bytes) lies in the pool's memory, "
+        char name[FPP__NAME_MAX];
+        fpp__job_name(&t->job, name, sizeof name);
+        fpp__log(FPP_LOG_ERROR, "fpp_task_result: the result of %s (%zu bytes) lies in the pool's memory, "
                  "which only process %ld has; fpp_task_keep it before fork() to read it in a child",
-                 (long long)t->job.id, t->job.result_len, t->tm->owner_pid);
+                 name, t->job.result_len, t->tm->owner_pid);
         ok = false;
     }
     if (len)
@@ -322,12 +327,14 @@ const char *fpp_status_name(fpp_status s)
     case FPP_DONE: return "done";
     case FPP_FAILED: return "failed";
     case FPP_CRASHED: return "crashed";
-    case FPP_TIMEOUT: return "timeout";
+    case FPP_TIMEOUT: return "timed out"; /* one vocabulary: fpp_stats.timed_out, the lines */
     case FPP_CANCELLED: return "cancelled";
     }
     return "unknown";
 }
 
 void *fpp_task_user(const fpp_task *t) { return t ? t->user : NULL; }
+
+const char *fpp_task_label(const fpp_task *t) { return t ? t->job.label : NULL; }
 
 unsigned fpp_task_attempts(const fpp_task *t) { return t ? t->attempts : 0; }

@@ -12,6 +12,10 @@
 #define MAX_RETRIES 1000u
 #define KNOWN_FLAGS \
     ((unsigned)(FPP_TM_NO_SIGINT | FPP_TM_ORDERED | FPP_TM_RETRY_FAILED | FPP_TM_PROGRESS))
+#define KNOWN_RETRY_ON ((unsigned)(FPP_RETRY_FAILED | FPP_RETRY_CRASHED | FPP_RETRY_TIMEOUT))
+_Static_assert(FPP_RETRY_FAILED == 1 << FPP_FAILED && FPP_RETRY_CRASHED == 1 << FPP_CRASHED &&
+                   FPP_RETRY_TIMEOUT == 1 << FPP_TIMEOUT,
+               "retry_on's bits are 1 << status (outcome.c tests them so)");
 
 /* ------------------------------------------------------------ the guard */
 
@@ -102,6 +106,11 @@ int fpp_tm_create(fpp_tm **out, fpp_executor *ex, const fpp_tm_opts *opts)
         fpp__log(FPP_LOG_ERROR, "fpp_tm_create: unknown flags %#x", o.flags & ~KNOWN_FLAGS);
         return FPP_EINVAL;
     }
+    if (o.retry_on & ~KNOWN_RETRY_ON) {
+        fpp__log(FPP_LOG_ERROR, "fpp_tm_create: unknown retry_on bits %#x (FPP_RETRY_FAILED, _CRASHED, _TIMEOUT)",
+                 o.retry_on & ~KNOWN_RETRY_ON);
+        return FPP_EINVAL;
+    }
     if (o.retries > MAX_RETRIES) {
         fpp__log(FPP_LOG_ERROR, "fpp_tm_create: retries = %u is over %u", o.retries, MAX_RETRIES);
         return FPP_EINVAL;
@@ -125,6 +134,9 @@ int fpp_tm_create(fpp_tm **out, fpp_executor *ex, const fpp_tm_opts *opts)
     tm->ex = ex;
     atomic_init(&tm->stats_ex, ex);
     tm->opts = o;
+    tm->retry_on = o.retry_on ? o.retry_on : (unsigned)(FPP_RETRY_CRASHED | FPP_RETRY_TIMEOUT);
+    if (o.flags & FPP_TM_RETRY_FAILED)
+        tm->retry_on |= FPP_RETRY_FAILED;
     tm->ordered = o.flags & FPP_TM_ORDERED;
     tm->ids_on = tm->ordered;
     tm->progress = (o.flags & FPP_TM_PROGRESS) && isatty(STDERR_FILENO);
@@ -133,6 +145,9 @@ int fpp_tm_create(fpp_tm **out, fpp_executor *ex, const fpp_tm_opts *opts)
     tm->max_in_flight = o.max_in_flight ? o.max_in_flight
                                         : ex->opts.queue_capacity + 2 * (size_t)ex->opts.workers;
     atomic_init(&tm->c.wait_id, -1);
+    pthread_mutex_init(&tm->c.text_mu, NULL);
+    tm->c.wait_named = -1;
+    tm->wait_named = -1;
     tm->c.expected_total = o.expected_total;
     tm->sig.slot = -1;
     tm->sig.ex = ex;
@@ -152,6 +167,8 @@ static void free_memory(fpp_tm *tm, bool owner)
         fpp__monitor_forget(tm->mon);
     fpp__idmap_fini(&tm->ids);
     fpp__free(tm->retained);
+    if (owner) /* in another process the mutex may be a copy taken while locked */
+        pthread_mutex_destroy(&tm->c.text_mu);
     fpp__free(tm);
 }
 

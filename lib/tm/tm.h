@@ -29,9 +29,12 @@
  * atomics with one writer each. fpp_tm_interrupt may run on any thread or in a signal handler:
  * it sets `intr` and wakes the executor (both async-signal-safe).
  *
- * Lock order: no lock is taken in tm/ but the monitor's own (a leaf). */
+ * Lock order: no lock is taken in tm/ but the monitor's own and the counters' text_mu (leaves,
+ * never held together). */
 #ifndef FPP_TM_TM_H
 #define FPP_TM_TM_H
+
+#include <pthread.h>
 
 #include "core/core.h"
 #include "core/job.h"
@@ -73,6 +76,12 @@ typedef struct fpp__counters {
     _Atomic int64_t wait_since_ns;
     _Atomic uint64_t held;      /* finished tasks held back */
     uint64_t expected_total;    /* constant: fpp_tm_opts.expected_total */
+    /* Names for the monitor, written by the driving thread under text_mu only when they
+     * change, read by the monitor under text_mu (monitor.c). */
+    pthread_mutex_t text_mu;
+    int64_t wait_named;                  /* the task wait_name names; -1: none */
+    char wait_name[FPP__NAME_MAX];       /* a labelled wait_id's name */
+    char last_failure[FPP__NAME_MAX + 16]; /* progress line: `task 17 "x" crashed`, or "" */
 } fpp__counters;
 
 /* idmap.c: task id -> task, for the tasks a task manager has not handed out yet (open
@@ -103,17 +112,29 @@ FPP__HIDDEN void fpp__sigint_forget(fpp__sigint_reg *r); /* another process: dro
 /* monitor.c: the monitor thread. interval_ms < 0 and !progress: no thread. With progress, it
  * redraws the status line 10 times a second instead of logging monitor lines. */
 typedef struct fpp__monitor fpp__monitor;
-FPP__HIDDEN int fpp__monitor_start(fpp__monitor **out, const fpp__counters *c, int interval_ms,
+FPP__HIDDEN int fpp__monitor_start(fpp__monitor **out, fpp__counters *c, int interval_ms,
                                    bool progress);
 FPP__HIDDEN void fpp__monitor_stop(fpp__monitor *m); /* asks it to stop (clears the progress
                                                         line at once); does not wait */
 FPP__HIDDEN void fpp__monitor_join(fpp__monitor *m); /* waits for it and frees it */
 FPP__HIDDEN void fpp__monitor_forget(fpp__monitor *m); /* another process: free, no join */
 
-/* progress.c: the progress line's text from a snapshot. rate < 0: unknown yet. */
-FPP__HIDDEN size_t fpp__progress_format(char *buf, size_t cap, uint64_t ended, uint64_t failed,
-                                        uint64_t total, double rate, int64_t wait_id,
-                                        double wait_s, int width);
+/* The driving thread tells the monitor the names it shows (only when they change; cheap
+ * otherwise): the task holding ordered results back (its label), the last failure. */
+FPP__HIDDEN void fpp__monitor_name_wait(fpp__counters *c, const fpp__job *j);
+FPP__HIDDEN void fpp__monitor_name_failure(fpp__counters *c, const fpp__job *j);
+
+/* progress.c: the progress line's text from a snapshot, cut to width columns (0: no cut). */
+typedef struct fpp__progress_snap {
+    uint64_t finished, failed, crashed, timed_out, cancelled, total;
+    double rate;              /* tasks a second; < 0: unknown yet */
+    const char *waiting;      /* the task holding ordered results back, or NULL */
+    double wait_s;
+    const char *last_failure; /* or NULL */
+} fpp__progress_snap;
+FPP__HIDDEN size_t fpp__progress_format(char *buf, size_t cap, const fpp__progress_snap *s, int width);
+
+
 
 /* ------------------------------------------------------------ the state */
 
@@ -124,6 +145,7 @@ struct fpp_tm {
     _Atomic(const fpp_executor *) stats_ex; /* for fpp_tm_stats on other threads */
     uint64_t restarts_final;                /* the executor's restarts when it detached */
     fpp_tm_opts opts;
+    unsigned retry_on;      /* outcomes retries apply to: bit 1 << status */
     size_t max_in_flight;
     bool ordered, progress;
     uint64_t owner;         /* fpp__proc_token() of the creating process */
@@ -148,6 +170,7 @@ struct fpp_tm {
     /* FPP_TM_ORDERED (order.c) */
     int64_t next_out, frontier;
     uint64_t held;
+    int64_t wait_named;     /* the last window holder whose name went to the monitor */
     fpp__map *maps, *maps_tail;
     int map_error;
     fpp__monitor *mon;
@@ -227,6 +250,9 @@ FPP__HIDDEN void fpp__tm_finished(fpp_tm *tm, fpp_task *t);
 FPP__HIDDEN extern const fpp__sink_ops fpp__tm_sink;
 
 /* map.c */
+/* fpp_map_ex under the name of the public call (for its log lines); o NULL: none. */
+FPP__HIDDEN int fpp__map_start(fpp_tm *tm, const char *call, int fn, fpp_next next, void *state,
+                               const fpp_map_opts *o);
 FPP__HIDDEN int fpp__map_pull(fpp_tm *tm);  /* 1 a task was made, 0 the map ended */
 FPP__HIDDEN void fpp__map_end(fpp_tm *tm);  /* drops the first map */
 

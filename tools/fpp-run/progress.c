@@ -1,9 +1,10 @@
 /* progress.c: --bar and --eta, one line on stderr when it is a terminal, redrawn in place at
  * most 10 times a second and erased before other output reaches the terminal:
- *   [#######.......] 41% 41,200/100,000 done, 3 failed, 12.3k/s, ETA 0:05
- * (fpp's own progress line, FPP_TM_PROGRESS, has this form; fpp-run draws its own because in
- * exec mode a job that exits non-zero is a task that succeeded, as far as fpp can tell, and the
- * failed count must be the jobs'.) Elsewhere (stderr not a terminal) nothing is drawn. */
+ *   [#######.......] 41% 41,200/100,000 finished, 3 failed, 12.3k/s, ETA 0:05
+ * (fpp's own progress line, FPP_TM_PROGRESS, has this form and its words; fpp-run draws its own
+ * because in exec mode a job that exits non-zero is a task that succeeded, as far as fpp can
+ * tell, and the failed count must be the jobs': a job that exited non-zero, crashed or ran out
+ * of time, as in the joblog.) Elsewhere (stderr not a terminal) nothing is drawn. */
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +67,7 @@ void progress_update(progress *p, uint64_t done, uint64_t failed, bool force)
         sb_addc(&b, '/');
         add_count(&b, p->total);
     }
-    sb_adds(&b, " done, ");
+    sb_adds(&b, " finished, ");
     add_count(&b, failed);
     sb_adds(&b, " failed");
     double secs = (double)(now - p->start_ns) / 1e9;
