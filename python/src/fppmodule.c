@@ -1,9 +1,13 @@
 /* fppmodule.c: fpp._fpp, the C half of the Python package fpp.
  *
- * Owns: the two registered functions that run Python callables (in forked workers: payload
- * bytes made by fpp/_codec.py; in worker threads: a sequence number into fpp/_codec.py's
- * tables), the fork hooks that keep the interpreter consistent across fpp's forks, the log
- * sink, and the Manager type (one fpp executor and, while a run is going on, its task manager).
+ * Owns: the registered functions that run Python callables (in forked workers: payload bytes
+ * made by fpp/_codec.py, after a 16-byte ticket prefix; in worker threads: a sequence number
+ * into fpp/_codec.py's tables) and the worker initializer, the cancel table (a task cancelled
+ * before a worker starts it never runs: see task_process), the laying out of payloads and
+ * results given in parts (pickle protocol 5 out-of-band buffers copied once, straight to
+ * where fpp takes them), the fork hooks that keep the interpreter consistent across fpp's
+ * forks, the log sink, and the Manager type (one fpp executor and, while a run is going on,
+ * its task manager).
  *
  * The GIL rules (the first three are what a prototype deadlocked or hung on without):
  *   - Every libfpp call that can wait (or can log) runs with the GIL released. Workers are
@@ -24,16 +28,20 @@
  *     manager on its way out, which kills the busy workers.
  *
  * Threads: a Manager is used by one thread at a time (a second thread gets RuntimeError while
- * a call is in progress), except stats(), which any thread may call: it reads the task
- * manager's atomic counters, and the task manager pointer is only cleared and freed by a
- * thread holding the GIL. */
+ * a call is in progress), except stats(), wake(), arm(), cancel_ticket() and ticket_state(),
+ * which any thread may call: stats() reads the task manager's atomic counters (the task
+ * manager pointer is only cleared and freed by a thread holding the GIL), the others one
+ * atomic word each. fpp.ProcessPool's collector thread waits with collect(wake=True): without
+ * the GIL, in WAKE_SLICE_MS slices, until a task finishes or another thread calls wake(). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <fpp.h>
@@ -43,6 +51,8 @@
 #define SLICE_MS 10
 /* Finished tasks taken in one collect() call at most (one list, one trip through Python). */
 #define COLLECT_MAX_DEFAULT 256
+/* collect(wake=True) checks for wake() this often while it waits (without the GIL). */
+#define WAKE_SLICE_MS 2
 
 /* What collect() returns per task: (id, code, value). */
 enum {
@@ -63,7 +73,7 @@ static PyObject *cb_log;            /* (level, message) -> None */
 static PyObject *cb_error;          /* (code, message) -> exception instance */
 static PyObject *pickle_loads;
 
-static int fn_process = -1, fn_thread = -1;
+static int fn_process = -1, fn_thread = -1, fn_init = -1;
 
 /* ---------------------------------------------------------------- fork hooks */
 
@@ -116,7 +126,7 @@ static void hook_child(void)
 #define LOGQ 128
 #define LOGMSG 512
 static pthread_mutex_t logq_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct { int level; char msg[LOGMSG]; } logq[LOGQ];
+static struct { int level; pthread_t thread; char msg[LOGMSG]; } logq[LOGQ];
 static unsigned logq_head, logq_n, logq_dropped;
 static _Atomic int logq_pending;
 
@@ -129,23 +139,30 @@ static void log_sink(fpp_log_level level, const char *msg, void *user)
     } else {
         unsigned i = (logq_head + logq_n++) % LOGQ;
         logq[i].level = (int)level;
+        logq[i].thread = pthread_self();
         snprintf(logq[i].msg, LOGMSG, "%s", msg);
     }
     pthread_mutex_unlock(&logq_mu);
     atomic_store(&logq_pending, 1);
 }
 
-/* Hands queued log lines to Python's logging. GIL held; keeps any exception already set. */
-static void deliver_logs(void)
+/* Hands queued log lines to Python's logging. GIL held; keeps any exception already set.
+ * mine: if not NULL, the lines this thread logged (those of the call that failed, since every
+ * call hands its lines over when it returns) are appended to it, "; "-separated, instead of
+ * being logged: the exception raised for the failure carries them (an error is raised once,
+ * not also logged). */
+static void deliver_logs_but(char *mine, size_t mine_size)
 {
     if (!atomic_load_explicit(&logq_pending, memory_order_relaxed) || !cb_log)
         return;
     PyObject *et, *ev, *etb;
     PyErr_Fetch(&et, &ev, &etb);
+    pthread_t me = pthread_self();
     for (;;) {
         int level;
         char msg[LOGMSG + 64];
         unsigned dropped = 0;
+        int own;
         pthread_mutex_lock(&logq_mu);
         if (logq_n == 0) {
             atomic_store(&logq_pending, 0);
@@ -153,6 +170,7 @@ static void deliver_logs(void)
             break;
         }
         level = logq[logq_head].level;
+        own = mine && pthread_equal(logq[logq_head].thread, me);
         snprintf(msg, sizeof msg, "%s", logq[logq_head].msg);
         logq_head = (logq_head + 1) % LOGQ;
         logq_n--;
@@ -161,6 +179,11 @@ static void deliver_logs(void)
             logq_dropped = 0;
         }
         pthread_mutex_unlock(&logq_mu);
+        if (own && level >= FPP_LOG_WARN) {
+            size_t used = strlen(mine);
+            snprintf(mine + used, mine_size - used, "%s%s", used ? "; " : "", msg);
+            continue;
+        }
         PyObject *r = PyObject_CallFunction(cb_log, "is", level, msg);
         if (!r)
             PyErr_WriteUnraisable(cb_log);
@@ -176,26 +199,145 @@ static void deliver_logs(void)
     PyErr_Restore(et, ev, etb);
 }
 
-/* Sets a Python exception for an fpp error code. Returns NULL. */
+static void deliver_logs(void) { deliver_logs_but(NULL, 0); }
+
+/* Sets a Python exception for an fpp error code: "what: fpp's own log line(s) for it: the
+ * code's message (FPP_E...)". The log lines this thread queued during the failed call go into
+ * the exception only. Returns NULL. */
 static PyObject *raise_fpp(int code, const char *what)
 {
-    deliver_logs();
+    char detail[2048] = "";
+    deliver_logs_but(detail, sizeof detail);
+    char text[2300];
+    if (detail[0])
+        snprintf(text, sizeof text, "%s: %s", what, detail);
+    else
+        snprintf(text, sizeof text, "%s", what);
     if (cb_error) {
-        PyObject *e = PyObject_CallFunction(cb_error, "is", code, what);
+        PyObject *e = PyObject_CallFunction(cb_error, "is", code, text);
         if (e) {
             PyErr_SetObject((PyObject *)Py_TYPE(e), e);
             Py_DECREF(e);
         }
         return NULL;
     }
-    PyErr_Format(PyExc_RuntimeError, "%s: %s (%s)", what, fpp_strerror(code), fpp_err_name(code));
+    PyErr_Format(PyExc_RuntimeError, "%s: %s (%s)", text, fpp_strerror(code), fpp_err_name(code));
     return NULL;
+}
+
+/* ---------------------------------------------------------------- payloads */
+
+/* Every process task's argument starts with this prefix, written by Manager.submit: the task's
+ * ticket in the cancel table (slot + 1, 0 for none, and its generation). The rest is what
+ * fpp/_codec.py encoded. */
+#define PREFIX 16
+
+/* The cancel table: one word per slot, gen << 2 | state, in shared memory mapped by the
+ * parent before the executor (so its fork server and workers inherit it). The parent arms a
+ * slot (QUEUED) before the task can reach a worker; the worker moves it to STARTED when the
+ * task starts, the parent's cancel to CANCELLED: one compare-and-swap each, so exactly one
+ * wins. A worker that finds CANCELLED does not run the task. A word that is neither (a stale
+ * ticket, or a task that scribbled the table) means "run it": the table can cost a task its
+ * cancellation, never its run. */
+enum { T_QUEUED = 0, T_STARTED = 1, T_CANCELLED = 2 };
+static _Atomic uint64_t *ctab; /* in a worker: its pool's table (set by task_init) */
+static uint64_t ctab_n;
+
+/* A payload or a result given as one bytes-like object or a tuple or list of them (pickle
+ * protocol 5 out-of-band buffers among them), to be laid end to end. */
+typedef struct {
+    Py_buffer *v;
+    Py_ssize_t n;
+    size_t total;
+    Py_buffer one;
+} parts_t;
+
+static void parts_release(parts_t *p)
+{
+    for (Py_ssize_t i = 0; i < p->n; i++)
+        PyBuffer_Release(&p->v[i]);
+    if (p->v && p->v != &p->one)
+        PyMem_Free(p->v);
+    p->v = NULL;
+    p->n = 0;
+}
+
+/* 0, or -1 with an exception set (and nothing held). */
+static int parts_get(PyObject *o, parts_t *p)
+{
+    memset(p, 0, sizeof *p);
+    if (!PyTuple_Check(o) && !PyList_Check(o)) {
+        if (PyObject_GetBuffer(o, &p->one, PyBUF_SIMPLE) < 0)
+            return -1;
+        p->v = &p->one;
+        p->n = 1;
+        p->total = (size_t)p->one.len;
+        return 0;
+    }
+    PyObject *seq = PySequence_Fast(o, "parts");
+    if (!seq)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    p->v = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_buffer));
+    if (!p->v) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, i), &p->v[i], PyBUF_SIMPLE) < 0) {
+            parts_release(p);
+            Py_DECREF(seq);
+            return -1;
+        }
+        p->n = i + 1;
+        p->total += (size_t)p->v[i].len;
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+static void parts_copy(const parts_t *p, unsigned char *dst)
+{
+    for (Py_ssize_t i = 0; i < p->n; i++) {
+        if (p->v[i].len)
+            memcpy(dst, p->v[i].buf, (size_t)p->v[i].len);
+        dst += p->v[i].len;
+    }
+}
+
+/* Releases a memoryview over memory that is about to be reused; nothing may point into it. */
+static void release_view(PyObject *mv)
+{
+    if (!mv)
+        return;
+    PyObject *rel = PyObject_CallMethod(mv, "release", NULL);
+    if (!rel)
+        PyErr_Clear();
+    Py_XDECREF(rel);
+    Py_DECREF(mv);
+}
+
+/* The current exception as "Type: message" into buf; clears it. */
+static void exception_text(char *buf, size_t size)
+{
+    PyObject *et, *ev, *etb;
+    PyErr_Fetch(&et, &ev, &etb);
+    PyObject *s = ev ? PyObject_Str(ev) : NULL;
+    const char *msg = s ? PyUnicode_AsUTF8(s) : NULL;
+    snprintf(buf, size, "%s: %s", et ? ((PyTypeObject *)et)->tp_name : "?", msg ? msg : "?");
+    PyErr_Clear();
+    Py_XDECREF(s);
+    Py_XDECREF(et);
+    Py_XDECREF(ev);
+    Py_XDECREF(etb);
 }
 
 /* ------------------------------------------------------- functions run by fpp */
 
-/* A task in a worker process: hand the payload to fpp._codec.worker_run and put the
- * (tag, bytes) it returns into the result as tag byte + bytes. */
+/* A task in a worker process: check its ticket, hand the payload to fpp._codec.worker_run, and
+ * write the (tag, data) it returns into the result, tag byte first, data's parts end to end
+ * (out-of-band buffers are copied once, from the object to the result arena). */
 static int task_process(const void *arg, size_t len, fpp_out *out)
 {
     if (!worker_ts || !cb_worker_run) {
@@ -203,41 +345,85 @@ static int task_process(const void *arg, size_t len, fpp_out *out)
                           "(was fpp._fpp's fork hook replaced with fpp_set_fork_hooks?)");
         return 1;
     }
+    if (len < PREFIX) {
+        fpp_out_fail(out, "fpp: a %zu-byte task payload, shorter than its prefix", len);
+        return 1;
+    }
+    uint32_t slot1;
+    uint64_t gen;
+    memcpy(&slot1, arg, sizeof slot1);
+    memcpy(&gen, (const char *)arg + 8, sizeof gen);
+    if (slot1 && ctab && slot1 <= ctab_n) {
+        uint64_t want = gen << 2 | T_QUEUED;
+        if (!atomic_compare_exchange_strong(&ctab[slot1 - 1], &want, gen << 2 | T_STARTED) &&
+            want == (gen << 2 | T_CANCELLED))
+            return fpp_out_set(out, "K", 1) == 0 ? 0 : 1; /* cancelled before it started */
+    }
     PyEval_RestoreThread(worker_ts);
     worker_ts = NULL;
     int rc = 0;
-    PyObject *mv = PyMemoryView_FromMemory((char *)(arg ? arg : ""), (Py_ssize_t)len, PyBUF_READ);
+    PyObject *mv = PyMemoryView_FromMemory((char *)arg + PREFIX, (Py_ssize_t)(len - PREFIX), PyBUF_READ);
     PyObject *r = mv ? PyObject_CallFunctionObjArgs(cb_worker_run, mv, NULL) : NULL;
-    if (mv) {
-        /* Nothing may keep pointing into the argument arena after the task. */
-        PyObject *rel = PyObject_CallMethod(mv, "release", NULL);
-        if (!rel)
-            PyErr_Clear();
-        Py_XDECREF(rel);
-        Py_DECREF(mv);
-    }
+    release_view(mv); /* nothing may keep pointing into the argument arena after the task */
     int tag;
-    const char *data;
-    Py_ssize_t n;
-    if (r && PyArg_ParseTuple(r, "iy#", &tag, &data, &n) && tag >= 0 && tag < 256) {
-        unsigned char *dst = fpp_out_alloc(out, (size_t)n + 1);
+    PyObject *data;
+    parts_t parts;
+    if (r && PyArg_ParseTuple(r, "iO", &tag, &data) && tag >= 0 && tag < 256 && parts_get(data, &parts) == 0) {
+        unsigned char *dst = fpp_out_alloc(out, parts.total + 1);
         if (dst) {
             dst[0] = (unsigned char)tag;
-            memcpy(dst + 1, data, (size_t)n);
+            parts_copy(&parts, dst + 1);
         } /* else: over max_result_size; fpp fails the task with both sizes */
+        parts_release(&parts);
     } else {
         /* worker_run itself failed (it catches everything a callable does): say what. */
-        PyObject *et, *ev, *etb;
-        PyErr_Fetch(&et, &ev, &etb);
-        PyObject *s = ev ? PyObject_Str(ev) : NULL;
-        const char *msg = s ? PyUnicode_AsUTF8(s) : NULL;
-        fpp_out_fail(out, "fpp: internal error in the worker: %s: %s",
-                     et ? ((PyTypeObject *)et)->tp_name : "?", msg ? msg : "?");
+        char msg[400];
+        exception_text(msg, sizeof msg);
+        fpp_out_fail(out, "fpp: internal error in the worker: %s", msg);
+        rc = 1;
+    }
+    Py_XDECREF(r);
+    worker_ts = PyEval_SaveThread();
+    return rc;
+}
+
+/* Run once in every worker before its first task (fpp's worker_init): the argument is the
+ * cancel table's address and size, then, if there is one, the pickled (initializer, initargs)
+ * for fpp._codec.worker_init, whose failure (a message) makes this worker unusable. */
+static PyObject *cb_worker_init; /* (memoryview) -> None, or the error message */
+
+static int task_init(const void *arg, size_t len, fpp_out *out)
+{
+    if (len < 16) {
+        fpp_out_fail(out, "fpp: a %zu-byte worker_init argument", len);
+        return 1;
+    }
+    uint64_t addr, n;
+    memcpy(&addr, arg, sizeof addr);
+    memcpy(&n, (const char *)arg + 8, sizeof n);
+    ctab = (_Atomic uint64_t *)(uintptr_t)addr;
+    ctab_n = n;
+    if (len == 16)
+        return 0;
+    if (!worker_ts || !cb_worker_init) {
+        fpp_out_fail(out, "fpp: no Python thread state to run the initializer with");
+        return 1;
+    }
+    PyEval_RestoreThread(worker_ts);
+    worker_ts = NULL;
+    int rc = 0;
+    PyObject *mv = PyMemoryView_FromMemory((char *)arg + 16, (Py_ssize_t)(len - 16), PyBUF_READ);
+    PyObject *r = mv ? PyObject_CallFunctionObjArgs(cb_worker_init, mv, NULL) : NULL;
+    release_view(mv);
+    if (!r) {
+        char msg[400];
+        exception_text(msg, sizeof msg);
+        fpp_out_fail(out, "fpp: internal error running the initializer: %s", msg);
+        rc = 1;
+    } else if (r != Py_None) {
+        const char *msg = PyUnicode_Check(r) ? PyUnicode_AsUTF8(r) : NULL;
+        fpp_out_fail(out, "%s", msg ? msg : "the initializer failed");
         PyErr_Clear();
-        Py_XDECREF(s);
-        Py_XDECREF(et);
-        Py_XDECREF(ev);
-        Py_XDECREF(etb);
         rc = 1;
     }
     Py_XDECREF(r);
@@ -306,7 +492,15 @@ typedef struct {
     pid_t pid;    /* the creating process: nothing is freed through fpp anywhere else */
     int workers;
     PyObject *weakreflist;
+    _Atomic int wake;       /* wake(): a collect(wake=True) in progress returns */
+    _Atomic uint64_t *ctab; /* process kind: the cancel table (see task_process) */
+    uint64_t ctab_n;
+    unsigned char *stage;   /* submit()'s payload is laid out here, then copied by fpp */
+    size_t stage_cap;
 } Manager;
+
+/* A staging buffer larger than this is freed after the task that needed it. */
+#define STAGE_KEEP ((size_t)64 << 20)
 
 static int enter(Manager *m, int need_tm)
 {
@@ -335,17 +529,21 @@ static int Manager_init(Manager *m, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"kind", "workers", "queue_capacity", "max_arg_size", "max_result_size",
                             "task_timeout_ms", "max_tasks_per_worker", "max_worker_rss_kib",
-                            "keep_fds", NULL};
+                            "keep_fds", "init", NULL};
     const char *kind;
     int workers = 0, keep_fds = 1;
     Py_ssize_t qcap = 0, max_arg = 0, max_res = 0, rss = 0;
     unsigned int timeout_ms = 0, max_tasks = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|innnIInp", names, &kind, &workers, &qcap,
-                                     &max_arg, &max_res, &timeout_ms, &max_tasks, &rss, &keep_fds))
+    Py_buffer init = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|innnIInpz*", names, &kind, &workers, &qcap,
+                                     &max_arg, &max_res, &timeout_ms, &max_tasks, &rss, &keep_fds,
+                                     &init))
         return -1;
+    int ret = -1;
+    unsigned char *init_arg = NULL;
     if (m->ex) {
         PyErr_SetString(PyExc_RuntimeError, "Manager already initialised");
-        return -1;
+        goto out;
     }
     if (strcmp(kind, "process") == 0)
         m->kind = KIND_PROCESS;
@@ -353,11 +551,15 @@ static int Manager_init(Manager *m, PyObject *args, PyObject *kw)
         m->kind = KIND_THREAD;
     else {
         PyErr_Format(PyExc_ValueError, "kind must be 'process' or 'thread', not '%s'", kind);
-        return -1;
+        goto out;
     }
     if (qcap < 0 || max_arg < 0 || max_res < 0 || rss < 0) {
         PyErr_SetString(PyExc_ValueError, "sizes must be >= 0");
-        return -1;
+        goto out;
+    }
+    if (init.buf && m->kind != KIND_PROCESS) {
+        PyErr_SetString(PyExc_ValueError, "init is for process pools only");
+        goto out;
     }
     m->fn = m->kind == KIND_PROCESS ? fn_process : fn_thread;
     fpp_executor_opts o;
@@ -370,6 +572,35 @@ static int Manager_init(Manager *m, PyObject *args, PyObject *kw)
     o.max_tasks_per_worker = max_tasks;
     o.max_worker_rss_kib = (size_t)rss;
     o.keep_fds = keep_fds;
+    if (m->kind == KIND_PROCESS) {
+        /* The cancel table, before the fork server exists: it and its workers inherit it. */
+        uint64_t n = 64;
+        while (n < (uint64_t)qcap && n < ((uint64_t)1 << 24))
+            n <<= 1;
+        void *t = mmap(NULL, n * sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (t == MAP_FAILED) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto out;
+        }
+        for (uint64_t i = 0; i < n; i++)
+            atomic_init(&((_Atomic uint64_t *)t)[i], UINT64_MAX);
+        m->ctab = t;
+        m->ctab_n = n;
+        size_t alen = 16 + (init.buf ? (size_t)init.len : 0);
+        init_arg = PyMem_Malloc(alen);
+        if (!init_arg) {
+            PyErr_NoMemory();
+            goto out;
+        }
+        uint64_t addr = (uint64_t)(uintptr_t)t;
+        memcpy(init_arg, &addr, 8);
+        memcpy(init_arg + 8, &n, 8);
+        if (init.buf && init.len)
+            memcpy(init_arg + 16, init.buf, (size_t)init.len);
+        o.worker_init = "fpp.python.init";
+        o.worker_init_arg = init_arg;
+        o.worker_init_arg_len = alen;
+    }
     fpp_executor *ex = NULL;
     int rc;
     m->busy = 1;
@@ -380,13 +611,23 @@ static int Manager_init(Manager *m, PyObject *args, PyObject *kw)
     m->busy = 0;
     if (rc) {
         raise_fpp(rc, m->kind == KIND_PROCESS ? "creating the process pool" : "creating the thread pool");
-        return -1;
+        goto out;
     }
     m->ex = ex;
     m->pid = getpid();
     m->workers = fpp_executor_workers(ex);
     deliver_logs();
-    return 0;
+    ret = 0;
+out:
+    if (ret && m->ctab && !m->ex) {
+        munmap((void *)m->ctab, m->ctab_n * sizeof(uint64_t));
+        m->ctab = NULL;
+        m->ctab_n = 0;
+    }
+    PyMem_Free(init_arg);
+    if (init.buf)
+        PyBuffer_Release(&init);
+    return ret;
 }
 
 static void free_tm(Manager *m)
@@ -407,6 +648,9 @@ static void free_all(Manager *m)
     if (m->pid != getpid()) { /* a forked copy: the executor is the parent's */
         m->tm = NULL;
         m->ex = NULL;
+        free(m->stage);
+        m->stage = NULL;
+        m->stage_cap = 0;
         return;
     }
     free_tm(m);
@@ -419,6 +663,14 @@ static void free_all(Manager *m)
         Py_END_ALLOW_THREADS
         m->busy = 0;
     }
+    if (m->ctab) { /* the workers that mapped it are gone */
+        munmap((void *)m->ctab, m->ctab_n * sizeof(uint64_t));
+        m->ctab = NULL;
+        m->ctab_n = 0;
+    }
+    free(m->stage);
+    m->stage = NULL;
+    m->stage_cap = 0;
     deliver_logs();
 }
 
@@ -498,30 +750,55 @@ static PyObject *Manager_close(Manager *m, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(submit_doc, "submit(payload) -> task id. payload: bytes (process pools) or a "
-                         "sequence number (thread pools). Never waits if the caller keeps "
-                         "fewer than max_in_flight tasks uncollected.");
-static PyObject *Manager_submit(Manager *m, PyObject *arg)
+PyDoc_STRVAR(submit_doc,
+             "submit(payload, slot=0, gen=0) -> task id. Process pools: payload is a bytes-like "
+             "object or a tuple or list of them (laid end to end after the ticket prefix: slot "
+             "is a cancel-table slot + 1 armed with arm(), 0 for none); thread pools: a sequence "
+             "number. Never waits if the caller keeps fewer than max_in_flight tasks uncollected.");
+static PyObject *Manager_submit(Manager *m, PyObject *args, PyObject *kw)
 {
+    static char *names[] = {"payload", "slot", "gen", NULL};
+    PyObject *payload;
+    unsigned int slot1 = 0;
+    unsigned long long gen = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|IK", names, &payload, &slot1, &gen))
+        return NULL;
     if (enter(m, 1))
         return NULL;
-    Py_buffer view;
     unsigned long long seq = 0;
     const void *data;
     size_t len;
-    int have_view = 0;
     if (m->kind == KIND_THREAD) {
-        seq = PyLong_AsUnsignedLongLong(arg);
+        seq = PyLong_AsUnsignedLongLong(payload);
         if (seq == (unsigned long long)-1 && PyErr_Occurred())
             return NULL;
         data = &seq;
         len = sizeof seq;
     } else {
-        if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        if (slot1 > m->ctab_n) {
+            PyErr_SetString(PyExc_ValueError, "no such cancel-table slot");
             return NULL;
-        have_view = 1;
-        data = view.buf;
-        len = (size_t)view.len;
+        }
+        parts_t parts;
+        if (parts_get(payload, &parts) < 0)
+            return NULL;
+        len = PREFIX + parts.total;
+        if (len > m->stage_cap) {
+            free(m->stage);
+            m->stage_cap = 0;
+            m->stage = malloc(len);
+            if (!m->stage) {
+                parts_release(&parts);
+                return PyErr_NoMemory();
+            }
+            m->stage_cap = len;
+        }
+        memset(m->stage, 0, PREFIX);
+        memcpy(m->stage, &slot1, sizeof slot1);
+        memcpy(m->stage + 8, &gen, sizeof gen);
+        parts_copy(&parts, m->stage + PREFIX);
+        parts_release(&parts);
+        data = m->stage;
     }
     int64_t id;
     m->busy = 1;
@@ -529,8 +806,11 @@ static PyObject *Manager_submit(Manager *m, PyObject *arg)
     id = fpp_submit(m->tm, m->fn, data, len);
     Py_END_ALLOW_THREADS
     m->busy = 0;
-    if (have_view)
-        PyBuffer_Release(&view);
+    if (m->stage_cap > STAGE_KEEP) {
+        free(m->stage);
+        m->stage = NULL;
+        m->stage_cap = 0;
+    }
     if (id < 0) {
         if (id == FPP_ETOOBIG) {
             char what[160];
@@ -541,6 +821,59 @@ static PyObject *Manager_submit(Manager *m, PyObject *arg)
     }
     deliver_logs();
     return PyLong_FromLongLong(id);
+}
+
+PyDoc_STRVAR(arm_doc, "arm(slot, gen): cancel-table slot (slot + 1, as given to submit) now "
+                      "holds a queued task of generation gen. Any thread.");
+static PyObject *Manager_arm(Manager *m, PyObject *args)
+{
+    unsigned int slot1;
+    unsigned long long gen;
+    if (!PyArg_ParseTuple(args, "IK", &slot1, &gen))
+        return NULL;
+    if (!m->ctab || slot1 == 0 || slot1 > m->ctab_n || gen >= ((unsigned long long)1 << 62)) {
+        PyErr_SetString(PyExc_ValueError, "no such cancel-table slot or generation");
+        return NULL;
+    }
+    atomic_store(&m->ctab[slot1 - 1], (uint64_t)gen << 2 | T_QUEUED);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(cancel_doc, "cancel_ticket(slot, gen) -> True if the task was still queued (it "
+                         "will not run), False if it started or is gone. Any thread.");
+static PyObject *Manager_cancel_ticket(Manager *m, PyObject *args)
+{
+    unsigned int slot1;
+    unsigned long long gen;
+    if (!PyArg_ParseTuple(args, "IK", &slot1, &gen))
+        return NULL;
+    if (!m->ctab || slot1 == 0 || slot1 > m->ctab_n)
+        Py_RETURN_FALSE;
+    uint64_t want = (uint64_t)gen << 2 | T_QUEUED;
+    return PyBool_FromLong(atomic_compare_exchange_strong(&m->ctab[slot1 - 1], &want, (uint64_t)gen << 2 | T_CANCELLED));
+}
+
+PyDoc_STRVAR(ticket_state_doc, "ticket_state(slot, gen) -> 0 queued, 1 started, 2 cancelled, "
+                               "-1 not this ticket. Any thread.");
+static PyObject *Manager_ticket_state(Manager *m, PyObject *args)
+{
+    unsigned int slot1;
+    unsigned long long gen;
+    if (!PyArg_ParseTuple(args, "IK", &slot1, &gen))
+        return NULL;
+    if (!m->ctab || slot1 == 0 || slot1 > m->ctab_n)
+        return PyLong_FromLong(-1);
+    uint64_t w = atomic_load(&m->ctab[slot1 - 1]);
+    return PyLong_FromLong((w >> 2) == (uint64_t)gen ? (long)(w & 3) : -1);
+}
+
+PyDoc_STRVAR(wake_doc, "wake(): a collect(wake=True) in progress in another thread returns "
+                       "(an empty list if nothing finished) within a slice. Any thread.");
+static PyObject *Manager_wake(Manager *m, PyObject *unused)
+{
+    (void)unused;
+    atomic_store(&m->wake, 1);
+    Py_RETURN_NONE;
 }
 
 /* One finished task as (id, code, value). GIL held; t valid until the next fpp call. */
@@ -631,16 +964,20 @@ static PyObject *outcome(Manager *m, fpp_task *t)
 }
 
 PyDoc_STRVAR(collect_doc,
-             "collect(timeout=None, max_n=256) -> list of (id, code, value), or None when "
-             "nothing is left. Waits up to timeout seconds (None: for ever) for the first "
-             "finished task, in slices with Python's signal handlers run in between, then "
-             "takes what else has finished, up to max_n. An empty list: the timeout passed.");
+             "collect(timeout=None, max_n=256, wake=False) -> list of (id, code, value), or None "
+             "when nothing is left. Waits up to timeout seconds (None: for ever) for the first "
+             "finished task, then takes what else has finished, up to max_n. An empty list: the "
+             "timeout passed (or, with wake, wake() was called). Without wake the wait is cut "
+             "in slices with Python's signal handlers run in between; with wake (a thread that "
+             "is not the main one) it waits without the GIL, checking for wake() every "
+             "WAKE_SLICE_MS.");
 static PyObject *Manager_collect(Manager *m, PyObject *args, PyObject *kw)
 {
-    static char *names[] = {"timeout", "max_n", NULL};
+    static char *names[] = {"timeout", "max_n", "wake", NULL};
     PyObject *timeout = Py_None;
     Py_ssize_t max_n = COLLECT_MAX_DEFAULT;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|On", names, &timeout, &max_n))
+    int wake = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|Onp", names, &timeout, &max_n, &wake))
         return NULL;
     if (enter(m, 1))
         return NULL;
@@ -662,21 +999,48 @@ static PyObject *Manager_collect(Manager *m, PyObject *args, PyObject *kw)
         return NULL;
     int first = 1;
     for (;;) {
-        int slice = SLICE_MS;
+        int slice = wake ? WAKE_SLICE_MS : SLICE_MS;
         if (!first) {
             slice = 0; /* after the first: only what is ready now */
         } else if (limit >= 0) {
             clock_gettime(CLOCK_MONOTONIC, &ts);
             double left = limit - ((double)ts.tv_sec + ts.tv_nsec / 1e9 - start);
-            if (left < SLICE_MS / 1000.0)
+            if (left < slice / 1000.0)
                 slice = left > 0 ? (int)(left * 1000) : 0;
         }
         fpp_task *t = NULL;
         int rc;
+        int woken = 0;
         m->busy = 1;
-        Py_BEGIN_ALLOW_THREADS
-        rc = fpp_as_completed_for(m->tm, &t, slice);
-        Py_END_ALLOW_THREADS
+        if (wake && first) {
+            /* A wake() that came before this call counts: look once, without waiting. */
+            if (atomic_exchange(&m->wake, 0))
+                slice = 0, woken = 1;
+            Py_BEGIN_ALLOW_THREADS
+            for (;;) {
+                rc = fpp_as_completed_for(m->tm, &t, slice);
+                if (rc != FPP_ETIMEDOUT || woken || slice == 0)
+                    break;
+                if (atomic_exchange(&m->wake, 0)) {
+                    woken = 1;
+                    slice = 0; /* one last look */
+                    continue;
+                }
+                if (limit >= 0) {
+                    clock_gettime(CLOCK_MONOTONIC, &ts);
+                    double left = limit - ((double)ts.tv_sec + ts.tv_nsec / 1e9 - start);
+                    if (left <= 0)
+                        break;
+                    if (left < slice / 1000.0)
+                        slice = (int)(left * 1000);
+                }
+            }
+            Py_END_ALLOW_THREADS
+        } else {
+            Py_BEGIN_ALLOW_THREADS
+            rc = fpp_as_completed_for(m->tm, &t, slice);
+            Py_END_ALLOW_THREADS
+        }
         m->busy = 0;
         deliver_logs();
         if (rc == 1) {
@@ -699,7 +1063,7 @@ static PyObject *Manager_collect(Manager *m, PyObject *args, PyObject *kw)
             Py_RETURN_NONE;
         }
         if (rc == FPP_ETIMEDOUT) {
-            if (!first)
+            if (!first || wake)
                 break;
             /* Python's signal handlers run here: KeyboardInterrupt, alarms, pytest-timeout. */
             if (PyErr_CheckSignals() < 0) {
@@ -754,6 +1118,12 @@ static PyObject *Manager_get_closed(Manager *m, void *c)
     return PyBool_FromLong(m->ex == NULL);
 }
 
+static PyObject *Manager_get_tickets(Manager *m, void *c)
+{
+    (void)c;
+    return PyLong_FromUnsignedLongLong(m->ctab_n);
+}
+
 static PyObject *Manager_get_running(Manager *m, void *c)
 {
     (void)c;
@@ -764,7 +1134,11 @@ static PyMethodDef Manager_methods[] = {
     {"open", (PyCFunction)Manager_open, METH_VARARGS, open_doc},
     {"reset", (PyCFunction)Manager_reset, METH_NOARGS, reset_doc},
     {"close", (PyCFunction)Manager_close, METH_NOARGS, close_doc},
-    {"submit", (PyCFunction)Manager_submit, METH_O, submit_doc},
+    {"submit", (PyCFunction)(void (*)(void))Manager_submit, METH_VARARGS | METH_KEYWORDS, submit_doc},
+    {"arm", (PyCFunction)Manager_arm, METH_VARARGS, arm_doc},
+    {"cancel_ticket", (PyCFunction)Manager_cancel_ticket, METH_VARARGS, cancel_doc},
+    {"ticket_state", (PyCFunction)Manager_ticket_state, METH_VARARGS, ticket_state_doc},
+    {"wake", (PyCFunction)Manager_wake, METH_NOARGS, wake_doc},
     {"collect", (PyCFunction)(void (*)(void))Manager_collect, METH_VARARGS | METH_KEYWORDS, collect_doc},
     {"stats", (PyCFunction)Manager_stats, METH_NOARGS, stats_doc},
     {NULL, NULL, 0, NULL},
@@ -775,6 +1149,7 @@ static PyGetSetDef Manager_getset[] = {
     {"kind", (getter)Manager_get_kind, NULL, "'process' or 'thread'", NULL},
     {"closed", (getter)Manager_get_closed, NULL, "True once close() ran", NULL},
     {"running", (getter)Manager_get_running, NULL, "True while a run is open", NULL},
+    {"tickets", (getter)Manager_get_tickets, NULL, "slots in the cancel table (0: none)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -798,21 +1173,23 @@ static PyTypeObject ManagerType = {
 /* ------------------------------------------------------------------ module */
 
 PyDoc_STRVAR(set_callbacks_doc,
-             "set_callbacks(worker_run, decode, thread_run, thread_outcome, log, error): the "
-             "Python halves (fpp/__init__.py calls this once).");
+             "set_callbacks(worker_run, decode, thread_run, thread_outcome, log, error, "
+             "worker_init): the Python halves (fpp/__init__.py calls this once).");
 static PyObject *set_callbacks(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *a[6];
-    if (!PyArg_ParseTuple(args, "OOOOOO", &a[0], &a[1], &a[2], &a[3], &a[4], &a[5]))
+    enum { N = 7 };
+    PyObject *a[N];
+    if (!PyArg_ParseTuple(args, "OOOOOOO", &a[0], &a[1], &a[2], &a[3], &a[4], &a[5], &a[6]))
         return NULL;
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < N; i++)
         if (!PyCallable_Check(a[i])) {
             PyErr_Format(PyExc_TypeError, "callback %d is not callable", i);
             return NULL;
         }
-    PyObject **slots[6] = {&cb_worker_run, &cb_decode, &cb_thread_run, &cb_thread_outcome, &cb_log, &cb_error};
-    for (int i = 0; i < 6; i++) {
+    PyObject **slots[N] = {&cb_worker_run, &cb_decode, &cb_thread_run, &cb_thread_outcome,
+                           &cb_log, &cb_error, &cb_worker_init};
+    for (int i = 0; i < N; i++) {
         Py_INCREF(a[i]);
         Py_XSETREF(*slots[i], a[i]);
     }
@@ -885,6 +1262,8 @@ PyMODINIT_FUNC PyInit__fpp(void)
         return NULL;
     if ((fn_thread = register_fn("fpp.python.thread", task_thread)) < 0)
         return NULL;
+    if ((fn_init = register_fn("fpp.python.init", task_init)) < 0)
+        return NULL;
     PyObject *pickle = PyImport_ImportModule("pickle");
     if (!pickle)
         return NULL;
@@ -909,6 +1288,8 @@ PyMODINIT_FUNC PyInit__fpp(void)
         PyModule_AddIntConstant(mod, "CANCELLED", FPP_CANCELLED) < 0 ||
         PyModule_AddIntConstant(mod, "DONE", FPP_DONE) < 0 ||
         PyModule_AddIntConstant(mod, "SLICE_MS", SLICE_MS) < 0 ||
+        PyModule_AddIntConstant(mod, "WAKE_SLICE_MS", WAKE_SLICE_MS) < 0 ||
+        PyModule_AddIntConstant(mod, "PREFIX", PREFIX) < 0 ||
         PyModule_AddStringConstant(mod, "FPP_VERSION", FPP_VERSION_STRING) < 0) {
         Py_DECREF(mod);
         return NULL;
