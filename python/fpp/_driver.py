@@ -67,19 +67,33 @@ class Driver:
         self.pid = os.getpid()
         self.gens = itertools.count(1)
         self.free = list(range(mgr.tickets, 0, -1)) if self.process else []
+        self.asleep = threading.Event()  # the collector has gone to sleep (once)
         drivers.add(self)
+        if not idle_exit:
+            # Started now and asleep before the first task comes: that task, and every one put
+            # while the collector sleeps, goes to fpp straight from put() (see there).
+            with self.lock:
+                self._wake_locked()
+            self.asleep.wait()
 
     # ------------------------------------------------------------ any thread
 
     def put(self, item, handler):
         """Queues a task: item is the payload parts (process) or (fn, args, kwargs) (threads).
-        Raises RuntimeError once shut down."""
+        Raises RuntimeError once shut down. While the collector sleeps (nothing was running),
+        this thread gives the task to fpp itself, so that it starts at once."""
+        failed = None
         with self.lock:
             self._check_locked()
             handler._fpp_where = QUEUED
             handler._fpp_driver = self
-            self.queue.append((item, handler))
+            if self.idle and not self.queue and len(self.inflight) < self.mif:
+                failed = self._submit([self._ticket(item, handler)])
+            else:
+                self.queue.append((item, handler))
             self._wake_locked()
+        if failed:
+            self._fail(failed)
 
     def _check_locked(self):
         if self.error is not None:
@@ -124,8 +138,9 @@ class Driver:
             return False
         return self.mgr.ticket_state(*t) == 1
 
-    def cancel_all(self):
-        """Cancels every task not started yet; returns their handlers."""
+    def cancel_all(self, spare=0):
+        """Cancels every task not started yet, but the oldest `spare` that fpp has; returns
+        their handlers."""
         out = []
         with self.lock:
             while self.queue:
@@ -133,7 +148,7 @@ class Driver:
                 if h._fpp_where == QUEUED:
                     h._fpp_where = DONE
                     out.append(h)
-            infpp = list(self.inflight.values())
+            infpp = list(self.inflight.values())[spare:]  # in submission order
         for h in infpp:
             if self.cancel(h):
                 out.append(h)
@@ -155,12 +170,14 @@ class Driver:
         return True
 
     def shutdown(self, wait=True, cancel_futures=False):
-        """No new tasks; the collector finishes what is queued and running (cancel_futures:
-        cancels what has not started first), then stops the workers. wait: until then."""
+        """No new tasks; the collector finishes what is queued and running, then stops the
+        workers. wait: until then. cancel_futures: what has not started is cancelled first,
+        but for the tasks next in line, one per worker (the oldest not finished), which run:
+        as in concurrent.futures, whose workers' next tasks count as started."""
         with self.lock:
             self.closed = True
         if cancel_futures:
-            for h in self.cancel_all():
+            for h in self.cancel_all(spare=self.mgr.workers):
                 h._fpp_skipped()
         self._end(wait)
 
@@ -212,21 +229,7 @@ class Driver:
                 item, h = q.popleft()
                 if h._fpp_where != QUEUED:  # cancelled while queued
                     continue
-                if self.process:
-                    slot = self.free.pop() if self.free else 0
-                    if slot:
-                        gen = next(self.gens)
-                        self.mgr.arm(slot, gen)
-                        h._fpp_ticket = (slot, gen)
-                    else:
-                        h._fpp_ticket = None
-                else:
-                    seq = next(_codec._seqs)
-                    _codec._calls[seq] = item
-                    item = seq
-                    h._fpp_ticket = seq
-                h._fpp_where = IN_FPP
-                batch.append((item, h))
+                batch.append(self._ticket(item, h))
                 room -= 1
             if batch or self.inflight:
                 self.handing = len(batch)
@@ -238,42 +241,75 @@ class Driver:
                 self.thread = None
                 return None
             self.idle = True
+            self.asleep.set()
             try:
                 self.idle_cond.wait()
             finally:
                 self.idle = False
+
+    def _ticket(self, item, h):
+        """Under the lock: h's task is about to be given to fpp: its ticket (a cancel-table
+        slot armed, or a thread sequence number)."""
+        if self.process:
+            slot = self.free.pop() if self.free else 0
+            if slot:
+                gen = next(self.gens)
+                self.mgr.arm(slot, gen)
+                h._fpp_ticket = (slot, gen)
+            else:
+                h._fpp_ticket = None
+        else:
+            seq = next(_codec._seqs)
+            _codec._calls[seq] = item
+            item = seq
+            h._fpp_ticket = seq
+        h._fpp_where = IN_FPP
+        return item, h
+
+    def _submit(self, batch):
+        """Gives batch to fpp (by the one thread using the Manager now); returns the
+        [(handler, exception)] of the tasks fpp refused (too big, ...), for _fail."""
+        mgr = self.mgr
+        if not mgr.running:
+            mgr.open(self.mif)
+        process = self.process
+        inflight = self.inflight
+        failed = []
+        for item, h in batch:
+            try:
+                t = h._fpp_ticket
+                tid = mgr.submit(item, *t) if process and t else mgr.submit(item)
+            except Exception as exc:  # this task's failure
+                self._release(h)
+                if not process:
+                    _codec._calls.pop(item, None)
+                h._fpp_where = DONE
+                failed.append((h, exc))
+                continue
+            inflight[tid] = h
+        return failed
+
+    @staticmethod
+    def _fail(failed):
+        for h, exc in failed:
+            h._fpp_fail(exc)
 
     def _run(self, previous):
         if previous is not None:
             previous.join()  # the collector before this one still had the Manager
         mgr = self.mgr
         inflight = self.inflight
-        process = self.process
         fail = None
-        opened = False
         try:
             while True:
                 with self.lock:
                     batch = self._take()
                 if batch is None:
                     break
-                if batch and not opened:
-                    if not mgr.running:
-                        mgr.open(self.mif)
-                    opened = True
-                for item, h in batch:
-                    try:
-                        t = h._fpp_ticket
-                        tid = mgr.submit(item, *t) if process and t else mgr.submit(item)
-                    except Exception as exc:  # too big, ...: this task's failure
-                        self._release(h)
-                        if not process:
-                            _codec._calls.pop(item, None)
-                        h._fpp_where = DONE
-                        h._fpp_fail(exc)
-                        continue
-                    inflight[tid] = h
+                if batch:
+                    self._fail(self._submit(batch))
                 self.handing = 0
+                del batch
                 if not inflight:
                     continue
                 got = mgr.collect(None, 256, True)
@@ -287,7 +323,8 @@ class Driver:
                         h._fpp_skipped()
                     else:
                         h._fpp_set(code, value)
-                    del h
+                # Nothing of a result may stay here while the collector waits.
+                got = h = code = value = None
         except BaseException as exc:  # the pool is unusable: say why on every task
             fail = exc
         self._stop(fail)

@@ -423,8 +423,9 @@ class ProcessPool(cf.Executor):
         return self._map(fn, zip(*iterables), chunksize, True, True, timeout)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
-        """No more tasks; what was submitted finishes (cancel_futures: what has not started is
-        cancelled first), then the workers stop. wait: return only then."""
+        """No more tasks; what was submitted finishes, then the workers stop. wait: return only
+        then. cancel_futures: what no worker has started is cancelled first, but for the next
+        task of each worker (the oldest max_workers unfinished), as in concurrent.futures."""
         self._closed = True
         self._driver.shutdown(wait, cancel_futures)
 
