@@ -53,10 +53,14 @@ from .errors import TaskCancelled
 
 _MIB = 1 << 20
 _GIB = 1 << 30
-# Sizes of a pickled argument and result (out-of-band buffers included) a pool takes by
-# default: all that fpp allows. The memory is reserved, and touched only as it is used.
+# The largest pickled argument (out-of-band buffers included) a pool takes by default: all
+# that fpp allows. fpp reserves twice that for the arguments in flight and backs it as it is
+# used (but for its first 64 MiB, backed when the pool is created: see the README).
 DEFAULT_MAX_ARG_SIZE = _GIB
-DEFAULT_MAX_RESULT_SIZE = _GIB
+# The largest result by default. Not more: each worker's result memory is four times this,
+# written round and round, so all of it ends up resident (a 1 GiB default held 3 GiB of
+# shared memory per worker after 3000 1-MiB results).
+DEFAULT_MAX_RESULT_SIZE = 4 * _MIB
 
 
 def _pow2(n):
@@ -333,8 +337,9 @@ class ProcessPool(cf.Executor):
     :param max_in_flight: tasks (or map chunks) given to fpp at once (more wait in the pool's
         queue); also a map's read-ahead window. Default 64 per worker, at least 128.
     :param max_arg_size: the largest pickled argument (out-of-band buffers included) a task may
-        have, in bytes; default 1 GiB (fpp's maximum). The memory is reserved, not used.
-    :param max_result_size: the same for results; default 1 GiB.
+        have, in bytes; default 1 GiB (fpp's maximum): reserved, backed as it is used.
+    :param max_result_size: the same for results; default 4 MiB (up to 1 GiB; each worker's
+        result memory is four times this, and all of it becomes resident with use).
     :param task_timeout: seconds; a task running longer is killed (:class:`fpp.TaskTimeout`).
     :param max_worker_rss_mib: a worker that grew past this is replaced.
     :param keep_fds: True (default): workers keep every file descriptor open when the pool is

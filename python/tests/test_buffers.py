@@ -38,12 +38,15 @@ def describe(x):
     return type(x).__name__, len(x)
 
 
-def test_an_8_mb_array_passes_by_default_both_ways(pool):
-    a = np.random.default_rng(1).random(1 << 20)  # 8 MiB
+def test_an_8_mb_array_passes_by_default(pool):
+    a = np.random.default_rng(1).random(1 << 20)  # 8 MiB: refused by 0.2's 4 MiB default
     assert pool.submit(total, a).result() == pytest.approx(float(a.sum()))
-    back = pool.submit(identity, a).result()
-    assert np.array_equal(back, a) and back.dtype == a.dtype
-    big = pool.submit(make, 4 << 20).result()  # a 32 MiB result
+    assert list(pool.map(total, [a] * 20)) == [pytest.approx(float(a.sum()))] * 20
+    h = a[: 1 << 18]  # 2 MiB back (results: up to 4 MiB by default)
+    back = pool.submit(identity, h).result()
+    assert np.array_equal(back, h) and back.dtype == h.dtype
+    with fpp.ProcessPool(1, max_result_size=64 * MIB) as p:  # results: 4 MiB by default
+        big = p.submit(make, 4 << 20).result()  # a 32 MiB result
     assert big.shape == (4 << 20,) and big[-1] == (4 << 20) - 1
 
 
@@ -53,9 +56,9 @@ def test_futureproof_executors_take_them_too():
     try:
         with futureproof.TaskManager(ex) as tm:
             tm.submit(total, a)
-            tm.submit(make, 1 << 20)
+            tm.submit(make, 1 << 18)
         got = sorted(tm.results, key=lambda r: isinstance(r, float))
-        assert got[1] == float(1 << 20) and got[0].shape == (1 << 20,)
+        assert got[1] == float(1 << 20) and got[0].shape == (1 << 18,)
     finally:
         ex.shutdown()
 

@@ -262,8 +262,8 @@ class ProcessPoolExecutor(_FutureProofExecutor):
         first task, as concurrent.futures' (see :class:`fpp.ProcessPool`).
     fpp options: ``max_in_flight``, ``task_timeout`` (seconds; the worker is killed),
     ``max_tasks_per_worker`` (or concurrent.futures' ``max_tasks_per_child``),
-    ``max_arg_size``/``max_result_size`` (pickled bytes, default 1 GiB each: reserved, used as
-    needed), ``max_worker_rss_mib``, ``keep_fds`` (default True: file descriptors open now,
+    ``max_arg_size``/``max_result_size`` (pickled bytes, default 1 GiB and 4 MiB, as
+    :class:`fpp.ProcessPool`), ``max_worker_rss_mib``, ``keep_fds`` (default True: file descriptors open now,
     such as a logging.FileHandler's, stay usable in tasks)."""
 
     _kind = "process"
