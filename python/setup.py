@@ -1,12 +1,15 @@
-"""setuptools build of the Python package fpp, without CMake.
+"""setuptools build of the Python package fpp, without CMake (pyproject.toml names it as the
+build backend's script, so `pip install ./python` runs it).
 
 The extension fpp._fpp is compiled from python/src/fppmodule.c together with libfpp's own
-sources (../lib/*.c), so nothing needs to be installed first. From this directory:
+sources (libfpp_sources() below), so nothing needs to be installed first. From the top of the
+checkout (see the README's "Python: installing"):
 
-    /usr/bin/python3 setup.py build_ext --inplace     # then PYTHONPATH=python works
-    /usr/bin/python3 -m pytest tests                  # with PYTHONPATH=. (python/)
+    pip install ./python                                   # into a venv, or with
+                                                           # --break-system-packages outside
+    cd python && python3 setup.py build_ext --inplace      # or in place: PYTHONPATH=python
 
-CMake (-DFPP_WITH_PYTHON=ON, the default AUTO) is the main build; this is the alternative.
+CMake (-DFPP_WITH_PYTHON=ON, the default AUTO) is the other build; both compile the same.
 """
 import glob
 import os
@@ -41,18 +44,22 @@ def generate_version_header():
             f.write(text)
 
 
+def libfpp_sources():
+    """libfpp's sources, relative to this directory: every lib/*.c but libfpp_mpi's
+    (lib/mpi_*.c need Open MPI and are not part of the extension)."""
+    return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(TOP, "lib", "*.c"))
+                  if not os.path.basename(p).startswith("mpi_"))
+
+
+if not os.path.isfile(os.path.join(TOP, "include", "fpp.h")):
+    raise SystemExit("fpp's setup.py builds from a checkout of fpp: it needs ../include and ../lib "
+                     "next to python/ (pip install ./python from the top of the checkout)")
 generate_version_header()
-# libfpp's sources: every lib/*.c but libfpp_mpi's (lib/mpi_*.c need Open MPI and are not
-# part of the extension).
-lib_sources = sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(TOP, "lib", "*.c"))
-                     if not os.path.basename(p).startswith("mpi_"))
+lib_sources = libfpp_sources()
 
 setup(
-    name="fpp",
     version="%s.%s.%s" % version(),
-    description="Python callables in fpp's crash-isolated process pool; futureproof's API on it",
     packages=["fpp", "fpp.futureproof"],
-    python_requires=">=3.7",
     ext_modules=[
         Extension(
             "fpp._fpp",

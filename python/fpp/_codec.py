@@ -62,6 +62,7 @@ OOB_MIN = 32 * 1024  # buffers this big or bigger travel out of band
 CODE_MORE = 3  # a map chunk done in part: (results, k)
 CODE_SKIPPED = 4  # cancelled before it started: it did not run
 PREFIX = _fpp.PREFIX
+_COPY_OUT_MIN = 64 * 1024  # fpp._fpp.Buffer's smallest
 _HDR = struct.Struct("<III")
 _BLK = struct.Struct("<II")
 _C, _M, _P, _N = ord("C"), ord("M"), ord("P"), ord("N")
@@ -69,6 +70,7 @@ _R, _E, _X, _Y, _K = ord("R"), ord("E"), ord("X"), ord("Y"), ord("K")
 _LOWER = 32  # tag | _LOWER: the body is a frame
 _dumps = pickle.dumps
 _loads = pickle.loads
+_copy_out = _fpp.copy_out
 _PickleBuffer = pickle.PickleBuffer
 _PAD = [bytes(n) for n in range(64)]
 _TAGS = {t: (bytes([t]), bytes([t | _LOWER])) for t in (_C, _M, _P, _N)}
@@ -142,8 +144,10 @@ def _frame(data, bufs, base):
     return parts
 
 
-def _unframe(buf, pos):
-    """The object in the frame at buf[pos:]; its buffers are copied out of buf."""
+def _unframe(buf, pos, copy_out=None):
+    """The object in the frame at buf[pos:]; its buffers are copied out of buf: into bytes for
+    a read-only buffer, else into a bytearray, or with copy_out(buf, offset, length) (the
+    parent's: fpp._fpp.copy_out, memory from a cache, copied without the GIL)."""
     n, plen = _BLK.unpack_from(buf, pos)
     h = pos + _BLK.size
     where = struct.unpack_from("<%dQ" % (2 * n), buf, h)
@@ -152,8 +156,13 @@ def _unframe(buf, pos):
     buffers = []
     for i in range(n):
         o = pos + where[2 * i]
-        v = buf[o:o + where[2 * i + 1]]
-        buffers.append(bytes(v) if kinds[i] else bytearray(v))
+        size = where[2 * i + 1]
+        if kinds[i]:
+            buffers.append(bytes(buf[o:o + size]))
+        elif copy_out is not None and size >= _COPY_OUT_MIN:
+            buffers.append(copy_out(buf, o, size))
+        else:
+            buffers.append(bytearray(buf[o:o + size]))
     return _loads(buf[start:start + plen], buffers=buffers)
 
 
@@ -167,8 +176,8 @@ def _encode(tag, head, obj):
     return [_TAGS[tag][1], head] + frame if head else [_TAGS[tag][1]] + frame
 
 
-def _load_body(buf, pos, framed):
-    return _unframe(buf, pos) if framed else _loads(buf[pos:])
+def _load_body(buf, pos, framed, copy_out=None):
+    return _unframe(buf, pos, copy_out) if framed else _loads(buf[pos:])
 
 
 def _parts_len(data):
@@ -284,14 +293,14 @@ def decode(buf):
     base = tag & ~_LOWER
     framed = base != tag
     if base == _R:
-        return _fpp.CODE_OK, _load_body(buf, 1, framed)
+        return _fpp.CODE_OK, _load_body(buf, 1, framed, _copy_out)
     if base == _E:
         return _fpp.CODE_EXC, _rebuild(_loads(buf[1:]))
     if base == _X:
-        results, info = _load_body(buf, 1, framed)
+        results, info = _load_body(buf, 1, framed, _copy_out)
         return _fpp.CODE_PARTIAL, (results, _rebuild(info))
     if base == _Y:
-        return CODE_MORE, _load_body(buf, 1, framed)
+        return CODE_MORE, _load_body(buf, 1, framed, _copy_out)
     if base == _K:
         return CODE_SKIPPED, None
     return _fpp.CODE_FPP + _fpp.FAILED, ("fpp: unknown answer tag %d from the worker" % tag, 0)

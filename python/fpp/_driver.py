@@ -213,6 +213,7 @@ class Driver:
             self.finished = True
         if self.pid == os.getpid():
             self.mgr.close()
+            _fpp.trim_buffers()
 
     # ------------------------------------------------------------ the collector
 

@@ -43,6 +43,7 @@ import queue
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from concurrent.futures._base import CANCELLED, PENDING
 
@@ -163,12 +164,12 @@ class _Chunk:
         self._fpp_set(_codec.CODE_SKIPPED, None)
 
 
-class _MapIterator:
-    """The iterator map/imap/imap_unordered return. Submits the first window of chunks at
-    once, then one chunk per chunk consumed; results in input order (ordered) or chunk by
-    chunk as they finish. An exception (the callable's, WorkerCrashed...) is raised at its
-    item's place, after the results before it, and ends the iteration. Closing it (or
-    dropping it, or a timeout) cancels the chunks not started."""
+class _Map:
+    """The state of one map/imap/imap_unordered: submits the first window of chunks when the
+    map is made, then a chunk per chunk consumed; hands out finished chunks in input order
+    (ordered) or as they finish. Its results come out of _results(), a generator (so that
+    handing out an item costs no Python call). Closing it (the generator closed or dropped, a
+    timeout, an exception) cancels the chunks not started."""
 
     def __init__(self, pool, fn, it, chunksize, ordered, star, timeout):
         self._driver = pool._driver
@@ -182,18 +183,13 @@ class _MapIterator:
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._q = queue.SimpleQueue()
         self._live = {}       # chunk index -> chunk in flight
-        self._ready = {}      # ordered: index -> finished chunk not yet consumed
+        self._ready = {}      # index -> finished chunk not yet handed out
         self._more = deque()  # chunks done in part, to send again
-        self._out = deque()   # results to hand out
-        self._err = None      # to raise once _out is empty
         self._index = 0       # next chunk to send
-        self._want = 0        # next chunk to consume (ordered)
+        self._want = 0        # next chunk to hand out (ordered)
         self._exhausted = False
-        self._done = False
+        self._closed = False
         self._fill()
-
-    def __iter__(self):
-        return self
 
     def _send(self, ch, items):
         ch.sent = len(items)
@@ -236,7 +232,7 @@ class _MapIterator:
         self._ready[ch.index] = ch
 
     def _next_chunk(self):
-        """The next chunk to consume, waiting for it (None: nothing is left)."""
+        """The next chunk to hand out, waiting for it (None: nothing is left)."""
         while True:
             if self._ordered:
                 ch = self._ready.pop(self._want, None)
@@ -261,58 +257,58 @@ class _MapIterator:
                 raise TimeoutError() from None
             self._arrived(ch)
 
-    def __next__(self):
-        while True:
-            if self._out:
-                return self._out.popleft()
-            if self._err is not None:
-                err, self._err = self._err, None
-                self.close()
-                raise err
-            if self._done:
-                raise StopIteration
-            try:
+    def _results(self):
+        try:
+            while True:
                 ch = self._next_chunk()
-            except BaseException:
-                self.close()
-                raise
-            if ch is None:
-                self._done = True
-                raise StopIteration
-            code, value = ch.code, ch.value
-            if code == _fpp.CODE_OK:
-                results, err = value, None
-            elif code == _fpp.CODE_PARTIAL:
-                results, err = value
-            elif code == _codec.CODE_SKIPPED:
-                results, err = (), TaskCancelled("cancelled: the pool was shut down or terminated")
-            else:
-                results, err = (), outcome(code, value)[1]
-            if ch.acc:
-                results = ch.acc + list(results)
-            self._out.extend(results)
-            del results, ch, value
-            self._err = err
-            self._fill()
+                if ch is None:
+                    return
+                code, value = ch.code, ch.value
+                if code == _fpp.CODE_OK:
+                    results, err = value, None
+                elif code == _fpp.CODE_PARTIAL:
+                    results, err = value
+                elif code == _codec.CODE_SKIPPED:
+                    results, err = (), TaskCancelled("cancelled: the pool was shut down or terminated")
+                else:
+                    results, err = (), outcome(code, value)[1]
+                if ch.acc:
+                    results = ch.acc + list(results)
+                del ch, value
+                self._fill()
+                if err is not None:
+                    yield from results
+                    raise err
+                if len(results) == 1:
+                    yield results.pop()
+                else:
+                    results.reverse()  # handed out from the end: nothing keeps what was
+                    pop = results.pop
+                    for _ in range(len(results)):
+                        yield pop()
+                del results
+        finally:
+            self.close()
 
     def close(self):
         """Stops the map: chunks not started are cancelled; running ones finish unseen."""
-        if self._done:
+        if self._closed:
             return
-        self._done = True
+        self._closed = True
         self._it = None
-        self._out.clear()
         live, self._live = self._live, {}
         self._ready.clear()
         self._more.clear()
         for ch in live.values():
-            ch._fpp_driver.cancel(ch) if ch._fpp_driver is not None else None
+            if ch._fpp_driver is not None:
+                ch._fpp_driver.cancel(ch)
 
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+
+def _map_iterator(m):
+    """The generator a map hands out; a map dropped unstarted is closed when it goes."""
+    gen = m._results()
+    weakref.finalize(gen, m.close)
+    return gen
 
 
 # ------------------------------------------------------------------------ the pool
@@ -482,7 +478,7 @@ class ProcessPool(cf.Executor):
         if _interpreter_exiting:
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         _codec.check_sendable(fn)
-        return _MapIterator(self, fn, iter(iterable), chunksize, ordered, star, timeout)
+        return _map_iterator(_Map(self, fn, iter(iterable), chunksize, ordered, star, timeout))
 
     def __del__(self):
         try:

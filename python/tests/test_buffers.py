@@ -139,3 +139,17 @@ def test_result_over_the_limit_is_that_tasks_error():
         with pytest.raises(fpp.TaskFailed, match="max_result_size"):
             p.submit(make, MIB).result()  # 8 MiB
         assert p.submit(make, 1000).result().shape == (1000,)
+
+
+def test_big_results_land_in_reused_memory_of_their_own(pool):
+    """A big writable buffer of a result is copied once, into an fpp._fpp.Buffer (memory from
+    a cache, so results a program lets go of serve the next ones without page faults)."""
+    a = pool.submit(make, 1 << 17).result()
+    assert isinstance(a.base.obj if isinstance(a.base, memoryview) else a.base, fpp._fpp.Buffer)
+    a[0] = 42.0  # its own, writable memory
+    assert a[0] == 42.0
+    b = fpp._fpp.copy_out(bytearray(b"abcdef"), 2, 3)
+    assert bytes(b) == b"cde" and len(b) == 3
+    for off, n in ((-1, 1), (4, 3), (0, 7)):
+        with pytest.raises(ValueError):
+            fpp._fpp.copy_out(b"abcdef", off, n)
