@@ -56,6 +56,11 @@ def _smoke(python, where, tmp, env=None):
     assert out.stdout.startswith("OK"), out.stdout
 
 
+def _needs_venv():
+    if subprocess.run(["/usr/bin/python3", "-c", "import ensurepip, venv"], capture_output=True).returncode:
+        pytest.skip("apt-get install python3-venv")
+
+
 def _needs_debian_wheels():
     if not glob.glob(os.path.join(WHEELS, "setuptools-*.whl")) or not glob.glob(os.path.join(WHEELS, "wheel-*.whl")):
         pytest.skip("Debian's wheels are missing: apt-get install python3-setuptools-whl python3-wheel-whl")
@@ -65,6 +70,7 @@ def test_pip_install_in_a_venv_offline(tmp_path):
     """python3 -m venv, then pip install ./python with build isolation, its build backend
     from Debian's wheels instead of an index."""
     _needs_debian_wheels()
+    _needs_venv()
     src = _checkout(tmp_path)
     venv = tmp_path / "venv"
     _run(["/usr/bin/python3", "-m", "venv", str(venv)], env=_env())
@@ -84,10 +90,11 @@ def test_pip_install_outside_a_venv_on_debians_python3(tmp_path):
     if not os.path.exists("/usr/lib/python3.11/EXTERNALLY-MANAGED") and not glob.glob("/usr/lib/python3*/EXTERNALLY-MANAGED"):
         pytest.skip("not Debian's externally-managed python3")
     try:
+        import pip  # noqa: F401
         import setuptools  # noqa: F401
         import wheel  # noqa: F401
     except ImportError:
-        pytest.skip("apt-get install python3-setuptools python3-wheel")
+        pytest.skip("apt-get install python3-pip python3-setuptools python3-wheel")
     src = _checkout(tmp_path)
     root = tmp_path / "root"
     _run(["/usr/bin/python3", "-m", "pip", "install", "--break-system-packages", "--no-build-isolation",
