@@ -89,11 +89,8 @@ def test_pip_install_outside_a_venv_on_debians_python3(tmp_path):
     --root so that this test leaves /usr/local alone."""
     if not os.path.exists("/usr/lib/python3.11/EXTERNALLY-MANAGED") and not glob.glob("/usr/lib/python3*/EXTERNALLY-MANAGED"):
         pytest.skip("not Debian's externally-managed python3")
-    try:
-        import pip  # noqa: F401
-        import setuptools  # noqa: F401
-        import wheel  # noqa: F401
-    except ImportError:
+    if subprocess.run(["/usr/bin/python3", "-c", "import pip, setuptools, wheel"], capture_output=True,
+                      env=_env()).returncode:
         pytest.skip("apt-get install python3-pip python3-setuptools python3-wheel")
     src = _checkout(tmp_path)
     root = tmp_path / "root"
