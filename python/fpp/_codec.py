@@ -423,29 +423,63 @@ def _answer(tag, obj):
     return tag | _LOWER, _frame(data, bufs, 1)
 
 
+def _result_size(r):
+    """The bytes a result will take, roughly, if it is a sized object (str, bytes, bytearray,
+    an array: what can be big); else None."""
+    cls = r.__class__
+    if cls in _SIZED:
+        return len(r)
+    n = getattr(r, "nbytes", None)
+    return n if n.__class__ is int else None
+
+
 def _run_chunk(fn, items, star, budget):
+    """fn over a map chunk. If the first result is a sized object, results are counted as
+    they come and the chunk stops once past the budget (the parent sends the rest again), so
+    that no item runs twice; otherwise (numbers, small objects: the usual case) a plain loop,
+    and a chunk whose results turn out too big after all is split after the fact (its tail
+    runs again)."""
     out = []
-    big = 0  # bytes of the str/bytes results so far: stop early past the budget
+    append = out.append
+    size = None
     try:
-        for a in items:
+        it = iter(items)
+        for a in it:
             r = fn(*a) if star else fn(a)
-            if r.__class__ in _SIZED:
-                if r.__class__ is bytes and len(r) >= OOB_MIN:
-                    out.append(_Bytes(r))
-                else:
-                    out.append(r)
-                if budget:
-                    big += len(r)
-                    if big > budget and len(out) < len(items):
-                        return _split(out, budget, whole=False)
+            append(r)
+            size = _result_size(r) if budget else None
+            break
+        if size is None:
+            if star:
+                for a in it:
+                    append(fn(*a))
             else:
-                out.append(r)
+                for a in it:
+                    append(fn(a))
+        else:
+            big = size
+            for a in it:
+                if big > budget:
+                    return _split(_boxed(out), budget, whole=False)
+                r = fn(*a) if star else fn(a)
+                append(r)
+                big += _result_size(r) or 0
     except BaseException as exc:
         return _X, _dumps((out, _exc_info(exc)), HIGHEST)
     tag, data = _answer(_R, out)
-    if budget and _parts_len(data) + 1 > budget:
-        return _split(out, budget)
+    n = _parts_len(data)
+    if n >= OOB_MIN and any(r.__class__ is bytes and len(r) >= OOB_MIN for r in out):
+        out = _boxed(out)
+        tag, data = _answer(_R, out)
+        n = _parts_len(data)
+    if budget and n + 1 > budget:
+        return _split(_boxed(out), budget)
     return tag, data
+
+
+def _boxed(out):
+    """out with its big bytes results wrapped to travel out of band."""
+    return [_Bytes(r) if r.__class__ is bytes and len(r) >= OOB_MIN else r for r in out]
 
 
 def worker_run(buf):
