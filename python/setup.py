@@ -59,7 +59,7 @@ lib_sources = libfpp_sources()
 
 setup(
     version="%s.%s.%s" % version(),
-    packages=["fpp", "fpp.futureproof"],
+    packages=["fpp", "fpp.futureproof", "fpp.mpi"],
     ext_modules=[
         Extension(
             "fpp._fpp",

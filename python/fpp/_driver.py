@@ -48,7 +48,7 @@ class Driver:
 
     def __init__(self, mgr, max_in_flight, name="fpp-collector", idle_exit=False):
         self.mgr = mgr
-        self.process = mgr.kind == "process"
+        self.process = mgr.kind != "thread"  # process or mpi: payloads of bytes
         self.mif = max_in_flight
         self.name = name
         self.idle_exit = idle_exit

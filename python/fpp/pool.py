@@ -372,8 +372,8 @@ class ProcessPool(cf.Executor):
         if mif < 1:
             raise ValueError("max_in_flight must be >= 1")
         init = _codec.encode_init(initializer, initargs) if initializer is not None else None
-        self._mgr = _track(_fpp.Manager(
-            "process", workers=max_workers, queue_capacity=_pow2(mif), max_arg_size=max_arg_size,
+        self._mgr = _track(self._manager(
+            workers=max_workers, queue_capacity=_pow2(mif), max_arg_size=max_arg_size,
             max_result_size=max_result_size, keep_fds=keep_fds, init=init,
             **_limits(task_timeout, max_tasks_per_child or 0, max_worker_rss_mib)))
         self._max_workers = max_workers
@@ -381,6 +381,11 @@ class ProcessPool(cf.Executor):
         self._max_result = max_result_size
         self._driver = Driver(self._mgr, mif, name="fpp-collector")
         self._closed = False
+
+    @staticmethod
+    def _manager(**options):
+        """The fpp executor under the pool (fpp.mpi.MPIPoolExecutor's is MPI's)."""
+        return _fpp.Manager("process", **options)
 
     # ----------------------------------------------------------------- properties
 

@@ -42,9 +42,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <fpp.h>
+
+/* Built a second time with FPP_PYMPI as fpp._fpp_mpi (where MPI is found): the same Manager,
+ * with kind "mpi" (fpp_mpi_executor: the workers are the other ranks' local pools), and the
+ * functions python3 -m fpp.mpi runs on every rank (init, serve, finish). It carries its own
+ * copy of libfpp (static, not exported), as fpp._fpp does: the two never share an executor. */
+#ifdef FPP_PYMPI
+#include <dlfcn.h>
+#include <fpp_mpi.h>
+#define MODNAME "fpp._fpp_mpi"
+#else
+#define MODNAME "fpp._fpp"
+#endif
 
 /* How long one wait lasts before Python gets to run its signal handlers. Ctrl-C and an
  * alarm are seen within this, plus the time to stop. */
@@ -62,7 +75,7 @@ enum {
     CODE_FPP = 10,    /* + fpp_status: value (message, signal) */
 };
 
-enum { KIND_PROCESS = 0, KIND_THREAD = 1 };
+enum { KIND_PROCESS = 0, KIND_THREAD = 1, KIND_MPI = 2 };
 
 /* Callbacks into fpp/_codec.py and fpp/errors.py, set once by fpp/__init__.py. */
 static PyObject *cb_worker_run;     /* (memoryview) -> (tag, bytes) in a worker process */
@@ -482,6 +495,10 @@ static int task_thread(const void *arg, size_t len, fpp_out *out)
 
 /* ------------------------------------------------------------------ Manager */
 
+#ifdef FPP_PYMPI
+static int mpi_announce(int32_t flag);
+#endif
+
 typedef struct {
     PyObject_HEAD
     fpp_executor *ex;
@@ -549,19 +566,29 @@ static int Manager_init(Manager *m, PyObject *args, PyObject *kw)
         m->kind = KIND_PROCESS;
     else if (strcmp(kind, "thread") == 0)
         m->kind = KIND_THREAD;
+#ifdef FPP_PYMPI
+    else if (strcmp(kind, "mpi") == 0)
+        m->kind = KIND_MPI;
+#endif
     else {
-        PyErr_Format(PyExc_ValueError, "kind must be 'process' or 'thread', not '%s'", kind);
+        PyErr_Format(PyExc_ValueError, "kind must be 'process' or 'thread'%s, not '%s'",
+#ifdef FPP_PYMPI
+                     " or 'mpi'",
+#else
+                     "",
+#endif
+                     kind);
         goto out;
     }
     if (qcap < 0 || max_arg < 0 || max_res < 0 || rss < 0) {
         PyErr_SetString(PyExc_ValueError, "sizes must be >= 0");
         goto out;
     }
-    if (init.buf && m->kind != KIND_PROCESS) {
+    if (init.buf && m->kind == KIND_THREAD) {
         PyErr_SetString(PyExc_ValueError, "init is for process pools only");
         goto out;
     }
-    m->fn = m->kind == KIND_PROCESS ? fn_process : fn_thread;
+    m->fn = m->kind == KIND_THREAD ? fn_thread : fn_process;
     fpp_executor_opts o;
     memset(&o, 0, sizeof o);
     o.workers = workers;
@@ -572,20 +599,25 @@ static int Manager_init(Manager *m, PyObject *args, PyObject *kw)
     o.max_tasks_per_worker = max_tasks;
     o.max_worker_rss_kib = (size_t)rss;
     o.keep_fds = keep_fds;
-    if (m->kind == KIND_PROCESS) {
-        /* The cancel table, before the fork server exists: it and its workers inherit it. */
-        uint64_t n = 64;
-        while (n < (uint64_t)qcap && n < ((uint64_t)1 << 24))
-            n <<= 1;
-        void *t = mmap(NULL, n * sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (t == MAP_FAILED) {
-            PyErr_SetFromErrno(PyExc_OSError);
-            goto out;
+    if (m->kind != KIND_THREAD) {
+        /* The cancel table, before the fork server exists: it and its workers inherit it.
+         * Not for MPI: the workers are other ranks' (their worker_init gets address 0). */
+        void *t = NULL;
+        uint64_t n = 0;
+        if (m->kind == KIND_PROCESS) {
+            n = 64;
+            while (n < (uint64_t)qcap && n < ((uint64_t)1 << 24))
+                n <<= 1;
+            t = mmap(NULL, n * sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+            if (t == MAP_FAILED) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                goto out;
+            }
+            for (uint64_t i = 0; i < n; i++)
+                atomic_init(&((_Atomic uint64_t *)t)[i], UINT64_MAX);
+            m->ctab = t;
+            m->ctab_n = n;
         }
-        for (uint64_t i = 0; i < n; i++)
-            atomic_init(&((_Atomic uint64_t *)t)[i], UINT64_MAX);
-        m->ctab = t;
-        m->ctab_n = n;
         size_t alen = 16 + (init.buf ? (size_t)init.len : 0);
         init_arg = PyMem_Malloc(alen);
         if (!init_arg) {
@@ -603,14 +635,29 @@ static int Manager_init(Manager *m, PyObject *args, PyObject *kw)
     }
     fpp_executor *ex = NULL;
     int rc;
+#ifdef FPP_PYMPI
+    if (m->kind == KIND_MPI && mpi_announce(1) < 0)
+        goto out;
+#endif
     m->busy = 1;
     /* Released: the hooks take the GIL in whichever thread forks (see the top of the file). */
     Py_BEGIN_ALLOW_THREADS
-    rc = m->kind == KIND_PROCESS ? fpp_process_executor(&ex, &o) : fpp_thread_executor(&ex, &o);
+    if (m->kind == KIND_PROCESS)
+        rc = fpp_process_executor(&ex, &o);
+    else if (m->kind == KIND_THREAD)
+        rc = fpp_thread_executor(&ex, &o);
+    else
+#ifdef FPP_PYMPI
+        rc = fpp_mpi_executor(&ex, MPI_COMM_WORLD, &o);
+#else
+        rc = FPP_EINVAL;
+#endif
     Py_END_ALLOW_THREADS
     m->busy = 0;
     if (rc) {
-        raise_fpp(rc, m->kind == KIND_PROCESS ? "creating the process pool" : "creating the thread pool");
+        raise_fpp(rc, m->kind == KIND_PROCESS ? "creating the process pool"
+                      : m->kind == KIND_THREAD ? "creating the thread pool"
+                                               : "creating the MPI executor (every other rank serving)");
         goto out;
     }
     m->ex = ex;
@@ -904,7 +951,7 @@ static PyObject *outcome(Manager *m, fpp_task *t)
         }
         Py_DECREF(cv);
     }
-    if (st == FPP_DONE && m->kind == KIND_PROCESS) {
+    if (st == FPP_DONE && m->kind != KIND_THREAD) {
         size_t n;
         const unsigned char *r = fpp_task_result(t, &n);
         if (!r || n == 0)
@@ -1109,7 +1156,7 @@ static PyObject *Manager_get_workers(Manager *m, void *c)
 static PyObject *Manager_get_kind(Manager *m, void *c)
 {
     (void)c;
-    return PyUnicode_FromString(m->kind == KIND_PROCESS ? "process" : "thread");
+    return PyUnicode_FromString(m->kind == KIND_PROCESS ? "process" : m->kind == KIND_THREAD ? "thread" : "mpi");
 }
 
 static PyObject *Manager_get_closed(Manager *m, void *c)
@@ -1155,7 +1202,7 @@ static PyGetSetDef Manager_getset[] = {
 
 static PyTypeObject ManagerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "fpp._fpp.Manager",
+    .tp_name = MODNAME ".Manager",
     .tp_basicsize = sizeof(Manager),
     .tp_dealloc = (destructor)Manager_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -1289,7 +1336,7 @@ static PySequenceMethods Buffer_as_sequence = {
 
 static PyTypeObject BufferType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "fpp._fpp.Buffer",
+    .tp_name = MODNAME ".Buffer",
     .tp_basicsize = sizeof(Buffer),
     .tp_dealloc = (destructor)Buffer_dealloc,
     .tp_as_buffer = &Buffer_as_buffer,
@@ -1361,6 +1408,151 @@ static PyObject *py_copy_out(PyObject *self, PyObject *args)
     return (PyObject *)b;
 }
 
+#ifdef FPP_PYMPI
+/* ------------------------------------------------------------------ MPI */
+
+/* python3 -m fpp.mpi: every rank calls init(); rank 0 runs the program, whose executors each
+ * begin with announce(1) on a communicator of our own (so that the serving ranks know another
+ * executor comes) and end when rank 0 frees them; finish() is announce(0). The other ranks
+ * serve() until then: announce, fpp_mpi_serve, again. Every wait is nonblocking MPI with naps
+ * (Open MPI's blocking collectives spin), with the GIL released. */
+static MPI_Comm ctl = MPI_COMM_NULL;
+
+static int mpi_wait(MPI_Request *r)
+{
+    for (;;) {
+        int done = 0;
+        int rc = MPI_Test(r, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS)
+            return rc;
+        if (done)
+            return MPI_SUCCESS;
+        struct timespec nap = {0, 1000000};
+        nanosleep(&nap, NULL);
+    }
+}
+
+static int mpi_bcast_flag(int32_t *flag)
+{
+    MPI_Request r;
+    int rc = MPI_Ibcast(flag, 1, MPI_INT32_T, 0, ctl, &r);
+    return rc == MPI_SUCCESS ? mpi_wait(&r) : rc;
+}
+
+static int mpi_announce(int32_t flag)
+{
+    if (ctl == MPI_COMM_NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "fpp.mpi: MPI is not set up here: run the program "
+                                            "as mpirun -np N python3 -m fpp.mpi program.py");
+        return -1;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = mpi_bcast_flag(&flag);
+    Py_END_ALLOW_THREADS
+    if (rc != MPI_SUCCESS) {
+        PyErr_Format(PyExc_RuntimeError, "fpp.mpi: MPI_Ibcast failed (%d)", rc);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(mpi_init_doc, "init() -> (rank, size, thread level): MPI_Init_thread (MULTIPLE "
+                           "asked, SERIALIZED needed) unless MPI is up, and fpp.mpi's communicator.");
+static PyObject *py_mpi_init(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    int up = 0, provided = 0, rc = MPI_SUCCESS;
+    MPI_Initialized(&up);
+    if (!up) {
+        /* Loaded by Python without RTLD_GLOBAL, libmpi's plugins would not find its symbols. */
+        Dl_info info;
+        if (dladdr((void *)&MPI_Init_thread, &info) && info.dli_fname)
+            dlopen(info.dli_fname, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);
+        Py_BEGIN_ALLOW_THREADS
+        rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
+        Py_END_ALLOW_THREADS
+        if (rc != MPI_SUCCESS) {
+            PyErr_Format(PyExc_RuntimeError, "fpp.mpi: MPI_Init_thread failed (%d)", rc);
+            return NULL;
+        }
+    } else {
+        MPI_Query_thread(&provided);
+    }
+    if (provided < MPI_THREAD_SERIALIZED) {
+        PyErr_Format(PyExc_RuntimeError, "fpp.mpi: MPI gives thread level %d, it needs "
+                                         "MPI_THREAD_SERIALIZED or MULTIPLE", provided);
+        return NULL;
+    }
+    if (ctl == MPI_COMM_NULL && MPI_Comm_dup(MPI_COMM_WORLD, &ctl) != MPI_SUCCESS) {
+        PyErr_SetString(PyExc_RuntimeError, "fpp.mpi: MPI_Comm_dup failed");
+        return NULL;
+    }
+    int rank = 0, size = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    return Py_BuildValue("(iii)", rank, size, provided);
+}
+
+PyDoc_STRVAR(mpi_serve_doc, "serve(): on a rank other than 0, serves rank 0's executors, one "
+                            "after the other, until finish(). fpp's lines go to stderr.");
+static PyObject *py_mpi_serve(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    if (ctl == MPI_COMM_NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "fpp.mpi: call init() first");
+        return NULL;
+    }
+    fpp_log_set(NULL, NULL, FPP_LOG_WARN); /* "[HH:MM:SS tid] rank 2: ..." on stderr */
+    for (;;) {
+        int32_t flag = 0;
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = mpi_bcast_flag(&flag);
+        if (rc == MPI_SUCCESS && flag == 1)
+            rc = fpp_mpi_serve(MPI_COMM_WORLD, NULL); /* an error is logged; serve on */
+        Py_END_ALLOW_THREADS
+        if (flag != 1)
+            break;
+        (void)rc;
+        if (PyErr_CheckSignals() < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(mpi_finish_doc, "finish(): on rank 0, once its executors are freed: the serving "
+                             "ranks' serve() returns.");
+static PyObject *py_mpi_finish(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    if (mpi_announce(0) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(mpi_finalize_doc, "finalize(): MPI_Finalize.");
+static PyObject *py_mpi_finalize(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    int up = 0, down = 0;
+    MPI_Initialized(&up);
+    MPI_Finalized(&down);
+    if (up && !down) {
+        if (ctl != MPI_COMM_NULL)
+            MPI_Comm_free(&ctl);
+        Py_BEGIN_ALLOW_THREADS
+        MPI_Finalize();
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+#endif
+
 /* ------------------------------------------------------------------ module */
 
 PyDoc_STRVAR(set_callbacks_doc,
@@ -1416,12 +1608,18 @@ static PyMethodDef module_methods[] = {
     {"set_log_level", py_set_log_level, METH_O, "set_log_level(n): fpp's own minimum level (0 debug .. 4 off)."},
     {"copy_out", py_copy_out, METH_VARARGS, copy_out_doc},
     {"trim_buffers", py_trim_buffers, METH_NOARGS, trim_doc},
+#ifdef FPP_PYMPI
+    {"init", py_mpi_init, METH_NOARGS, mpi_init_doc},
+    {"serve", py_mpi_serve, METH_NOARGS, mpi_serve_doc},
+    {"finish", py_mpi_finish, METH_NOARGS, mpi_finish_doc},
+    {"finalize", py_mpi_finalize, METH_NOARGS, mpi_finalize_doc},
+#endif
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "fpp._fpp",
+    .m_name = MODNAME,
     .m_doc = "The C half of fpp: runs Python callables in fpp's crash-isolated worker processes.",
     .m_size = -1,
     .m_methods = module_methods,
@@ -1442,8 +1640,13 @@ static int register_fn(const char *name, fpp_fn fn)
     return id;
 }
 
+#ifdef FPP_PYMPI
+PyMODINIT_FUNC PyInit__fpp_mpi(void); /* the module's one exported symbol */
+PyMODINIT_FUNC PyInit__fpp_mpi(void)
+#else
 PyMODINIT_FUNC PyInit__fpp(void); /* the module's one exported symbol */
 PyMODINIT_FUNC PyInit__fpp(void)
+#endif
 {
     if (PyType_Ready(&ManagerType) < 0 || PyType_Ready(&BufferType) < 0)
         return NULL;
