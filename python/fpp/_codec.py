@@ -435,10 +435,10 @@ def _result_size(r):
 
 def _run_chunk(fn, items, star, budget):
     """fn over a map chunk. If the first result is a sized object, results are counted as
-    they come and the chunk stops once past the budget (the parent sends the rest again), so
-    that no item runs twice; otherwise (numbers, small objects: the usual case) a plain loop,
-    and a chunk whose results turn out too big after all is split after the fact (its tail
-    runs again)."""
+    they come (and big bytes boxed to travel out of band), and the chunk stops once past the
+    budget (the parent sends the rest again), so that no item runs twice; otherwise (numbers,
+    small objects: the usual case) a plain loop, and a chunk whose results turn out too big
+    after all is split after the fact (its tail runs again)."""
     out = []
     append = out.append
     size = None
@@ -446,8 +446,8 @@ def _run_chunk(fn, items, star, budget):
         it = iter(items)
         for a in it:
             r = fn(*a) if star else fn(a)
-            append(r)
-            size = _result_size(r) if budget else None
+            size = _result_size(r)
+            append(_box(r))
             break
         if size is None:
             if star:
@@ -459,16 +459,16 @@ def _run_chunk(fn, items, star, budget):
         else:
             big = size
             for a in it:
-                if big > budget:
-                    return _split(_boxed(out), budget, whole=False)
+                if budget and big > budget:
+                    return _split(out, budget, whole=False)
                 r = fn(*a) if star else fn(a)
-                append(r)
+                append(_box(r))
                 big += _result_size(r) or 0
     except BaseException as exc:
         return _X, _dumps((out, _exc_info(exc)), HIGHEST)
     tag, data = _answer(_R, out)
     n = _parts_len(data)
-    if n >= OOB_MIN and any(r.__class__ is bytes and len(r) >= OOB_MIN for r in out):
+    if size is None and n >= OOB_MIN and any(r.__class__ is bytes and len(r) >= OOB_MIN for r in out):
         out = _boxed(out)
         tag, data = _answer(_R, out)
         n = _parts_len(data)
