@@ -282,10 +282,9 @@ class _Map:
                 if len(results) == 1:
                     yield results.pop()
                 else:
-                    results.reverse()  # handed out from the end: nothing keeps what was
-                    pop = results.pop
-                    for _ in range(len(results)):
-                        yield pop()
+                    # Handed out from the end (nothing keeps what was), by C-level iteration.
+                    results.reverse()
+                    yield from map(results.pop, itertools.repeat(-1, len(results)))
                 del results
         finally:
             self.close()
