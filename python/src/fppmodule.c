@@ -5,9 +5,10 @@
  * into fpp/_codec.py's tables) and the worker initializer, the cancel table (a task cancelled
  * before a worker starts it never runs: see task_process), the laying out of payloads and
  * results given in parts (pickle protocol 5 out-of-band buffers copied once, straight to
- * where fpp takes them), the fork hooks that keep the interpreter consistent across fpp's
+ * where fpp takes them), the Buffer type (big result buffers copied out of fpp's memory into
+ * a cache of mappings), the fork hooks that keep the interpreter consistent across fpp's
  * forks, the log sink, and the Manager type (one fpp executor and, while a run is going on,
- * its task manager).
+ * its task manager). Built twice: fpp._fpp, and with FPP_PYMPI fpp._fpp_mpi (see below).
  *
  * The GIL rules (the first three are what a prototype deadlocked or hung on without):
  *   - Every libfpp call that can wait (or can log) runs with the GIL released. Workers are
