@@ -380,3 +380,35 @@ def test_shutdown_without_wait_exits_cleanly():
     assert rc == 0, err
     assert out.strip() == "apple"
     assert not err
+
+
+def test_a_forked_child_cannot_use_the_parents_pool_and_exits_cleanly(pool):
+    assert pool.submit(square, 2).result() == 4
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: a clear error, then a normal exit (atexit handlers run)
+        os.close(r)
+        try:
+            pool.submit(square, 3)
+            msg = b"no error"
+        except RuntimeError as e:
+            msg = str(e).encode()
+        os.write(w, msg)
+        os.close(w)
+        import atexit
+
+        atexit._run_exitfuncs()  # what a normal exit runs: fpp's exit handler included
+        os._exit(0)
+    os.close(w)
+    msg = os.read(r, 1000)
+    os.close(r)
+    deadline = time.monotonic() + 30
+    while True:
+        pid, status = os.waitpid(child, os.WNOHANG)
+        if pid:
+            break
+        assert time.monotonic() < deadline, "the forked child hangs at exit"
+        time.sleep(0.01)
+    assert b"belongs to another process" in msg, msg
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert pool.submit(square, 5).result() == 25  # the parent's pool is untouched
