@@ -95,6 +95,22 @@ class Driver:
         if failed:
             self._fail(failed)
 
+    def put_many(self, pairs):
+        """put() for several (item, handler) pairs: one lock, one wake."""
+        failed = None
+        with self.lock:
+            self._check_locked()
+            for item, h in pairs:
+                h._fpp_where = QUEUED
+                h._fpp_driver = self
+            if self.idle and not self.queue and len(self.inflight) + len(pairs) <= self.mif:
+                failed = self._submit([self._ticket(item, h) for item, h in pairs])
+            else:
+                self.queue.extend(pairs)
+            self._wake_locked()
+        if failed:
+            self._fail(failed)
+
     def _check_locked(self):
         if self.error is not None:
             raise RuntimeError("this fpp pool failed: %s: %s" % (type(self.error).__name__, self.error))

@@ -196,20 +196,33 @@ class _Map:
         self._driver.put(_codec.encode_chunk(self._fn, items, self._star, self._budget), ch)
 
     def _fill(self):
+        """Sends chunks up to the window: once it is a quarter empty, in one batch (one wake
+        of the collector for many chunks, not one per chunk handed out)."""
         while self._more and len(self._live) + len(self._ready) < self._window:
             ch = self._more.popleft()
             self._live[ch.index] = ch
             self._send(ch, ch.items[:self._chunksize])
-        while not self._exhausted and len(self._live) + len(self._ready) + len(self._more) < self._window:
-            items = list(itertools.islice(self._it, self._chunksize))
+        if self._exhausted:
+            return
+        room = self._window - len(self._live) - len(self._ready) - len(self._more)
+        if room < max(1, self._window // 4) and (self._live or self._ready or self._more):
+            return
+        batch = []
+        encode, fn, star, budget, cs = _codec.encode_chunk, self._fn, self._star, self._budget, self._chunksize
+        for _ in range(room):
+            items = list(itertools.islice(self._it, cs))
             if not items:
                 self._exhausted = True
                 self._it = None
                 break
+            parts = encode(fn, items, star, budget)  # an item that cannot be pickled: raised here
             ch = _Chunk(self._q, self._index, items)
             self._index += 1
-            self._live[ch.index] = ch
-            self._send(ch, items)
+            batch.append((parts, ch))
+        if batch:
+            self._driver.put_many(batch)
+            for parts, ch in batch:
+                self._live[ch.index] = ch
 
     def _arrived(self, ch):
         """A chunk came back: file it (or send the rest of it again)."""

@@ -89,7 +89,7 @@ def test_pip_install_outside_a_venv_on_debians_python3(tmp_path):
     --root so that this test leaves /usr/local alone."""
     if not os.path.exists("/usr/lib/python3.11/EXTERNALLY-MANAGED") and not glob.glob("/usr/lib/python3*/EXTERNALLY-MANAGED"):
         pytest.skip("not Debian's externally-managed python3")
-    if subprocess.run(["/usr/bin/python3", "-c", "import pip, setuptools, wheel"], capture_output=True,
+    if subprocess.run(["/usr/bin/python3", "-c", "import setuptools, wheel, pip"], capture_output=True,
                       env=_env()).returncode:
         pytest.skip("apt-get install python3-pip python3-setuptools python3-wheel")
     src = _checkout(tmp_path)

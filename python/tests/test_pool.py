@@ -250,3 +250,12 @@ def test_chunks_too_big_for_max_result_size_are_split():
             list(p.map(big_result, [10, 5 << 20], chunksize=2))
         with pytest.raises(fpp.TaskFailed, match="max_result_size"):
             p.submit(big_result, 5 << 20).result()
+
+
+def test_map_item_that_cannot_be_pickled_is_raised_and_the_pool_goes_on(pool):
+    items = [1, 2, threading.Lock(), 4]
+    with pytest.raises(TypeError, match="pickle"):
+        list(pool.map(square, items))
+    with pytest.raises(TypeError, match="pickle"):
+        list(pool.map(square, items, chunksize=2))
+    assert list(pool.map(square, range(300))) == [i * i for i in range(300)]  # refills in batches
