@@ -6,8 +6,11 @@ Two ways in:
   ``ThreadPoolExecutor``, error policies, lazy ``map`` with backpressure, a monitor through
   :mod:`logging`, one Ctrl-C stops everything) on fpp's pool: ``import fpp.futureproof as
   futureproof`` is all a futureproof program needs.
-* :class:`fpp.ProcessPool` -- a lower-level pool for speed: ``submit``, ``map`` and
-  ``imap_unordered`` with chunks, a function sent to each worker once.
+* :class:`fpp.ProcessPool` -- a :class:`concurrent.futures.Executor` (``submit`` returns a
+  ``concurrent.futures.Future``; ``map`` with chunks; ``shutdown``; ``initializer``), also
+  with :class:`multiprocessing.pool.Pool`'s ``close``/``join``/``terminate``, ``imap``,
+  ``imap_unordered`` and ``starmap``; a function is sent to each worker once, big buffers
+  travel out of band.
 
 Both run callables in worker processes forked when the pool is created: a callable that
 segfaults, calls ``os._exit`` or hangs past its timeout fails only its own task, and the worker
@@ -28,6 +31,7 @@ from .errors import (
     ArgumentTooBig,
     FppError,
     FunctionNotInWorkers,
+    InitializerFailed,
     RemoteError,
     RemoteTraceback,
     ResultTooBig,
@@ -58,7 +62,7 @@ errors._setup({
 })
 
 _fpp.set_callbacks(_codec.worker_run, _codec.decode, _codec.thread_run, _codec.thread_outcome,
-                   _log, errors.make_error)
+                   _log, errors.make_error, _codec.worker_init)
 
 # Every pool is closed before the interpreter goes away (worker threads of thread pools hold
 # thread states; process pools' workers are reaped), whatever the program forgot.
@@ -87,6 +91,7 @@ __all__ = [
     "FppError",
     "ArgumentTooBig",
     "FunctionNotInWorkers",
+    "InitializerFailed",
     "RemoteError",
     "RemoteTraceback",
     "ResultTooBig",

@@ -7,9 +7,18 @@ Python exception is a :class:`TaskError`: the worker died (:class:`WorkerCrashed
 signal), the task ran over its time (:class:`TaskTimeout`), it was cancelled
 (:class:`TaskCancelled`), or fpp itself failed it (:class:`TaskFailed`, e.g. a result over
 ``max_result_size``).
+
+Where concurrent.futures has a name for the same thing, fpp's exception is also that: a crashed
+worker (:class:`WorkerCrashed`) and an initializer that fails (:class:`InitializerFailed`)
+are :class:`concurrent.futures.process.BrokenProcessPool` (but only that task fails, or only
+the pool's creation: an fpp pool is never "broken"); a cancelled task
+(:class:`TaskCancelled`) is a :class:`concurrent.futures.CancelledError`; a task that ran out
+of time (:class:`TaskTimeout`) a :class:`TimeoutError`.
 """
 import pickle
 import signal as _signal
+from concurrent.futures import CancelledError
+from concurrent.futures.process import BrokenProcessPool
 
 
 class FppError(Exception):
@@ -21,6 +30,11 @@ class FppError(Exception):
         super().__init__(message)
         self.code = code
         self.name = name
+
+
+class InitializerFailed(FppError, BrokenProcessPool):
+    """The pool's initializer failed (raised or crashed) in the first workers: the pool could
+    not be created. The message is the initializer's exception."""
 
 
 class ArgumentTooBig(FppError, ValueError):
@@ -93,10 +107,11 @@ class TaskFailed(TaskError):
     status = "failed"
 
 
-class WorkerCrashed(TaskError):
+class WorkerCrashed(TaskError, BrokenProcessPool):
     """The worker process died while running the task (a signal, ``os._exit``, ...).
 
-    Only this task fails; the worker is replaced and the pool goes on."""
+    Only this task fails; the worker is replaced and the pool goes on. It is also a
+    concurrent.futures BrokenProcessPool, so code written for concurrent.futures catches it."""
 
     status = "crashed"
 
@@ -107,7 +122,7 @@ class TaskTimeout(TaskError, TimeoutError):
     status = "timeout"
 
 
-class TaskCancelled(TaskError):
+class TaskCancelled(TaskError, CancelledError):
     """The task was cancelled before it finished (a raise, Ctrl-C, the pool closing)."""
 
     status = "cancelled"
@@ -137,6 +152,8 @@ def make_error(code, what):
     text = "%s: %s (%s)" % (what, message, name)
     if name == "FPP_ETOOBIG":
         return ArgumentTooBig(text, code, name)
+    if name == "FPP_EINIT":
+        return InitializerFailed(text, code, name)
     if name == "FPP_ENOMEM":
         return MemoryError(text)
     return FppError(text, code, name)

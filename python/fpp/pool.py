@@ -1,33 +1,67 @@
-"""fpp.ProcessPool: the low-level, fast way to run Python callables on fpp's process pool.
+"""fpp.ProcessPool: a :class:`concurrent.futures.Executor` whose workers are fpp's
+crash-isolated processes.
 
-Differences from :class:`concurrent.futures.ProcessPoolExecutor` worth knowing:
+What concurrent.futures code gets: ``submit`` returns a :class:`concurrent.futures.Future`
+(so ``concurrent.futures.wait``/``as_completed`` and asyncio's ``run_in_executor`` and
+``wrap_future`` work), ``map(fn, *iterables, timeout=None, chunksize=1)``, ``shutdown(wait=True,
+*, cancel_futures=False)``, the context manager, ``max_workers``, ``initializer``,
+``initargs``, ``max_tasks_per_child``; a callable's exception comes back as itself with the
+worker's traceback as its ``__cause__``; pickling errors, on either side, are the future's.
+The names it shares with :class:`multiprocessing.pool.Pool` mean what they mean there:
+``close()`` then ``join()`` finishes the pending work and stops the workers, ``terminate()``
+stops at once; ``imap``, ``imap_unordered`` (lazy iterators) and ``starmap`` (a list).
 
-* A function is pickled once in the parent (as a reference) and resolved once per worker,
-  not per task; ``map``/``imap_unordered`` send ``chunksize`` items as one task.
-* ``map`` and ``imap_unordered`` are lazy: they read the iterable only as room frees (at most
-  ``max_in_flight`` chunks outstanding), so a map over ``itertools.count()`` runs in constant
-  memory until the consumer stops.
+What fpp adds:
+
 * A callable that crashes its worker (a segfault, ``os._exit``) fails only its own task with
-  :class:`fpp.WorkerCrashed` (naming the signal); the pool goes on. ``task_timeout`` kills a
-  task that runs too long (:class:`fpp.TaskTimeout`).
-* Waiting (``Future.result``, iterating a map) runs Python's signal handlers every few
-  milliseconds, and a KeyboardInterrupt there stops everything at once: the busy workers are
-  killed, every pending future fails with :class:`fpp.TaskCancelled`, the pool stays usable.
+  :class:`fpp.WorkerCrashed` (naming the signal; it is also a ``BrokenProcessPool``, so code
+  written for concurrent.futures catches it); the worker is replaced and the pool is never
+  "broken". ``task_timeout`` kills a task that runs too long (:class:`fpp.TaskTimeout`).
+* ``Future.cancel()`` is exact: a task no worker has started is cancelled and never runs, even
+  when it is already queued in a worker's ring; a running one is not (False), as in
+  concurrent.futures. ``Future.running()`` says whether a worker runs it now.
+* A function is pickled once in the parent (as a reference) and resolved once per worker,
+  not per task; ``map`` sends ``chunksize`` items as one task.
+* ``map``/``imap``/``imap_unordered`` read their input lazily: at most ``max_in_flight``
+  chunks ahead of the consumer (concurrent.futures reads it all at once), so a map over
+  ``itertools.count()`` runs in constant memory; the first window is submitted when ``map`` is
+  called. ``shutdown`` waits for what was submitted; the rest of an unread map is read (and
+  run) only by iterating it.
+* Big buffers (numpy arrays, bytes, bytearrays) travel out of band both ways (pickle protocol
+  5): copied once into fpp's shared memory and once out of it, never into a pickle.
+* One Ctrl-C stops everything: a KeyboardInterrupt out of a ``with`` block, or the program
+  ending on one, terminates the pool (busy workers are killed at once) instead of waiting.
 
-A pool is used from any thread, one at a time inside it (a lock); results are delivered by
-whichever thread waits.
+Threads: any thread may submit, wait, cancel and shut down. A collector thread (see
+:mod:`fpp._driver`) hands tasks to fpp and delivers outcomes; done-callbacks run in it.
 """
+import atexit
+import concurrent.futures as cf
 import itertools
 import os
+import queue
+import sys
 import threading
 import time
+import weakref
 from collections import deque
+from concurrent.futures._base import CANCELLED, PENDING
 
 from . import _codec, _fpp, _track
-from .errors import TaskCancelled, task_error
+from . import _driver as _driver_mod
+from ._driver import DONE, Driver, outcome
+from .errors import TaskCancelled
 
-_PENDING, _OK, _EXC = 0, 1, 2
 _MIB = 1 << 20
+_GIB = 1 << 30
+# The largest pickled argument (out-of-band buffers included) a pool takes by default: all
+# that fpp allows. fpp reserves twice that for the arguments in flight and backs it as it is
+# used (but for its first 64 MiB, backed when the pool is created: see the README).
+DEFAULT_MAX_ARG_SIZE = _GIB
+# The largest result by default. Not more: each worker's result memory is four times this,
+# written round and round, so all of it ends up resident (a 1 GiB default held 3 GiB of
+# shared memory per worker after 3000 1-MiB results).
+DEFAULT_MAX_RESULT_SIZE = 4 * _MIB
 
 
 def _pow2(n):
@@ -41,196 +75,335 @@ def _default_in_flight(workers):
     return _pow2(max(128, 64 * workers))
 
 
-def _outcome(code, value):
-    """(ok, value) for a (code, value) from the C side."""
-    if code == _fpp.CODE_OK:
-        return True, value
-    if code == _fpp.CODE_EXC:
-        return False, value
-    if code >= _fpp.CODE_FPP:
-        message, sig = value
-        return False, task_error(code - _fpp.CODE_FPP, message, sig)
-    return False, value  # CODE_PARTIAL: handled by chunks
+_notify_lock = threading.Lock()
 
 
-class Future:
-    """The outcome of :meth:`ProcessPool.submit`: ``result()``, ``exception()``, ``done()``.
+class Future(cf.Future):
+    """A :class:`concurrent.futures.Future` whose ``cancel()`` reaches the worker: a task no
+    worker has started is cancelled for good (True); a running or finished one is not
+    (False)."""
 
-    Waiting on it runs the pool (collects whatever finishes, for every future)."""
-
-    __slots__ = ("_pool", "_state", "_value", "_callbacks", "__weakref__")
-
-    def __init__(self, pool):
-        self._pool = pool
-        self._state = _PENDING
-        self._value = None
-        self._callbacks = None
-
-    def _set(self, code, value):
-        ok, v = _outcome(code, value)
-        self._value = v
-        self._state = _OK if ok else _EXC
-        cbs, self._callbacks = self._callbacks, None
-        if cbs:
-            for cb in cbs:
-                try:
-                    cb(self)
-                except Exception:
-                    import logging
-
-                    logging.getLogger("fpp").exception("exception in a Future callback")
-
-    def done(self):
-        return self._state != _PENDING
-
-    def running(self):
-        return self._state == _PENDING
-
-    def cancelled(self):
-        return self._state == _EXC and isinstance(self._value, TaskCancelled)
+    def __init__(self):
+        super().__init__()
+        self._fpp_driver = None
+        self._fpp_where = DONE
+        self._fpp_ticket = None
 
     def cancel(self):
-        """Not supported yet (fpp 0.2's fpp_cancel is not wired in): returns False."""
-        return False
+        d = self._fpp_driver
+        if d is not None and self._state == PENDING:
+            if not d.cancel(self):
+                return False
+            self._fpp_skipped()
+            return True
+        return super().cancel()
 
-    def add_done_callback(self, fn):
-        """fn(future) once it is done (at once if it is); called in the waiting thread."""
-        if self._state != _PENDING:
-            fn(self)
-        else:
-            if self._callbacks is None:
-                self._callbacks = []
-            self._callbacks.append(fn)
+    def running(self):
+        if self._state == PENDING and self._fpp_driver is not None:
+            return self._fpp_driver.started(self)
+        return super().running()
 
-    def _wait(self, timeout):
-        if self._state == _PENDING:
-            self._pool._wait_for(self, timeout)
+    # The driver's handler protocol (called by the collector thread, or by cancel).
+    def _fpp_skipped(self):
+        """Cancelled for good: state CANCELLED, callbacks run, and (at once, not when a
+        worker would have taken it) concurrent.futures.wait()/as_completed() told."""
+        if not cf.Future.cancel(self):
+            return
+        with _notify_lock:  # one notification, whoever gets here (canceller, collector)
+            if self._state == CANCELLED:
+                self.set_running_or_notify_cancel()
 
-    def result(self, timeout=None):
-        """The callable's return value; raises its exception, or a :class:`fpp.TaskError`."""
-        self._wait(timeout)
-        if self._state == _EXC:
-            raise self._value
-        return self._value
+    def _fpp_set(self, code, value):
+        ok, v = outcome(code, value)
+        try:
+            if ok:
+                self.set_result(v)
+            else:
+                self.set_exception(v)
+        except cf.InvalidStateError:  # cancelled meanwhile
+            pass
 
-    def exception(self, timeout=None):
-        self._wait(timeout)
-        return self._value if self._state == _EXC else None
+    def _fpp_fail(self, exc):
+        try:
+            self.set_exception(exc)
+        except cf.InvalidStateError:
+            pass
 
-    def __repr__(self):
-        st = {_PENDING: "pending", _OK: "finished", _EXC: "raised"}[self._state]
-        return "<fpp.Future %s>" % st
+
+# ------------------------------------------------------------------------ maps
 
 
 class _Chunk:
-    """One map chunk in flight: its items stay here until it is done, in case the worker
-    sends back only part of it (results over max_result_size: the rest goes again)."""
+    """One map chunk: its items stay here until it is done, in case the worker sends back
+    only part of it (results over max_result_size: the rest goes again)."""
 
-    __slots__ = ("map", "index", "items", "sent", "acc", "code", "value")
+    __slots__ = ("q", "index", "items", "sent", "acc", "code", "value",
+                 "_fpp_where", "_fpp_driver", "_fpp_ticket")
 
-    def __init__(self, m, index, items):
-        self.map = m
+    def __init__(self, q, index, items):
+        self.q = q
         self.index = index
         self.items = items
         self.sent = len(items)  # how many of items the task in flight carries
         self.acc = None
         self.code = None
         self.value = None
+        self._fpp_where = DONE
+        self._fpp_driver = None
+        self._fpp_ticket = None
 
-    def _set(self, code, value):
+    def _fpp_set(self, code, value):
         self.code = code
         self.value = value
-        self.map._done(self)
+        self.q.put(self)
+
+    def _fpp_fail(self, exc):
+        self._fpp_set(_fpp.CODE_EXC, exc)
+
+    def _fpp_skipped(self):
+        self._fpp_set(_codec.CODE_SKIPPED, None)
 
 
-class _MapState:
-    __slots__ = ("ordered", "ready", "outstanding", "dead", "more", "chunksize")
+class _Map:
+    """The state of one map/imap/imap_unordered: submits the first window of chunks when the
+    map is made, then a chunk per chunk consumed; hands out finished chunks in input order
+    (ordered) or as they finish. Its results come out of _results(), a generator (so that
+    handing out an item costs no Python call). Closing it (the generator closed or dropped, a
+    timeout, an exception) cancels the chunks not started."""
 
-    def __init__(self, ordered, chunksize):
-        self.ordered = ordered
-        self.ready = {} if ordered else deque()
-        self.outstanding = 0
-        self.dead = False
-        self.more = deque()  # chunks done in part, to send again
-        self.chunksize = chunksize
+    def __init__(self, pool, fn, it, chunksize, ordered, star, timeout):
+        self._driver = pool._driver
+        self._fn = fn
+        self._it = it
+        self._chunksize = chunksize
+        self._ordered = ordered
+        self._star = star
+        self._budget = pool._max_result
+        self._window = pool._mif
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._q = queue.SimpleQueue()
+        self._live = {}       # chunk index -> chunk in flight
+        self._ready = {}      # index -> finished chunk not yet handed out
+        self._more = deque()  # chunks done in part, to send again
+        self._index = 0       # next chunk to send
+        self._want = 0        # next chunk to hand out (ordered)
+        self._exhausted = False
+        self._closed = False
+        self._fill()
 
-    def _done(self, ch):
-        self.outstanding -= 1
-        if self.dead:
+    def _send(self, ch, items):
+        ch.sent = len(items)
+        self._driver.put(_codec.encode_chunk(self._fn, items, self._star, self._budget), ch)
+
+    def _fill(self):
+        """Sends chunks up to the window: once it is a quarter empty, in one batch (one wake
+        of the collector for many chunks, not one per chunk handed out)."""
+        while self._more and len(self._live) + len(self._ready) < self._window:
+            ch = self._more.popleft()
+            self._live[ch.index] = ch
+            self._send(ch, ch.items[:self._chunksize])
+        if self._exhausted:
             return
-        if ch.code == _codec.CODE_MORE:
+        room = self._window - len(self._live) - len(self._ready) - len(self._more)
+        if room < max(1, self._window // 4) and (self._live or self._ready or self._more):
+            return
+        batch = []
+        encode, fn, star, budget, cs = _codec.encode_chunk, self._fn, self._star, self._budget, self._chunksize
+        for _ in range(room):
+            items = list(itertools.islice(self._it, cs))
+            if not items:
+                self._exhausted = True
+                self._it = None
+                break
+            parts = encode(fn, items, star, budget)  # an item that cannot be pickled: raised here
+            ch = _Chunk(self._q, self._index, items)
+            self._index += 1
+            batch.append((parts, ch))
+        if batch:
+            self._driver.put_many(batch)
+            for parts, ch in batch:
+                self._live[ch.index] = ch
+
+    def _arrived(self, ch):
+        """A chunk came back: file it (or send the rest of it again)."""
+        code = ch.code
+        if code == _codec.CODE_MORE:
             results, k = ch.value
-            self.chunksize = max(1, min(self.chunksize, k))  # later chunks: what fits
-        elif ch.code == _fpp.CODE_OK and ch.sent < len(ch.items):
+            self._chunksize = max(1, min(self._chunksize, k))  # later chunks: what fits
+        elif code == _fpp.CODE_OK and ch.sent < len(ch.items):
             results, k = ch.value, ch.sent
         else:
             k = 0
         if k:
-            # Done in part: keep the results, send the rest again, in pieces that fit.
             if ch.acc is None:
                 ch.acc = []
             ch.acc.extend(results)
             ch.items = ch.items[k:]
-            self.more.append(ch)
+            self._more.append(ch)
             return
-        if self.ordered:
-            self.ready[ch.index] = ch
-        else:
-            self.ready.append(ch)
+        del self._live[ch.index]
+        self._ready[ch.index] = ch
 
-    def yieldable(self, want):
-        return (want in self.ready) if self.ordered else bool(self.ready)
+    def _next_chunk(self):
+        """The next chunk to hand out, waiting for it (None: nothing is left)."""
+        while True:
+            if self._ordered:
+                ch = self._ready.pop(self._want, None)
+                if ch is not None:
+                    self._want += 1
+                    return ch
+            elif self._ready:
+                return self._ready.pop(next(iter(self._ready)))
+            self._fill()
+            if not self._live and not self._more:
+                if self._exhausted and not self._ready:
+                    return None
+                continue
+            timeout = None
+            if self._deadline is not None:
+                timeout = self._deadline - time.monotonic()
+                if timeout <= 0:
+                    raise TimeoutError()
+            try:
+                ch = self._q.get(timeout=timeout)
+            except queue.Empty:
+                raise TimeoutError() from None
+            self._arrived(ch)
+
+    def _results(self):
+        try:
+            while True:
+                ch = self._next_chunk()
+                if ch is None:
+                    return
+                code, value = ch.code, ch.value
+                if code == _fpp.CODE_OK:
+                    results, err = value, None
+                elif code == _fpp.CODE_PARTIAL:
+                    results, err = value
+                elif code == _codec.CODE_SKIPPED:
+                    results, err = (), TaskCancelled("cancelled: the pool was shut down or terminated")
+                else:
+                    results, err = (), outcome(code, value)[1]
+                if ch.acc:
+                    results = ch.acc + list(results)
+                del ch, value
+                self._fill()
+                if err is not None:
+                    yield from results
+                    raise err
+                if len(results) == 1:
+                    yield results.pop()
+                else:
+                    # Handed out from the end (nothing keeps what was), by C-level iteration.
+                    results.reverse()
+                    yield from map(results.pop, itertools.repeat(-1, len(results)))
+                del results
+        finally:
+            self.close()
+
+    def close(self):
+        """Stops the map: chunks not started are cancelled; running ones finish unseen."""
+        if self._closed:
+            return
+        self._closed = True
+        self._it = None
+        live, self._live = self._live, {}
+        self._ready.clear()
+        self._more.clear()
+        for ch in live.values():
+            if ch._fpp_driver is not None:
+                ch._fpp_driver.cancel(ch)
 
 
-def _chunk_results(ch):
-    """The chunk's results, and the error to raise after them (or None)."""
-    code, value = ch.code, ch.value
-    if code == _fpp.CODE_OK:
-        results, err = value, None
-    elif code == _fpp.CODE_PARTIAL:
-        results, err = value
-    else:
-        results, err = (), _outcome(code, value)[1]
-    if ch.acc:
-        results = ch.acc + list(results)
-    return results, err
+def _map_iterator(m):
+    """The generator a map hands out; a map dropped unstarted is closed when it goes."""
+    gen = m._results()
+    weakref.finalize(gen, m.close)
+    return gen
 
 
-class ProcessPool:
-    """A pool of ``workers`` processes (default: one per CPU) running Python callables.
+# ------------------------------------------------------------------------ the pool
 
-    Options: ``max_in_flight`` (tasks or chunks submitted and not yet collected before
-    ``submit`` waits; default 64 per worker, at least 128), ``max_arg_size`` and
-    ``max_result_size`` (bytes of a pickled task and result; default 4 MiB each, at most
-    1 GiB), ``task_timeout`` (seconds; the worker is killed), ``max_tasks_per_worker`` (a worker
-    is replaced after that many tasks), ``max_worker_rss_mib`` (a worker grown past it is
-    replaced), ``keep_fds`` (default True: workers keep every file descriptor open when the
-    pool is created, e.g. a ``logging.FileHandler``'s; False: only 0, 1, 2).
+
+_interpreter_exiting = False
+
+
+class ProcessPool(cf.Executor):
+    """A pool of ``max_workers`` processes (default: one per CPU) running Python callables.
+
+    :param max_workers: worker processes (> 0; default: one per CPU).
+    :param mp_context: accepted for concurrent.futures compatibility: None or a "fork"
+        context (fpp forks its workers from a fork server made now; other start methods do
+        not apply).
+    :param initializer: called as ``initializer(*initargs)`` in every worker before its first
+        task (replacements too). If it raises in the first workers, creating the pool raises
+        :class:`fpp.InitializerFailed` (a ``BrokenProcessPool``); later, a worker whose
+        initializer fails is not used, and after 5 in a row tasks fail with
+        :class:`fpp.WorkerCrashed` "workers cannot start".
+    :param max_tasks_per_child: a worker is replaced after this many tasks (None: never).
+    :param max_in_flight: tasks (or map chunks) given to fpp at once (more wait in the pool's
+        queue); also a map's read-ahead window. Default 64 per worker, at least 128.
+    :param max_arg_size: the largest pickled argument (out-of-band buffers included) a task may
+        have, in bytes; default 1 GiB (fpp's maximum): reserved, backed as it is used.
+    :param max_result_size: the same for results; default 4 MiB (up to 1 GiB; each worker's
+        result memory is four times this, and all of it becomes resident with use).
+    :param task_timeout: seconds; a task running longer is killed (:class:`fpp.TaskTimeout`).
+    :param max_worker_rss_mib: a worker that grew past this is replaced.
+    :param keep_fds: True (default): workers keep every file descriptor open when the pool is
+        created (e.g. a ``logging.FileHandler``'s); False: only 0, 1, 2.
 
     Workers are forked now: they see the program as it is now. Functions defined later do not
     exist in them (:class:`fpp.FunctionNotInWorkers` says so)."""
 
-    def __init__(self, workers=None, *, max_in_flight=None, max_arg_size=4 * _MIB,
-                 max_result_size=4 * _MIB, task_timeout=None, max_tasks_per_worker=0,
-                 max_worker_rss_mib=0, keep_fds=True):
-        workers = int(workers or 0)
-        if workers < 0:
-            raise ValueError("workers must be >= 0")
-        n = workers or os.cpu_count() or 1
-        mif = int(max_in_flight) if max_in_flight else _default_in_flight(n)
+    def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(), *,
+                 max_tasks_per_child=None, max_in_flight=None,
+                 max_arg_size=DEFAULT_MAX_ARG_SIZE, max_result_size=DEFAULT_MAX_RESULT_SIZE,
+                 task_timeout=None, max_worker_rss_mib=0, keep_fds=True):
+        if max_workers is None:
+            max_workers = os.cpu_count() or 1
+        elif not isinstance(max_workers, int) or isinstance(max_workers, bool):
+            raise TypeError("max_workers must be an int, not %r" % (max_workers,))
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if mp_context is not None:
+            method = mp_context.get_start_method(allow_none=False) if hasattr(
+                mp_context, "get_start_method") else None
+            if method != "fork":
+                raise ValueError("fpp.ProcessPool forks its workers (from a fork server made when "
+                                 "the pool is created); mp_context must be None or a 'fork' "
+                                 "context, not %r" % (mp_context,))
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int) or isinstance(max_tasks_per_child, bool):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+        mif = int(max_in_flight) if max_in_flight else _default_in_flight(max_workers)
         if mif < 1:
             raise ValueError("max_in_flight must be >= 1")
-        self._mgr = _track(_fpp.Manager(
-            "process", workers=workers, queue_capacity=_pow2(mif), max_arg_size=max_arg_size,
-            max_result_size=max_result_size, keep_fds=keep_fds,
-            **_limits(task_timeout, max_tasks_per_worker, max_worker_rss_mib)))
+        init = _codec.encode_init(initializer, initargs) if initializer is not None else None
+        self._mgr = _track(self._manager(
+            workers=max_workers, queue_capacity=_pow2(mif), max_arg_size=max_arg_size,
+            max_result_size=max_result_size, keep_fds=keep_fds, init=init,
+            **_limits(task_timeout, max_tasks_per_child or 0, max_worker_rss_mib)))
+        self._max_workers = max_workers
         self._mif = mif
         self._max_result = max_result_size
-        self._lock = threading.RLock()
-        self._handlers = {}
-        self._mgr.open(mif)
+        self._driver = Driver(self._mgr, mif, name="fpp-collector")
+        self._closed = False
 
-    # ----------------------------------------------------------------- running
+    @staticmethod
+    def _manager(**options):
+        """The fpp executor under the pool (fpp.mpi.MPIPoolExecutor's is MPI's)."""
+        return _fpp.Manager("process", **options)
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def max_workers(self):
+        return self._max_workers
 
     @property
     def workers(self):
@@ -240,166 +413,99 @@ class ProcessPool:
     def max_in_flight(self):
         return self._mif
 
-    def _pump(self, timeout):
-        """Collects finished tasks (waits up to timeout for the first). Lock held."""
+    # ----------------------------------------------------------------- concurrent.futures
+
+    def submit(self, fn, /, *args, **kwargs):
+        """Runs fn(*args, **kwargs) in a worker; returns a :class:`concurrent.futures.Future`.
+        A callable or arguments that cannot be pickled make that future's exception."""
+        if _interpreter_exiting:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        fut = Future()
         try:
-            batch = self._mgr.collect(timeout)
-        except BaseException:
-            self._abort()
-            raise
-        if batch is None:
-            return False
-        handlers = self._handlers
-        for tid, code, value in batch:
-            h = handlers.pop(tid, None)
-            if h is not None:
-                h._set(code, value)
-        return True
-
-    def _abort(self):
-        """Stops everything: busy workers are killed, pending tasks fail as cancelled."""
-        handlers, self._handlers = self._handlers, {}
-        self._mgr.reset()
-        if not self._mgr.closed:
-            self._mgr.open(self._mif)
-        for h in handlers.values():
-            h._set(_fpp.CODE_FPP + _fpp.CANCELLED, ("cancelled: the pool was stopped", 0))
-
-    def _room(self):
-        """Waits until a task can be submitted without blocking in C. Lock held."""
-        while len(self._handlers) >= self._mif:
-            self._pump(None)
-
-    def _wait_for(self, fut, timeout):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while fut._state == _PENDING:
-            left = None
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("the task is not finished after %s s" % timeout)
-            # Another thread may be collecting (for every future): wait for the lock no
-            # longer than our own timeout.
-            if not self._lock.acquire(timeout=-1 if left is None else left):
-                continue
-            try:
-                if fut._state != _PENDING:
-                    break
-                if self._mgr.closed:
-                    raise RuntimeError("the pool is closed")
-                self._pump(left)
-            finally:
-                self._lock.release()
-
-    def submit(self, fn, *args, **kwargs):
-        """Runs fn(*args, **kwargs) in a worker; returns a :class:`Future`."""
-        payload = _codec.encode_call(fn, args, kwargs)
-        fut = Future(self)
-        with self._lock:
-            self._room()
-            tid = self._mgr.submit(payload)
-            self._handlers[tid] = fut
+            parts = _codec.encode_call(fn, args, kwargs)
+        except Exception as exc:
+            if self._driver.closed:
+                raise RuntimeError("cannot schedule new futures after shutdown") from None
+            fut.set_exception(exc)
+            return fut
+        self._driver.put(parts, fut)
         return fut
 
-    def _map(self, fn, iterable, chunksize, ordered, star):
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1")
-        if _codec.headers(fn) is None:
-            raise TypeError("fpp.ProcessPool map functions must be module-level functions "
-                            "(got %r); wrap other callables in one" % (fn,))
-        return self._map_gen(fn, iter(iterable), chunksize, ordered, star)
+    def map(self, fn, *iterables, timeout=None, chunksize=1):
+        """fn(*args) for args in zip(*iterables), results in order: an iterator (lazy: see the
+        module's text). timeout: seconds from this call after which ``__next__`` raises
+        TimeoutError for a result not ready (and the map is cancelled). chunksize: items per
+        task."""
+        if len(iterables) == 1:
+            return self._map(fn, iterables[0], chunksize, True, False, timeout)
+        return self._map(fn, zip(*iterables), chunksize, True, True, timeout)
 
-    def _map_gen(self, fn, it, chunksize, ordered, star):
-        m = _MapState(ordered, chunksize)
-        window = self._mif
-        budget = self._max_result
-        index = 0       # next chunk to send
-        want = 0        # next chunk to yield (ordered)
-        exhausted = False
-        islice = itertools.islice
-        encode = _codec.encode_chunk
-        handlers = self._handlers
-        try:
-            while True:
-                with self._lock:
-                    handlers = self._handlers
-                    while m.more and len(handlers) < self._mif:
-                        ch = m.more.popleft()
-                        piece = ch.items[:m.chunksize]
-                        ch.sent = len(piece)
-                        handlers[self._mgr.submit(encode(fn, piece, star, budget))] = ch
-                        m.outstanding += 1
-                    while (not exhausted and m.outstanding + len(m.ready) + len(m.more) < window
-                           and len(handlers) < self._mif):
-                        items = list(islice(it, m.chunksize))
-                        if not items:
-                            exhausted = True
-                            break
-                        tid = self._mgr.submit(encode(fn, items, star, budget))
-                        handlers[tid] = _Chunk(m, index, items)
-                        index += 1
-                        m.outstanding += 1
-                if ordered:
-                    while want in m.ready:
-                        results, err = _chunk_results(m.ready.pop(want))
-                        want += 1
-                        yield from results
-                        if err is not None:
-                            raise err
-                else:
-                    while m.ready:
-                        results, err = _chunk_results(m.ready.popleft())
-                        yield from results
-                        if err is not None:
-                            raise err
-                if exhausted and m.outstanding == 0 and not m.ready and not m.more:
-                    return
-                with self._lock:
-                    if m.yieldable(want) or (m.more and len(self._handlers) < self._mif):
-                        continue
-                    if not self._pump(None) and m.outstanding:
-                        raise RuntimeError("fpp: chunks lost (the run ended under a map)")
-        finally:
-            m.dead = True  # chunks still running are dropped when they finish
-
-    def map(self, fn, iterable, chunksize=1):
-        """fn(item) for each item, results in input order. Lazy: a generator that reads the
-        iterable as room frees. A raised exception (or WorkerCrashed...) is raised at that
-        item's place, after the results before it."""
-        return self._map(fn, iterable, chunksize, True, False)
-
-    def starmap(self, fn, iterable, chunksize=1):
-        """Like map, with fn(*item)."""
-        return self._map(fn, iterable, chunksize, True, True)
-
-    def imap_unordered(self, fn, iterable, chunksize=1):
-        """Like map, results in completion order (items of a chunk stay together)."""
-        return self._map(fn, iterable, chunksize, False, False)
-
-    def join(self):
-        """Waits until every submitted task has finished (their futures hold the outcomes)."""
-        with self._lock:
-            while self._handlers:
-                self._pump(None)
-
-    def close(self):
-        """Stops the workers; pending futures fail with TaskCancelled. Idempotent."""
-        with self._lock:
-            handlers, self._handlers = self._handlers, {}
-            self._mgr.close()
-            for h in handlers.values():
-                h._set(_fpp.CODE_FPP + _fpp.CANCELLED, ("cancelled: the pool was closed", 0))
-
-    def __enter__(self):
-        return self
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        """No more tasks; what was submitted finishes, then the workers stop. wait: return only
+        then. cancel_futures: what no worker has started is cancelled first, but for the next
+        task of each worker (the oldest max_workers unfinished), as in concurrent.futures."""
+        self._closed = True
+        self._driver.shutdown(wait, cancel_futures)
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.join()
-        self.close()
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.terminate()  # one Ctrl-C stops everything
+        else:
+            self.shutdown(wait=True)
+        return False
+
+    # ----------------------------------------------------------------- multiprocessing.Pool
+
+    def imap(self, fn, iterable, chunksize=1):
+        """fn(item) for each item, in order; lazy (multiprocessing's imap)."""
+        return self._map(fn, iterable, chunksize, True, False, None)
+
+    def imap_unordered(self, fn, iterable, chunksize=1):
+        """Like imap, results as they finish (the items of a chunk stay together)."""
+        return self._map(fn, iterable, chunksize, False, False, None)
+
+    def starmap(self, fn, iterable, chunksize=1):
+        """[fn(*args) for args in iterable], a list (multiprocessing's starmap)."""
+        return list(self._map(fn, iterable, chunksize, True, True, None))
+
+    def close(self):
+        """No more tasks; the workers stop once the pending ones are done (call join() to
+        wait). As multiprocessing.Pool.close."""
+        self._closed = True
+        self._driver.shutdown(False)
+
+    def join(self):
+        """Waits until the pool is stopped: after close(), every pending task finished; after
+        terminate(), at once. As multiprocessing.Pool.join, it needs one of them first."""
+        if not self._closed:
+            raise ValueError("Pool is still running: call close() or terminate() first")
+        self._driver.shutdown(True)
+
+    def terminate(self):
+        """Stops now: tasks not started are cancelled, running ones killed (their futures
+        cancelled), the workers stopped. As multiprocessing.Pool.terminate."""
+        self._closed = True
+        self._driver.terminate()
+
+    # ----------------------------------------------------------------- the rest
+
+    def _map(self, fn, iterable, chunksize, ordered, star, timeout):
+        if not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError("chunksize must be >= 1")
+        if _interpreter_exiting:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        _codec.check_sendable(fn)
+        return _map_iterator(_Map(self, fn, iter(iterable), chunksize, ordered, star, timeout))
+
+    def __del__(self):
+        try:
+            if not self._closed:
+                self._driver.shutdown(False)
+        except Exception:
+            pass
 
     def __repr__(self):
-        return "<fpp.ProcessPool workers=%d%s>" % (self.workers, " closed" if self._mgr.closed else "")
+        return "<fpp.ProcessPool max_workers=%d%s>" % (self._max_workers, " closed" if self._closed else "")
 
 
 def _limits(task_timeout, max_tasks_per_worker, max_worker_rss_mib):
@@ -414,3 +520,31 @@ def _limits(task_timeout, max_tasks_per_worker, max_worker_rss_mib):
     return dict(task_timeout_ms=max(ms, 1) if task_timeout else 0,
                 max_tasks_per_worker=int(max_tasks_per_worker),
                 max_worker_rss_kib=int(max_worker_rss_mib * 1024))
+
+
+@atexit.register
+def _python_exit():
+    """At exit, as concurrent.futures: no new tasks, and every pool finishes what was
+    submitted before the interpreter goes. After a KeyboardInterrupt (the one that ends the
+    program, or one while waiting here), pools are terminated instead: one Ctrl-C stops
+    everything."""
+    global _interpreter_exiting
+    _interpreter_exiting = True
+    ds = list(_driver_mod.drivers)
+    last = getattr(sys, "last_type", None)
+    interrupted = last is not None and issubclass(last, KeyboardInterrupt)
+    for d in ds:
+        try:
+            if interrupted:
+                d.terminate()
+            else:
+                d.shutdown(wait=True)
+        except KeyboardInterrupt:
+            interrupted = True
+            for e in ds:
+                try:
+                    e.terminate()
+                except Exception:
+                    pass
+        except Exception:
+            pass

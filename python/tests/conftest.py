@@ -8,6 +8,7 @@ import time
 import pytest
 
 import fpp
+import fpp._driver
 import fpp.futureproof as futureproof
 
 # The tests import helper functions from here: workers are forked when a pool is created, and
@@ -35,6 +36,8 @@ def no_workers_left():
     before = children()
     yield
     gc.collect()
+    for d in list(fpp._driver.drivers):  # the collectors a test left running are stopped
+        d.terminate()
     for mgr in list(fpp._live):
         mgr.close()
     deadline = time.monotonic() + 5
@@ -68,4 +71,4 @@ def process_executor():
 def pool():
     p = fpp.ProcessPool(WORKERS)
     yield p
-    p.close()
+    p.shutdown()

@@ -116,3 +116,15 @@ def mark_and_sleep(path, seconds):
 def shout(i):
     print("task %d says hello" % i)
     return i
+
+
+_state = ["unset"]
+
+
+def set_state(value):
+    """An initializer: sets what get_state returns in this process."""
+    _state[0] = value
+
+
+def get_state(_=None):
+    return _state[0]

@@ -1,16 +1,19 @@
 """fpp.futureproof behaves as futureproof 0.3.1 documents, on both executors."""
+import concurrent.futures as cf
 import itertools
 import logging
-from functools import partial
-
+import re
+import threading
 import time
+from functools import partial
 
 import pytest
 
 import fpp.futureproof as futureproof
 from fpp.futureproof import executors, task_manager
 
-from helpers import add, echo, fail_at, flaky_sum, mark_and_sleep, sleep, square
+from helpers import (add, echo, fail_at, flaky_sum, get_state, mark_and_sleep, set_state, sleep,
+                     square)
 from helpers import pid as pid_of
 
 
@@ -332,7 +335,7 @@ def test_monitor_logs_through_executors_logger(kind, mocker):
     assert msgs[0] == "Starting executor monitor"
     assert msgs[-1] == "Shutting down monitor..."
     counts = [c.args for c in mock_logger.info.call_args_list
-              if c.args[0] == "%d task(s) completed in the last %.2f second(s)"]
+              if c.args[0] == "%d task(s) completed in the last %.2f seconds"]  # 0.3.1's words
     assert counts, msgs
     assert sum(c[1] for c in counts) == 12  # every completion, the last partial interval too
 
@@ -396,7 +399,133 @@ def test_concurrent_futures_options():
         assert len(set(tm.results)) >= 3  # a new worker every 3 tasks
     finally:
         ex.shutdown()
+    with pytest.raises(TypeError, match="mp_context"):
+        futureproof.ProcessPoolExecutor(max_workers=1, mp_context=None)
     with pytest.raises(TypeError, match="initializer"):
-        futureproof.ProcessPoolExecutor(max_workers=1, initializer=print)
+        futureproof.ThreadPoolExecutor(max_workers=1, initializer=print)
     ex = futureproof.ThreadPoolExecutor(max_workers=1, thread_name_prefix="x")
     ex.shutdown()
+
+
+def test_process_executor_initializer():
+    ex = futureproof.ProcessPoolExecutor(max_workers=2, monitor_interval=0, initializer=set_state,
+                                         initargs=("ready",))
+    try:
+        with futureproof.TaskManager(ex) as tm:
+            tm.map(get_state, range(6))
+        assert tm.results == ["ready"] * 6
+    finally:
+        ex.shutdown()
+
+
+# ------------------------------------------------------------ futureproof 0.3.1, to the letter
+
+
+def test_tasks_are_hashable_by_identity(executor):
+    """futureproof's Task is attrs' eq=False: users key dicts by task."""
+    with futureproof.TaskManager(executor) as tm:
+        a = tm.submit(square, 2)
+        b = tm.submit(square, 2)
+        names = {a: "foo", b: "bar"}
+    assert names[a] == "foo" and names[b] == "bar"
+    assert a != b and a == a  # equal only to itself, even with the same fn, args and result
+    assert hash(a) != hash(b)
+    assert set(tm.completed_tasks) == {a, b}
+
+
+def test_executors_submit_returns_concurrent_futures(executor):
+    """futureproof's executors have submit(fn, *args, **kwargs) -> concurrent.futures.Future."""
+    futs = [executor.submit(add, i, b=1) for i in range(50)]
+    assert all(isinstance(f, cf.Future) for f in futs)
+    done, not_done = cf.wait(futs, timeout=60)
+    assert not not_done
+    assert sorted(f.result() for f in futs) == list(range(1, 51))
+    assert isinstance(executor.submit(fail_at, 1, 1).exception(timeout=60), KeyError)
+    # The executor then serves a TaskManager, and submit() again after it.
+    with futureproof.TaskManager(executor) as tm:
+        tm.map(square, range(5))
+    assert sorted(tm.results) == [0, 1, 4, 9, 16]
+    assert executor.submit(square, 9).result(timeout=60) == 81
+
+
+def test_submit_and_a_task_manager_take_turns(executor):
+    slow = executor.submit(sleep, 0.3, "slow")
+    tm = futureproof.TaskManager(executor)
+    tm.submit(square, 2)
+    with pytest.raises(RuntimeError, match="submit"):
+        tm.run()
+    assert slow.result(timeout=60) == "slow"
+    tm2 = futureproof.TaskManager(executor)
+    tm2.map(sleep, [0.2] * 2)
+    it = tm2.as_completed()
+    next(it)
+    with pytest.raises(RuntimeError, match="TaskManager is running"):
+        executor.submit(square, 1)
+    list(it)
+
+
+def test_monitor_line_is_0_3_1s_through_the_executors_logger(caplog):
+    ex = futureproof.ProcessPoolExecutor(max_workers=2, monitor_interval=0.1)
+    try:
+        with caplog.at_level(logging.INFO, logger="futureproof.executors"):
+            with futureproof.TaskManager(ex) as tm:
+                tm.map(sleep, [0.05] * 8)
+    finally:
+        ex.shutdown()
+    lines = [r.getMessage() for r in caplog.records if r.name == "futureproof.executors"]
+    counts = [m for m in lines if " task(s) completed in the last " in m]
+    assert counts, lines
+    for m in counts:
+        assert re.fullmatch(r"\d+ task\(s\) completed in the last \d+\.\d\d seconds", m), m
+    # The run returned after its monitor's last line.
+    assert lines[0] == "Starting executor monitor" and lines[-1] == "Shutting down monitor..."
+
+
+def _monitor_blocks(lines):
+    """Checks that start and stop lines alternate (no block inside another); returns how
+    many blocks there were."""
+    depth = blocks = 0
+    for m in lines:
+        if m == "Starting executor monitor":
+            assert depth == 0, lines
+            depth = 1
+            blocks += 1
+        elif m == "Shutting down monitor...":
+            assert depth == 1, lines
+            depth = 0
+        else:
+            assert depth == 1, lines  # a count line belongs to a block
+    assert depth == 0, lines
+    return blocks
+
+
+def test_two_monitors_never_interleave(caplog):
+    """Runs one after the other on an executor, and two executors at once in two threads:
+    each monitor's lines form one block, from its start line to its stop line."""
+    exs = [futureproof.ThreadPoolExecutor(max_workers=2, monitor_interval=0.05) for _ in range(2)]
+    try:
+        with caplog.at_level(logging.INFO, logger="futureproof.executors"):
+            for _ in range(5):  # back to back: the next run starts as the last one stops
+                with futureproof.TaskManager(exs[0]) as tm:
+                    tm.map(square, range(20))
+
+            def run(ex):
+                for _ in range(3):
+                    with futureproof.TaskManager(ex) as tm:
+                        tm.map(sleep, [0.02] * 10)
+
+            threads = [threading.Thread(target=run, args=(ex,)) for ex in exs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            deadline = time.monotonic() + 10  # a monitor that waited logs its block after
+            while time.monotonic() < deadline:
+                lines = [r.getMessage() for r in caplog.records if r.name == "futureproof.executors"]
+                if lines.count("Shutting down monitor...") == 11:
+                    break
+                time.sleep(0.01)
+    finally:
+        for ex in exs:
+            ex.shutdown()
+    assert _monitor_blocks(lines) == 11

@@ -124,14 +124,15 @@ def test_lambda_is_refused_at_submit_with_a_clear_error(process_executor, pool):
         tm.submit(lambda x: x, 1)
     with pytest.raises(fpp.FunctionNotInWorkers, match="lambda"):
         tm.map(lambda x: x, range(3))
+    # As concurrent.futures: what cannot be pickled is the future's exception.
     with pytest.raises(fpp.FunctionNotInWorkers, match="lambda"):
-        pool.submit(lambda: 1)
+        pool.submit(lambda: 1).result()
 
     def local(x):
         return x
 
     with pytest.raises(fpp.FunctionNotInWorkers, match="inside other functions"):
-        pool.submit(local, 1)
+        pool.submit(local, 1).result()
     with pytest.raises(pickle.PicklingError):  # it is also a PicklingError, as multiprocessing's
         list(pool.map(local, [1]))
 
@@ -229,8 +230,8 @@ def test_result_and_argument_size_limits():
         assert len(p.submit(big_result, 60000).result()) == 60000
         with pytest.raises(fpp.TaskFailed, match="exceeds max_result_size"):
             p.submit(big_result, 70000).result()
-        with pytest.raises(fpp.ArgumentTooBig):
-            p.submit(len, b"x" * 70000)
+        with pytest.raises(fpp.ArgumentTooBig, match="max_arg_size"):
+            p.submit(len, b"x" * 70000).result()
         assert p.submit(len, b"x" * 1000).result() == 1000
     ex = futureproof.ProcessPoolExecutor(max_workers=1, max_arg_size=1 << 16)
     try:

@@ -1,6 +1,10 @@
-"""fpp.ProcessPool: submit, map, imap_unordered with chunks, laziness, errors, threads."""
+"""fpp.ProcessPool: submit, map, imap, imap_unordered with chunks, laziness, errors, threads.
+(concurrent.futures behaviour: test_executor.py; CPython's own tests: test_cpython_executor.py.)"""
+import concurrent.futures as cf
 import itertools
+import multiprocessing
 import threading
+import time
 from functools import partial
 
 import pytest
@@ -8,7 +12,7 @@ import pytest
 import fpp
 from fpp import _codec
 
-from helpers import add, echo, fail_at, segfault, sleep, square
+from helpers import add, echo, fail_at, mark_and_sleep, segfault, sleep, square
 
 
 def test_submit_and_result(pool):
@@ -32,7 +36,7 @@ def test_future_api(pool):
     assert f.result(timeout=5) == "v"
     assert seen == [f]
     assert f.exception() is None
-    assert not f.cancel() and not f.cancelled()
+    assert not f.cancel() and not f.cancelled()  # finished: too late
     g = pool.submit(fail_at, 1, 1)
     assert isinstance(g.exception(), KeyError)
     h = pool.submit(sleep, 1)
@@ -57,9 +61,10 @@ def test_chunks_travel_as_one_task_and_the_function_is_sent_once():
     # The function's reference is pickled once in the parent and cached...
     h = _codec.headers(square)
     assert _codec.headers(square) is h
-    assert _codec.encode_chunk(square, [1, 2, 3], False).startswith(h[1])
-    assert _codec.encode_call(square, (1,), {}).startswith(h[0])
+    assert _codec.encode_chunk(square, [1, 2, 3], False)[:2] == [b"M", h]
+    assert _codec.encode_call(square, (1,), {})[:2] == [b"C", h]
     with fpp.ProcessPool(1) as p:
+        assert p.submit(square, 1).result() == 1
         before = p._mgr.stats()[0]
         assert sum(p.map(square, range(10_000), chunksize=1000)) == sum(i * i for i in range(10_000))
         assert p._mgr.stats()[0] - before == 10  # 10 chunks, 10 tasks
@@ -93,7 +98,7 @@ def test_map_is_lazy_and_stops_with_the_consumer(pool):
 
 
 def test_map_raises_at_the_failing_item(pool):
-    it = pool.starmap(fail_at, ((i, 20) for i in range(100)), chunksize=8)
+    it = pool.map(fail_at, range(100), itertools.repeat(20), chunksize=8)
     got = []
     with pytest.raises(KeyError):
         for x in it:
@@ -105,6 +110,8 @@ def test_map_raises_at_the_failing_item(pool):
         for x in pool.imap_unordered(_fail_at_2, range(5), chunksize=1):
             unordered.append(x)
     assert pool.submit(square, 2).result() == 4
+    with pytest.raises(KeyError):  # starmap is multiprocessing's: a list, or the exception
+        pool.starmap(fail_at, [(1, 2), (2, 2)])
 
 
 def _fail_at_2(x):
@@ -127,9 +134,10 @@ def _crash_at_3(x):
     return x
 
 
-def test_map_needs_a_module_level_function(pool):
-    with pytest.raises(TypeError):
-        pool.map(partial(add, b=1), range(3))
+def test_map_takes_any_picklable_callable(pool):
+    assert list(pool.map(partial(add, b=1), range(3), chunksize=2)) == [1, 2, 3]
+    assert list(pool.map(str, [1, 2])) == ["1", "2"]  # a class
+    assert list(pool.imap_unordered(abs, [-1, -2], chunksize=2)) == [1, 2]
     with pytest.raises(fpp.FunctionNotInWorkers):
         pool.map(lambda x: x, range(3))
 
@@ -155,12 +163,39 @@ def test_threads_share_a_pool(pool):
         assert results[k] == [i + k for i in range(200)]
 
 
-def test_close_cancels_pending_futures():
+def test_close_then_join_finishes_pending_work(tmp_path):
+    """multiprocessing.Pool's meaning: close() takes no more work, join() waits for what is
+    pending (the 0.2 pool cancelled it)."""
     p = fpp.ProcessPool(1)
-    slow = p.submit(sleep, 30)
+    futs = [p.submit(sleep, 0.05, i) for i in range(6)]
     p.close()
-    with pytest.raises(fpp.TaskCancelled):
-        slow.result()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        p.submit(square, 1)
+    p.join()
+    assert [f.result(timeout=0) for f in futs] == list(range(6))
+
+
+def test_join_needs_close_or_terminate_first(pool):
+    with pytest.raises(ValueError, match="still running"):
+        pool.join()
+
+
+def test_terminate_cancels_pending_and_kills_running(tmp_path):
+    marks = tmp_path / "started"
+    p = fpp.ProcessPool(1)
+    running = p.submit(mark_and_sleep, str(marks), 30)
+    while not marks.exists():
+        time.sleep(0.01)
+    queued = [p.submit(mark_and_sleep, str(marks), 30) for _ in range(5)]
+    t0 = time.monotonic()
+    p.terminate()
+    p.join()
+    took = time.monotonic() - t0
+    assert all(f.cancelled() for f in queued + [running])
+    with pytest.raises(cf.CancelledError):
+        running.result()
+    assert len(marks.read_text().splitlines()) == 1  # the queued ones never started
+    assert took < 20, took  # the 30 s task was killed, not waited for
     with pytest.raises(RuntimeError):
         p.submit(square, 1)
 
@@ -181,13 +216,21 @@ def test_options_are_validated():
     with pytest.raises(ValueError):
         fpp.ProcessPool(1, task_timeout=0)
     with pytest.raises(ValueError):
-        fpp.ProcessPool(1, max_tasks_per_worker=-1)
+        fpp.ProcessPool(1, max_tasks_per_child=0)
+    with pytest.raises(TypeError):
+        fpp.ProcessPool(1, max_tasks_per_child=1.5)
+    with pytest.raises(TypeError):
+        fpp.ProcessPool(1, initializer=3)
+    with pytest.raises(ValueError, match="'fork'"):
+        fpp.ProcessPool(1, mp_context=multiprocessing.get_context("spawn"))
+    with fpp.ProcessPool(1) as p, pytest.raises(ValueError, match="chunksize"):
+        p.map(square, [1], chunksize=0)
     with pytest.raises(ValueError, match="kind"):
         fpp._fpp.Manager(kind="fork")
 
 
 def test_worker_recycling(pool):
-    with fpp.ProcessPool(1, max_tasks_per_worker=5) as p:
+    with fpp.ProcessPool(1, max_tasks_per_child=5) as p:
         from helpers import pid
 
         pids = [p.submit(pid).result() for _ in range(20)]
@@ -207,3 +250,12 @@ def test_chunks_too_big_for_max_result_size_are_split():
             list(p.map(big_result, [10, 5 << 20], chunksize=2))
         with pytest.raises(fpp.TaskFailed, match="max_result_size"):
             p.submit(big_result, 5 << 20).result()
+
+
+def test_map_item_that_cannot_be_pickled_is_raised_and_the_pool_goes_on(pool):
+    items = [1, 2, threading.Lock(), 4]
+    with pytest.raises(TypeError, match="pickle"):
+        list(pool.map(square, items))
+    with pytest.raises(TypeError, match="pickle"):
+        list(pool.map(square, items, chunksize=2))
+    assert list(pool.map(square, range(300))) == [i * i for i in range(300)]  # refills in batches

@@ -18,7 +18,9 @@ def test_readme_python_example(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "99 results, sum 328181" in out.stdout
     assert "sum of cubes: 24999500002500000000" in out.stdout
-    assert re.search(r"crashed: worker \d+ exited with status 3 while running task \d+", out.stdout)
+    assert re.search(r"^13 crashed: worker \d+ exited with status 3 while running task \d+$", out.stdout, re.M)
+    assert "12 -> 144" in out.stdout and "14 -> 196" in out.stdout
+    assert re.search(r"\d+ task\(s\) completed in the last \d+\.\d\d seconds", out.stderr)
     assert "Starting executor monitor" in out.stderr
     assert "Shutting down monitor..." in out.stderr
     assert "WorkerCrashed('worker" in out.stderr and "raised an exception" in out.stderr

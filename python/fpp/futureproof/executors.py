@@ -4,11 +4,19 @@
 is created); ``ThreadPoolExecutor`` runs them in fpp's worker threads. Either is handed to a
 :class:`fpp.futureproof.TaskManager`; executors are not used directly.
 
-The monitor lives here, as in futureproof, and logs through this module's ``logger``
+``submit(fn, *args, **kwargs)`` returns a :class:`concurrent.futures.Future`, as
+futureproof's executors do (a collector thread, :mod:`fpp._driver`, delivers them); it and a
+TaskManager take turns on an executor: a TaskManager cannot start while such futures are
+unfinished, nor can ``submit`` while a TaskManager runs.
+
+The monitor lives here, as in futureproof 0.3.1, and logs through this module's ``logger``
 ("futureproof.executors") at INFO: "Starting executor monitor", every ``monitor_interval``
-seconds "N task(s) completed in the last X second(s)", then "Shutting down monitor...". Unlike
+seconds "N task(s) completed in the last X seconds", then "Shutting down monitor...". Unlike
 futureproof's it is a thread of its own (it never takes a worker), it runs only while a task
-manager has work, ``monitor_interval=0`` turns it off, and stopping it never delays anything.
+manager has work, and ``monitor_interval=0`` turns it off. Two monitors' lines never
+interleave: a monitor's "Starting" to "Shutting down" block is whole (a second monitor running
+meanwhile logs its block after it), and a task manager's run returns after its monitor's last
+line.
 """
 import logging
 import os
@@ -16,12 +24,15 @@ import sys
 import threading
 import time
 
-from .. import _fpp, _track
-from ..pool import _default_in_flight, _limits, _pow2
+from .. import _codec, _fpp, _track
+from .._driver import Driver
+from ..pool import (DEFAULT_MAX_ARG_SIZE, DEFAULT_MAX_RESULT_SIZE, Future, _default_in_flight,
+                    _limits, _pow2)
 
 logger = logging.getLogger("futureproof.executors")
 
-_MIB = 1 << 20
+# Held by a monitor from its first line to its last: two monitors' blocks never interleave.
+_monitor_lock = threading.Lock()
 
 
 class _Monitor:
@@ -31,6 +42,7 @@ class _Monitor:
         self._interval = interval
         self._stats = stats
         self._stop = threading.Event()
+        self._logging = threading.Event()  # it holds _monitor_lock: its block has begun
         self._final = None  # the counters when the run ended (set by stop)
         self._thread = threading.Thread(target=self._run, name="futureproof-monitor", daemon=True)
         self._thread.start()
@@ -43,10 +55,26 @@ class _Monitor:
         return s[1] + s[2] + s[3] + s[4]  # done, failed, crashed, timed out
 
     def _run(self):
+        start = time.monotonic()
+        previous = self._finished(self._stats) or 0
+        with _monitor_lock:
+            self._logging.set()
+            self._log(previous, start)
+
+    def _log(self, previous, start):
         try:
             logger.info("Starting executor monitor")
-            previous = self._finished(self._stats) or 0
-            start = time.monotonic()
+            if self._stop.is_set() or time.monotonic() - start >= self._interval:
+                # It waited for another monitor's block: report what it missed now.
+                stopping = self._stop.is_set()
+                now_count = self._finished(self._final if stopping else self._stats)
+                if now_count is not None and (not stopping or now_count > previous):
+                    now = time.monotonic()
+                    logger.info("%d task(s) completed in the last %.2f seconds", now_count - previous, now - start)
+                    previous, start = now_count, now
+                if stopping:
+                    logger.info("Shutting down monitor...")
+                    return
             while True:
                 stopping = self._stop.wait(self._interval)
                 now_count = self._finished(self._final if stopping else self._stats)
@@ -54,7 +82,7 @@ class _Monitor:
                     break
                 now = time.monotonic()
                 if not stopping or now_count > previous:  # the last, partial interval too
-                    logger.info("%d task(s) completed in the last %.2f second(s)",
+                    logger.info("%d task(s) completed in the last %.2f seconds",
                                 now_count - previous, now - start)
                 previous, start = now_count, now
                 if stopping:
@@ -65,9 +93,13 @@ class _Monitor:
 
     def stop(self, final=None):
         """Asks the thread to stop (it logs the last interval's count from final, the run's
-        last counters, then "Shutting down monitor..."); does not wait for it."""
+        last counters, then "Shutting down monitor...") and, if its block has begun, waits for
+        those lines (a moment: the thread is only woken). A monitor still waiting for another
+        one's block logs its own after it, without anyone waiting."""
         self._final = final
         self._stop.set()
+        if self._logging.is_set() and self._thread is not threading.current_thread():
+            self._thread.join()
 
 
 class _FutureProofExecutor:
@@ -77,8 +109,9 @@ class _FutureProofExecutor:
     _kind = None
 
     def __init__(self, max_workers=None, monitor_interval=2, *, max_in_flight=None,
-                 task_timeout=None, max_tasks_per_worker=0, max_arg_size=4 * _MIB,
-                 max_result_size=4 * _MIB, keep_fds=True, max_worker_rss_mib=0):
+                 task_timeout=None, max_tasks_per_worker=0, max_arg_size=DEFAULT_MAX_ARG_SIZE,
+                 max_result_size=DEFAULT_MAX_RESULT_SIZE, keep_fds=True, max_worker_rss_mib=0,
+                 init=None):
         if max_workers is None:
             max_workers = self._default_workers()
         max_workers = int(max_workers)
@@ -94,9 +127,11 @@ class _FutureProofExecutor:
         self._mgr = _track(_fpp.Manager(
             self._kind, workers=max_workers, queue_capacity=_pow2(self._max_in_flight),
             max_arg_size=max_arg_size, max_result_size=max_result_size, keep_fds=keep_fds,
-            **_limits(task_timeout, max_tasks_per_worker, max_worker_rss_mib)))
+            init=init, **_limits(task_timeout, max_tasks_per_worker, max_worker_rss_mib)))
         self._owner = None
         self._monitor = None
+        self._driver = None  # submit()'s collector, made at the first submit
+        self._shut = False
 
     @staticmethod
     def _default_workers():
@@ -110,6 +145,31 @@ class _FutureProofExecutor:
     def monitor_interval(self):
         return self._monitor_interval
 
+    def submit(self, fn, *args, **kwargs):
+        """Runs fn(*args, **kwargs) on the executor's workers, as futureproof's executors do;
+        returns a :class:`concurrent.futures.Future`. Not while a TaskManager runs on it."""
+        if self._owner is not None:
+            raise RuntimeError("a TaskManager is running tasks on this executor; submit() "
+                               "waits until it has finished (run() or join())")
+        if self._shut:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if self._driver is None:
+            self._driver = Driver(self._mgr, self._max_in_flight, name="futureproof-collector",
+                                  idle_exit=True)
+        fut = Future()
+        if self._kind == "process":
+            try:
+                item = _codec.encode_call(fn, args, kwargs)
+            except Exception as exc:
+                fut.set_exception(exc)
+                return fut
+        else:
+            if not callable(fn):
+                raise TypeError("%r is not callable" % (fn,))
+            item = (fn, args, kwargs)
+        self._driver.put(item, fut)
+        return fut
+
     # A task manager's run: the C task manager and the monitor.
     def _open(self, owner):
         if self._owner is owner:
@@ -117,8 +177,11 @@ class _FutureProofExecutor:
         if self._owner is not None:
             raise RuntimeError("another TaskManager is running tasks on this executor; "
                                "finish it (run() or join()) first")
-        if self._mgr.closed:
+        if self._shut or self._mgr.closed:
             raise RuntimeError("cannot schedule new tasks after the executor was shut down")
+        if self._driver is not None and not self._driver.wait_idle_exit():
+            raise RuntimeError("futures from this executor's submit() are unfinished; wait for "
+                               "them before running a TaskManager on it")
         self._mgr.open(self._max_in_flight)
         self._owner = owner
         if self._monitor_interval:
@@ -140,10 +203,15 @@ class _FutureProofExecutor:
         logger.debug("Executor join: workers stay until shutdown()")
 
     def shutdown(self, wait=True):
-        """Stops every worker (and cancels what a task manager still has running)."""
+        """Stops every worker (and cancels what a task manager still has running; futures
+        from submit() finish first, and wait=True waits for them)."""
+        self._shut = True
         if self._owner is not None:
             self._close(self._owner)
-        self._mgr.close()
+        if self._driver is not None:
+            self._driver.shutdown(wait)  # closes the Manager once its futures are done
+        else:
+            self._mgr.close()
 
     def __enter__(self):
         return self
@@ -170,6 +238,10 @@ class ThreadPoolExecutor(_FutureProofExecutor):
     _kind = "thread"
 
     def __init__(self, max_workers=None, monitor_interval=2, thread_name_prefix="", **options):
+        for name in ("initializer", "initargs"):
+            if name in options:
+                raise TypeError("fpp's ThreadPoolExecutor does not take %s (its process "
+                                "executor does)" % name)
         super().__init__(max_workers, monitor_interval, **options)
 
     @staticmethod
@@ -186,21 +258,26 @@ class ProcessPoolExecutor(_FutureProofExecutor):
 
     :param max_workers: processes (default: one per CPU).
     :param monitor_interval: seconds between monitor lines, default 2; 0: no monitor.
+    :param initializer, initargs: ``initializer(*initargs)`` runs in every worker before its
+        first task, as concurrent.futures' (see :class:`fpp.ProcessPool`).
     fpp options: ``max_in_flight``, ``task_timeout`` (seconds; the worker is killed),
-    ``max_tasks_per_worker``, ``max_arg_size``/``max_result_size`` (pickled bytes, default
-    4 MiB each), ``max_worker_rss_mib``, ``keep_fds`` (default True: file descriptors open now,
+    ``max_tasks_per_worker`` (or concurrent.futures' ``max_tasks_per_child``),
+    ``max_arg_size``/``max_result_size`` (pickled bytes, default 1 GiB and 4 MiB, as
+    :class:`fpp.ProcessPool`), ``max_worker_rss_mib``, ``keep_fds`` (default True: file descriptors open now,
     such as a logging.FileHandler's, stay usable in tasks)."""
 
     _kind = "process"
 
-    def __init__(self, max_workers=None, monitor_interval=2, **options):
+    def __init__(self, max_workers=None, monitor_interval=2, initializer=None, initargs=(), **options):
         if sys.version_info < (3, 7):
             raise NotImplementedError("ProcessPoolExecutor are only available for Python 3.7+")
         if "max_tasks_per_child" in options:  # concurrent.futures' name (3.11)
             options["max_tasks_per_worker"] = options.pop("max_tasks_per_child") or 0
-        for name in ("initializer", "initargs", "mp_context"):
-            if name in options:
-                raise TypeError("fpp's ProcessPoolExecutor does not take %s: workers are forked "
-                                "from this process when the executor is created, so set up "
-                                "what they need before creating it" % name)
+        if "mp_context" in options:
+            raise TypeError("fpp's ProcessPoolExecutor does not take mp_context: its workers are "
+                            "forked from a fork server made when the executor is created")
+        if initializer is not None:
+            if not callable(initializer):
+                raise TypeError("initializer must be a callable")
+            options["init"] = _codec.encode_init(initializer, initargs)
         super().__init__(max_workers, monitor_interval, **options)

@@ -39,9 +39,10 @@ class ErrorPolicyEnum(Enum):
 
 class Task:
     """A call of ``fn(*args, **kwargs)``: ``result`` (its return value, or the exception it
-    raised) once ``complete`` is True."""
+    raised) once ``complete`` is True. Compared and hashed by identity, as futureproof's
+    (attrs' ``eq=False``): tasks key dicts and go in sets."""
 
-    __slots__ = ("fn", "args", "kwargs", "result", "complete")
+    __slots__ = ("fn", "args", "kwargs", "result", "complete", "__weakref__")
 
     def __init__(self, fn, args=(), kwargs=None, result=None, complete=False):
         self.fn = fn
@@ -54,13 +55,6 @@ class Task:
         return "Task(fn=%r, args=%r, kwargs=%r, result=%r, complete=%r)" % (
             self.fn, self.args, self.kwargs, self.result, self.complete)
 
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return (self.fn, self.args, self.kwargs, self.result, self.complete) == (
-            other.fn, other.args, other.kwargs, other.result, other.complete)
-
-    __hash__ = None  # like futureproof's (attrs) tasks: compared by value, so not hashable
 
 
 def _map_tasks(fn, iterable):
