@@ -47,6 +47,7 @@ the outcome in ``_results``, or drops it if the parent gave the task up meanwhil
 (``_abandoned``). All of it under the GIL, which is the only lock it needs.
 """
 import itertools
+import os
 import pickle
 import struct
 import sys
@@ -315,6 +316,7 @@ _first = [True]
 
 def _first_task():
     _first[0] = False
+    _stdio.append(_Stdio())
     # Signals the parent's Python would write to its wakeup fd (asyncio) are not ours.
     try:
         import signal
@@ -376,7 +378,61 @@ def _exc_info(exc, skip=1):
     return (t.__module__, t.__qualname__, message, text, exc_bytes)
 
 
+class _Stdio:
+    """The worker's stdio as it was before its first task, put back after every task: a task
+    that closes or replaces sys.stdout or sys.stderr, or closes or redirects descriptor 1 or 2,
+    does it for itself alone, not for the tasks that run in this worker after it. Costs two
+    fstat calls and two comparisons a task."""
+
+    def __init__(self):
+        self.objs = [sys.stdout, sys.stderr]
+        self.fds = {}
+        for fd in (1, 2):
+            try:
+                st = os.fstat(fd)
+                self.fds[fd] = (os.dup(fd), st.st_dev, st.st_ino)  # a private copy, not inherited
+            except OSError:
+                pass
+
+    def restore(self):
+        for fd, (keep, dev, ino) in self.fds.items():
+            try:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) == (dev, ino):
+                    continue
+            except OSError:
+                pass  # closed
+            try:
+                os.dup2(keep, fd)
+            except OSError:
+                pass  # the task closed our copy too: nothing left to put back
+        for i, name in enumerate(("stdout", "stderr")):
+            saved = self.objs[i]
+            if saved is None:
+                continue
+            if getattr(saved, "closed", False):
+                saved = self.objs[i] = self._reopen(saved, i + 1)
+            if saved is not None and getattr(sys, name) is not saved:
+                setattr(sys, name, saved)
+
+    @staticmethod
+    def _reopen(old, fd):
+        """A new text stream on fd like old, which a task closed (closing sys.stdout leaves
+        descriptor 1 open)."""
+        try:
+            new = open(fd, "w", encoding=old.encoding, errors=old.errors, closefd=False)
+            new.reconfigure(line_buffering=old.line_buffering, write_through=old.write_through)
+            return new
+        except Exception:
+            return None
+
+
+_stdio = []
+
+
 def _flush():
+    if _stdio:
+        _stdio[0].restore()
     for s in (sys.stdout, sys.stderr):
         try:
             if s is not None:

@@ -316,3 +316,52 @@ def test_task_output_reaches_a_pipe_once():
     assert out.stdout.count("after the pool") == 1
     for i in range(20):
         assert out.stdout.count("task %d says hello" % i) == 1
+
+
+def test_a_task_that_breaks_its_stdio_breaks_it_for_itself_alone(tmp_path):
+    """A task that closes sys.stdout, closes descriptors 1 and 2, or replaces sys.stderr leaves
+    the next task in the same worker printing as before: the worker's stdio is put back after
+    every task (issue 16 item 14)."""
+    script = tmp_path / "stdio.py"
+    script.write_text(textwrap.dedent("""
+        import io, os, sys
+        import fpp
+
+        def close_sys_stdout():
+            sys.stdout.close()
+            return os.getpid()
+
+        def close_fds():
+            os.close(1)
+            os.close(2)
+            return os.getpid()
+
+        def redirect_fd1():
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, 1)
+            os.close(fd)
+            return os.getpid()
+
+        def replace_sys_stderr():
+            sys.stderr = io.StringIO()
+            return os.getpid()
+
+        def say(what):
+            print("OUT after", what)
+            print("ERR after", what, file=sys.stderr)
+            return os.getpid()
+
+        with fpp.ProcessPool(1) as p:
+            pids = set()
+            for breaker in (close_sys_stdout, close_fds, redirect_fd1, replace_sys_stderr):
+                pids.add(p.submit(breaker).result())
+                pids.add(p.submit(say, breaker.__name__).result())
+            print("WORKERS", len(pids))
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert out.returncode == 0, out.stderr
+    for what in ("close_sys_stdout", "close_fds", "redirect_fd1", "replace_sys_stderr"):
+        assert "OUT after %s" % what in out.stdout, out.stdout
+        assert "ERR after %s" % what in out.stderr, out.stderr
+    assert "WORKERS 1" in out.stdout, "one worker ran them all: nothing crashed"
