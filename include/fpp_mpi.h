@@ -36,6 +36,23 @@
  * mpirun sends SIGTERM to every rank. Ctrl-C (SIGINT) delivered to rank 0 itself is fpp's
  * Ctrl-C: the task manager's call returns FPP_EINTR after every rank stopped its workers.
  *
+ * Tasks cannot call MPI. A worker is a fork of its rank and would share the rank's MPI
+ * connections and shared memory (a task sending to rank 0 on MPI_COMM_WORLD crashed rank 0
+ * inside Open MPI, or hung it, while its own call seemed to succeed). So libfpp_mpi defines
+ * every MPI function through MPI's profiling interface (generated at build time from mpi.h):
+ * in a worker process of any fpp process executor (and in whatever a task forks) each fails at
+ * once with an error code of class MPI_ERR_OTHER whose MPI_Error_string says why, in the
+ * calling task only, and is logged once per worker; elsewhere it is MPI's own (PMPI_*). This
+ * covers point-to-point, collectives, one-sided, probes, communicator/group/window/file
+ * management, attributes, MPI_Init, MPI_Finalize and MPI_Abort; local queries still answer in a
+ * task: MPI_Comm_rank, MPI_Comm_size, MPI_Comm_remote_size, MPI_Comm_test_inter,
+ * MPI_Initialized, MPI_Finalized, MPI_Get_processor_name, MPI_Get_version,
+ * MPI_Get_library_version, MPI_Error_string, MPI_Error_class, MPI_Query_thread,
+ * MPI_Is_thread_main (and MPI_Wtime, MPI_Wtick). Link libfpp_mpi before the MPI library
+ * (pkg-config fpp-mpi and fpp::fpp_mpi do): where MPI's own functions come first,
+ * fpp_mpi_executor and fpp_mpi_serve log a warning that tasks' calls are not refused. A task
+ * that calls PMPI_* directly is not stopped.
+ *
  * Licence: see LICENSE. */
 #ifndef FPP_MPI_H
 #define FPP_MPI_H

@@ -742,6 +742,7 @@ int fpp_mpi_executor(fpp_executor **out, MPI_Comm comm, const fpp_executor_opts 
                              : "the communicator has no rank but this one to run tasks");
         return FPP_EINVAL;
     }
+    fpp__mpi_guard_setup();
     pending.comm = comm;
     pending.raw = opts;
     pending.started = false;

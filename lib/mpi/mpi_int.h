@@ -8,6 +8,8 @@
  *                   ranks start serving
  *   mpi/executor.c  rank 0: the executor backend (fpp__exec_ops) behind the task manager
  *   mpi/serve.c     every other rank: the serve loop around a local process executor
+ *   mpi/guard.c     MPI refused in pool processes (tasks), with the wrappers generated from
+ *                   <mpi.h> at build time (cmake/mpi-guard-gen.sh)
  *
  * Traffic runs on a duplicate of the user's communicator, in two tags per direction:
  * TAG_CTL carries every message (batches of tasks, batches of results, cancels, credits, the
@@ -326,5 +328,24 @@ FPP__HIDDEN int fpp__mpi_join_rank_end(MPI_Comm *dup, const fpp__mpi_hello *mine
 
 /* Whether MPI can be called now, from this thread; logs why not. 0 or FPP_ESTATE. */
 FPP__HIDDEN int fpp__mpi_usable(const char *who);
+
+/* ------------------------------------------------------------- the guard */
+
+/* Every MPI function but the local queries is defined by libfpp_mpi (generated from <mpi.h>):
+ * in a pool process (a worker running a task, core/owner.c) it fails with this error, else it
+ * is MPI's own (PMPI_). */
+#define FPP__MPI_GUARD(call)                                                                       \
+    do {                                                                                           \
+        if (__builtin_expect(fpp__in_pool_process(), 0))                                           \
+            return fpp__mpi_refuse(call);                                                          \
+    } while (0)
+/* Logs the refusal (once per process) and returns the error code of class MPI_ERR_OTHER. */
+FPP__HIDDEN int fpp__mpi_refuse(const char *call);
+/* In the MPI process, before any pool exists (fpp_mpi_executor, fpp_mpi_serve): makes the
+ * error code whose MPI_Error_string says why, and warns when the application's MPI calls do
+ * not reach the guard (libmpi linked before libfpp_mpi). Once per process. */
+FPP__HIDDEN void fpp__mpi_guard_setup(void);
+/* How many MPI functions the generated wrappers guard. */
+FPP__HIDDEN extern const unsigned fpp__mpi_guarded_count;
 
 #endif /* FPP_MPI_MPI_INT_H */

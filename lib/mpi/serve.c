@@ -675,6 +675,7 @@ int fpp_mpi_serve(MPI_Comm comm, const fpp_executor_opts *local)
                        : "rank 0 runs the task manager on fpp_mpi_executor; the other ranks serve");
         return FPP_EINVAL;
     }
+    fpp__mpi_guard_setup(); /* before the local pool: its workers inherit the error code */
     srv s = {.me = me, .free_item = NO_ITEM, .in_head = NO_ITEM, .in_tail = NO_ITEM};
     unsigned char *var = NULL;
     rc = fpp__mpi_join_rank_begin(comm, &s.comm, &s.cfg, &var);

@@ -119,7 +119,48 @@ static int bytes(const void *a, size_t n, fpp_out *o)
 
 static int echo(const void *a, size_t n, fpp_out *o) { return fpp_out_set(o, a, n); }
 
-static int F_SQUARE, F_CRASH_ON, F_FAIL_AT, F_NAP, F_BYTES, F_ECHO;
+/* Issue 16 item 6: a task that MPI_Sends 4 KiB to rank 0 on MPI_COMM_WORLD, arg times (which
+ * crashed rank 0 inside Open MPI's shared-memory transport, or hung it, before the guard).
+ * Every send must be refused; then a probe, a collective, a communicator, MPI_Finalize and
+ * MPI_Abort, which would end the job if they got through. MPI_Comm_rank, a local query, still
+ * answers. Fails with what it saw. */
+static int mpi_sender(const void *a, size_t n, fpp_out *o)
+{
+    uint32_t count;
+    if (n != sizeof count)
+        return 1;
+    memcpy(&count, a, sizeof count);
+    static char buf[4096];
+    int refused = 0, first = MPI_SUCCESS;
+    for (uint32_t i = 0; i < count; i++) {
+        int rc = MPI_Send(buf, sizeof buf, MPI_BYTE, 0, 77, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) {
+            refused++;
+            first = first == MPI_SUCCESS ? rc : first;
+        }
+    }
+    int flag = 0, others = 0, r = -1;
+    MPI_Comm dup;
+    others += MPI_Iprobe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS;
+    others += MPI_Barrier(MPI_COMM_WORLD) != MPI_SUCCESS;
+    others += MPI_Comm_dup(MPI_COMM_WORLD, &dup) != MPI_SUCCESS;
+    if (others == 3) { /* only if the guard holds: these would end the job */
+        others += MPI_Finalize() != MPI_SUCCESS;
+        others += MPI_Abort(MPI_COMM_WORLD, 9) != MPI_SUCCESS;
+    }
+    int rank_rc = MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    char text[MPI_MAX_ERROR_STRING] = "";
+    int len = 0, cls = -1;
+    if (first != MPI_SUCCESS) {
+        MPI_Error_string(first, text, &len);
+        MPI_Error_class(first, &cls);
+    }
+    return fpp_out_fail(o, "%d of %u MPI_Send refused (class %s), %d of 5 other calls; MPI_Comm_rank %d %d: %s", refused,
+                        count, cls == MPI_ERR_OTHER ? "MPI_ERR_OTHER" : "other", others, rank_rc, r, text),
+           0;
+}
+
+static int F_SQUARE, F_CRASH_ON, F_FAIL_AT, F_NAP, F_BYTES, F_ECHO, F_MPI_SENDER;
 
 static void register_all(void)
 {
@@ -129,6 +170,7 @@ static void register_all(void)
     F_NAP = fpp_register("nap", nap);
     F_BYTES = fpp_register("bytes", bytes);
     F_ECHO = fpp_register("echo", echo);
+    F_MPI_SENDER = fpp_register("mpi_sender", mpi_sender);
 }
 
 /* ------------------------------------------------------------- helpers */
@@ -549,6 +591,54 @@ static void hang(void)
     fpp_executor_free(ex);
 }
 
+/* Issue 16 item 6: tasks calling MPI (2,000 sends of 4 KiB to rank 0 each, between 4,000
+ * ordinary tasks) fail in those tasks alone, with the guard's error; rank 0 receives none of
+ * those sends and completes everything else. */
+static void task_mpi(void)
+{
+    fpp_executor_opts eo = {.workers = 2};
+    fpp_executor *ex = mk_exec(&eo);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE);
+    enum { SENDERS = 8, SQUARES = 4000 };
+    uint32_t count = 2000;
+    int senders = 0, squares = 0;
+    for (uint64_t x = 0; x < SQUARES; x++) {
+        fpp_submit(tm, F_SQUARE, &x, sizeof x);
+        if (x % (SQUARES / SENDERS) == 0)
+            fpp_submit(tm, F_MPI_SENDER, &count, sizeof count);
+    }
+    fpp_task *t;
+    char want[64];
+    while (fpp_as_completed(tm, &t) == 1) {
+        if (fpp_task_fn(t) == F_SQUARE) {
+            uint64_t x;
+            memcpy(&x, fpp_task_arg(t, NULL), sizeof x);
+            const sq *r = fpp_task_result(t, NULL);
+            squares += fpp_task_status(t) == FPP_DONE && r && r->x2 == x * x;
+            continue;
+        }
+        const char *e = fpp_task_error(t);
+        int r = -1;
+        const char *rk = e ? strstr(e, "MPI_Comm_rank 0 ") : NULL;
+        if (rk)
+            sscanf(rk, "MPI_Comm_rank 0 %d", &r);
+        snprintf(want, sizeof want, "MPI_Comm_rank 0 %d: ", r);
+        CHECK(fpp_task_status(t) == FPP_FAILED && e &&
+                  strstr(e, "2000 of 2000 MPI_Send refused (class MPI_ERR_OTHER), 5 of 5 other calls") &&
+                  r >= 1 && r < nranks && strstr(e, want) && strstr(e, "MPI cannot be called by a task"),
+              "the sender: %s '%s'", fpp_status_name(fpp_task_status(t)), e ? e : "");
+        if (senders++ == 0)
+            printf("task_mpi: %s\n", e ? e : "");
+    }
+    CHECK(senders == SENDERS && squares == SQUARES, "%d senders, %d of %d squares", senders, squares, SQUARES);
+    int flag = 1;
+    MPI_Iprobe(MPI_ANY_SOURCE, 77, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
+    CHECK(!flag, "a task's MPI_Send reached rank 0");
+    printf("task_mpi: %d tasks' MPI calls refused, %d other tasks done\n", senders, squares);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
 /* Misuse: errors, never a hang; the ranks hear about a refused executor too. */
 static void bad(void)
 {
@@ -637,6 +727,8 @@ int main(int argc, char **argv)
         interrupt();
     } else if (strcmp(scenario, "bad") == 0) {
         bad();
+    } else if (strcmp(scenario, "task_mpi") == 0) {
+        task_mpi();
     } else if (strcmp(scenario, "hang") == 0) {
         hang();
     } else if (strcmp(scenario, "badlocal") == 0) {
