@@ -3,13 +3,24 @@
  *     mpirun -np 3 ./build/bench/fpp-mpi-bench [--workloads noop,spin:1000,bytes:1048576]
  *            [--workers 1] [--tasks N] [--label shm] [--no-process] [--latency] [--csv FILE]
  *            [--debug]
+ *     mpirun -np 4 --enable-recovery --mca async_mpi_finalize 1 ./build/bench/fpp-mpi-bench
+ *            --lose kill|none [--rank-timeout 1000] [--tasks 3000] [--task-ms 2] [--workers 1]
+ *            [--label shm] [--csv FILE]
  *
  * Rank 0 measures; the other ranks serve with --workers local workers each. For each
  * workload rank 0 first runs the process executor with as many workers as all serving ranks
  * together (the other ranks wait meanwhile, napping), then the MPI executor. Both are driven
  * the way users write it: a lazy fpp_map consumed with fpp_as_completed, every option at its
- * default but the workers (and max_result_size for bytes). Not a test: timings only. */
+ * default but the workers (and max_result_size for bytes). Not a test: timings only.
+ *
+ * --lose (issue 17 B; bench/mpi-lost-bench.sh): one MPI executor with a rank timeout runs
+ * --tasks tasks that each sleep --task-ms; with "kill", the first task rank 2 runs past a
+ * quarter of them SIGKILLs rank 2. Rank 0 prints the run time (first submit to last result)
+ * and, with a kill, how long after it rank 2 was declared lost. */
+#include <fcntl.h>
 #include <fpp_mpi.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +73,97 @@ static int bytes(const void *a, size_t n, fpp_out *o)
     return 0;
 }
 
-static int F_NOOP, F_SPIN, F_BYTES;
+static int F_NOOP, F_SPIN, F_BYTES, F_SLEEPY;
+
+/* --lose: {ms, index, trigger}: sleeps ms; the first of these rank 2 runs with index >= trigger
+ * (0: none) writes the time to stamp_path and SIGKILLs rank 2. */
+static int my_rank;
+static pid_t rank_pid;
+static char stamp_path[96];
+
+static int sleepy(const void *a, size_t n, fpp_out *o)
+{
+    int32_t v[3];
+    if (n != sizeof v)
+        return 1;
+    memcpy(v, a, sizeof v);
+    if (my_rank == 2 && v[2] > 0 && v[1] >= v[2]) {
+        int fd = open(stamp_path, O_CREAT | O_EXCL | O_WRONLY, 0600);
+        if (fd >= 0) {
+            dprintf(fd, "%.9f\n", now_s());
+            close(fd);
+            kill(rank_pid, SIGKILL);
+        }
+    }
+    struct timespec ts = {v[0] / 1000, (long)(v[0] % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+    return fpp_out_set(o, &my_rank, sizeof my_rank);
+}
+
+static double t_lost;
+static void loss_sink(fpp_log_level level, const char *msg, void *user)
+{
+    (void)level;
+    (void)user;
+    if (strstr(msg, " lost: nothing heard from it") && t_lost == 0)
+        t_lost = now_s();
+    fprintf(stderr, "%s\n", msg);
+}
+
+/* Rank 0 of --lose: returns 0, or 1 if a task came back wrong. */
+static int run_loss(bool kill_one, unsigned timeout_ms, uint64_t tasks, int task_ms, int workers, int size,
+                    const char *label, const char *csv)
+{
+    fpp_log_set(loss_sink, NULL, FPP_LOG_WARN);
+    fpp_executor_opts eo = {.workers = workers};
+    fpp_mpi_opts mo = {.rank_timeout_ms = timeout_ms};
+    fpp_executor *ex;
+    if (fpp_mpi_executor_ex(&ex, MPI_COMM_WORLD, &eo, &mo) != 0)
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    fpp_tm *tm;
+    fpp_tm_opts o = {.error_policy = FPP_LOG, .monitor_interval_ms = -1, .retries = 1};
+    fpp_tm_create(&tm, ex, &o);
+    double t0 = now_s();
+    for (uint64_t i = 0; i < tasks; i++) {
+        int32_t v[3] = {task_ms, (int32_t)i, kill_one ? (int32_t)(tasks / 4) : 0};
+        fpp_submit(tm, F_SLEEPY, v, sizeof v);
+    }
+    fpp_task *t;
+    uint64_t ok = 0;
+    while (fpp_as_completed(tm, &t) == 1)
+        ok += fpp_task_status(t) == FPP_DONE;
+    double run = now_s() - t0;
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+    double killed = 0, detect_ms = 0;
+    FILE *f = kill_one ? fopen(stamp_path, "r") : NULL;
+    if (f) {
+        if (fscanf(f, "%lf", &killed) != 1)
+            killed = 0;
+        fclose(f);
+    }
+    unlink(stamp_path);
+    if (killed > 0 && t_lost > 0)
+        detect_ms = (t_lost - killed) * 1e3;
+    printf("loss: %s %s: %llu tasks of %d ms, %d serving rank(s) x %d worker(s), rank timeout %u ms: run %.3f s",
+           label, kill_one ? "kill" : "none", (unsigned long long)tasks, task_ms, size - 1, workers, timeout_ms, run);
+    if (kill_one)
+        printf(", rank 2 lost %.1f ms after the kill (%llu lost)", detect_ms, (unsigned long long)st.ranks_lost);
+    printf("%s\n", ok == tasks ? "" : "  (tasks failed!)");
+    if (csv) {
+        FILE *out = fopen(csv, "a");
+        if (out) {
+            fprintf(out, "%s,%s,%.4f,%.2f,%d,%u\n", label, kill_one ? "kill" : "none", run, detect_ms, size - 1,
+                    timeout_ms);
+            fclose(out);
+        }
+    }
+    fpp_log_set(NULL, NULL, FPP_LOG_WARN);
+    return ok == tasks && (!kill_one || (st.ranks_lost == 1 && detect_ms > 0)) ? 0 : 1;
+}
 
 typedef struct gen {
     uint64_t i, n;
@@ -208,9 +309,14 @@ int main(int argc, char **argv)
     F_NOOP = fpp_register("noop", noop);
     F_SPIN = fpp_register("spin", spin);
     F_BYTES = fpp_register("bytes", bytes);
+    F_SLEEPY = fpp_register("sleepy", sleepy);
+    my_rank = rank;
+    rank_pid = getpid();
 
     const char *workloads = "noop,spin:1000,bytes:1048576", *label = "shm", *csv = NULL;
-    int workers = 1, process = 1, lat = 0, debug = 0;
+    const char *lose = NULL;
+    int workers = 1, process = 1, lat = 0, debug = 0, task_ms = 2;
+    unsigned rank_timeout = 1000;
     uint64_t tasks = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--workloads") && i + 1 < argc)
@@ -229,6 +335,32 @@ int main(int argc, char **argv)
             lat = 1;
         else if (!strcmp(argv[i], "--debug"))
             debug = 1;
+        else if (!strcmp(argv[i], "--lose") && i + 1 < argc)
+            lose = argv[++i];
+        else if (!strcmp(argv[i], "--rank-timeout") && i + 1 < argc)
+            rank_timeout = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--task-ms") && i + 1 < argc)
+            task_ms = atoi(argv[++i]);
+    }
+    if (lose) {
+        if (size < 3) {
+            fprintf(stderr, "--lose: at least 3 ranks (rank 2 is the one lost)\n");
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
+        long p0 = (long)getpid();
+        MPI_Bcast(&p0, 1, MPI_LONG, 0, MPI_COMM_WORLD);
+        snprintf(stamp_path, sizeof stamp_path, "/tmp/fpp-mpi-bench-lost-%ld", p0);
+        if (rank == 0)
+            unlink(stamp_path);
+        MPI_Barrier(MPI_COMM_WORLD);
+        int rc = 0;
+        if (rank == 0)
+            rc = run_loss(!strcmp(lose, "kill"), rank_timeout, tasks ? tasks : 3000, task_ms, workers, size, label,
+                          csv);
+        else
+            rc = fpp_mpi_serve(MPI_COMM_WORLD, NULL) != 0;
+        MPI_Finalize();
+        return rc;
     }
     if (debug)
         fpp_log_set(NULL, NULL, FPP_LOG_DEBUG);

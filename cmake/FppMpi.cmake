@@ -21,16 +21,37 @@ endif()
 message(STATUS "fpp: libfpp_mpi on (MPI ${MPI_C_VERSION}, ${MPIEXEC_EXECUTABLE})")
 
 fpp_layer_sources(FPP_MPI_SOURCES libfpp_mpi)
+# The guard (lib/mpi/guard.c): one wrapper per MPI function, generated at build time from the
+# mpi.h of this build, preprocessed with MPI's own flags (cmake/mpi-guard-gen.sh).
+set(_fpp_guard_dir ${PROJECT_BINARY_DIR}/mpi_guard)
+file(MAKE_DIRECTORY ${_fpp_guard_dir})
+file(WRITE ${_fpp_guard_dir}/mpi_h.c "#include <mpi.h>\n")
+set(_fpp_guard_flags)
+foreach(d ${MPI_C_INCLUDE_DIRS})
+  list(APPEND _fpp_guard_flags -I${d})
+endforeach()
+foreach(d ${MPI_C_COMPILE_DEFINITIONS})
+  list(APPEND _fpp_guard_flags -D${d})
+endforeach()
+add_custom_command(OUTPUT ${_fpp_guard_dir}/guard_gen.c
+  COMMAND ${CMAKE_C_COMPILER} ${MPI_C_COMPILE_OPTIONS} ${_fpp_guard_flags} -E -MD -MF ${_fpp_guard_dir}/mpi_h.d
+          -MT ${_fpp_guard_dir}/guard_gen.c ${_fpp_guard_dir}/mpi_h.c -o ${_fpp_guard_dir}/mpi_h.i
+  COMMAND sh ${PROJECT_SOURCE_DIR}/cmake/mpi-guard-gen.sh ${_fpp_guard_dir}/mpi_h.i ${_fpp_guard_dir}/guard_gen.c
+  DEPENDS ${PROJECT_SOURCE_DIR}/cmake/mpi-guard-gen.sh ${_fpp_guard_dir}/mpi_h.c
+  DEPFILE ${_fpp_guard_dir}/mpi_h.d
+  COMMENT "Generating libfpp_mpi's MPI guard from mpi.h"
+  VERBATIM)
+list(APPEND FPP_MPI_SOURCES ${_fpp_guard_dir}/guard_gen.c)
 # Objects once, for the library and for the unit tests of its wire format.
 add_library(fpp_mpi_objects OBJECT ${FPP_MPI_SOURCES})
 target_compile_options(fpp_mpi_objects PRIVATE ${FPP_WARNINGS})
 target_compile_definitions(fpp_mpi_objects PRIVATE _GNU_SOURCE)
 target_include_directories(fpp_mpi_objects PRIVATE ${PROJECT_SOURCE_DIR}/lib)
-target_link_libraries(fpp_mpi_objects PUBLIC fpp MPI::MPI_C)
+target_link_libraries(fpp_mpi_objects PUBLIC fpp MPI::MPI_C ${CMAKE_DL_LIBS})
 
 # Shared, on libfpp.so: one copy of libfpp's globals (registry, log) in the process.
 add_library(fpp_mpi SHARED $<TARGET_OBJECTS:fpp_mpi_objects>)
-target_link_libraries(fpp_mpi PUBLIC fpp MPI::MPI_C)
+target_link_libraries(fpp_mpi PUBLIC fpp MPI::MPI_C PRIVATE ${CMAKE_DL_LIBS})
 target_include_directories(fpp_mpi PUBLIC
   $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
@@ -79,7 +100,8 @@ if(FPP_BUILD_TESTS)
   add_library(fpp_mpi_testing STATIC ${FPP_MPI_SOURCES})
   target_compile_options(fpp_mpi_testing PRIVATE ${FPP_WARNINGS})
   target_compile_definitions(fpp_mpi_testing PRIVATE _GNU_SOURCE FPP_TESTING)
-  target_link_libraries(fpp_mpi_testing PUBLIC fpp_testing MPI::MPI_C)
+  target_include_directories(fpp_mpi_testing PRIVATE ${PROJECT_SOURCE_DIR}/lib)
+  target_link_libraries(fpp_mpi_testing PUBLIC fpp_testing MPI::MPI_C ${CMAKE_DL_LIBS})
   add_subdirectory(tests/mpi)
 endif()
 

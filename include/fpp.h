@@ -365,11 +365,13 @@ typedef struct fpp_stats {
     uint64_t submitted, done, failed, crashed, timed_out, cancelled, worker_restarts;
     size_t in_flight;
     uint64_t retried; /* 0.2: attempts run beyond each task's first */
+    uint64_t ranks_lost; /* 0.3: MPI executor (fpp_mpi.h): serving ranks declared lost, since
+                            its creation; 0 for other executors */
 } fpp_stats;
-/* Counters since fpp_tm_create (worker_restarts: the executor's, since its creation; done,
- * failed, crashed, timed_out, cancelled: final outcomes only). May be called from any thread
- * while another drives tm (never blocks; a snapshot never shows more tasks finished than
- * submitted). */
+/* Counters since fpp_tm_create (worker_restarts, ranks_lost: the executor's, since its
+ * creation; done, failed, crashed, timed_out, cancelled: final outcomes only). May be called
+ * from any thread while another drives tm (never blocks; a snapshot never shows more tasks
+ * finished than submitted). */
 FPP_API void fpp_tm_stats(const fpp_tm *tm, fpp_stats *out);
 
 /* ------------------------------------------------- tasks you can hold (0.2) */

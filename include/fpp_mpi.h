@@ -29,12 +29,41 @@
  *
  * Failure model: a task that crashes, exits or times out kills a worker process on its rank,
  * never the rank; it comes back FPP_CRASHED or FPP_TIMEOUT with the rank in its message
- * ("rank 2: worker 4312 killed by SIGSEGV while running task 17"). A rank that dies (killed
- * from outside, out of memory) ends the whole job: MPI without fault tolerance (Open MPI 4,
- * MPICH without ULFM) aborts every rank; mpirun then ends in about a second, every local worker
- * dies with its rank and no shared memory is left behind. Ctrl-C on mpirun is such an end too:
- * mpirun sends SIGTERM to every rank. Ctrl-C (SIGINT) delivered to rank 0 itself is fpp's
- * Ctrl-C: the task manager's call returns FPP_EINTR after every rank stopped its workers.
+ * ("rank 2: worker 4312 killed by SIGSEGV while running task 17"). A serving rank that dies
+ * (killed from outside, out of memory):
+ *  - by default ends the whole job: MPI without fault tolerance (Open MPI 4, MPICH without
+ *    ULFM) aborts every rank; mpirun then ends in about a second, every local worker dies with
+ *    its rank and no shared memory is left behind;
+ *  - is survived with a rank timeout (fpp_mpi_opts.rank_timeout_ms, fpp_mpi_executor_ex) when
+ *    mpirun lets the other ranks live on: Open MPI 4's
+ *        mpirun --enable-recovery --mca async_mpi_finalize 1 ...
+ *    (--enable-recovery keeps the job running when a rank dies; without async_mpi_finalize 1,
+ *    MPI_Finalize hung on a survivor in 5 of 23 runs here). No MPI call reports the death, and
+ *    mpirun exits 0 all the same: rank 0 sees it as silence (below), logs it and counts it in
+ *    fpp_stats.ranks_lost. After a loss the communicator has a dead rank, so a collective on
+ *    it (MPI_Barrier, another fpp_mpi_executor on it) would wait for ever; serve once per job.
+ * Rank 0 itself, or mpirun, dying ends the job whatever the options: that is what the task
+ * journal is for (rerun the job with the same journal and only unfinished tasks run).
+ * Ctrl-C on mpirun is such an end too: mpirun sends SIGTERM to every rank. Ctrl-C (SIGINT)
+ * delivered to rank 0 itself is fpp's Ctrl-C: the task manager's call returns FPP_EINTR after
+ * every rank stopped its workers.
+ *
+ * Tasks cannot call MPI. A worker is a fork of its rank and would share the rank's MPI
+ * connections and shared memory (a task sending to rank 0 on MPI_COMM_WORLD crashed rank 0
+ * inside Open MPI, or hung it, while its own call seemed to succeed). So libfpp_mpi defines
+ * every MPI function through MPI's profiling interface (generated at build time from mpi.h):
+ * in a worker process of any fpp process executor (and in whatever a task forks) each fails at
+ * once with an error code of class MPI_ERR_OTHER whose MPI_Error_string says why, in the
+ * calling task only, and is logged once per worker; elsewhere it is MPI's own (PMPI_*). This
+ * covers point-to-point, collectives, one-sided, probes, communicator/group/window/file
+ * management, attributes, MPI_Init, MPI_Finalize and MPI_Abort; local queries still answer in a
+ * task: MPI_Comm_rank, MPI_Comm_size, MPI_Comm_remote_size, MPI_Comm_test_inter,
+ * MPI_Initialized, MPI_Finalized, MPI_Get_processor_name, MPI_Get_version,
+ * MPI_Get_library_version, MPI_Error_string, MPI_Error_class, MPI_Query_thread,
+ * MPI_Is_thread_main (and MPI_Wtime, MPI_Wtick). Link libfpp_mpi before the MPI library
+ * (pkg-config fpp-mpi and fpp::fpp_mpi do): where MPI's own functions come first,
+ * fpp_mpi_executor and fpp_mpi_serve log a warning that tasks' calls are not refused. A task
+ * that calls PMPI_* directly is not stopped.
  *
  * Licence: see LICENSE. */
 #ifndef FPP_MPI_H
@@ -68,6 +97,38 @@ extern "C" {
  * FPP_ENOMEM, FPP_ESYS (an MPI call failed, or a rank could not start its pool: logged). */
 FPP_API int fpp_mpi_executor(fpp_executor **out, MPI_Comm comm, const fpp_executor_opts *opts);
 
+/* Options of the MPI executor itself (fpp_mpi_executor_ex); zero: the defaults. */
+typedef struct fpp_mpi_opts {
+    unsigned rank_timeout_ms; /* 0 (default): no heartbeats; a rank that dies ends the job (MPI
+                                 aborts it), or, where mpirun lets the others live on, leaves
+                                 rank 0 waiting for it. Else at least 200: every serving rank
+                                 sends a heartbeat at least every 100 ms, and a rank rank 0
+                                 has heard nothing from for this long (while it was looking:
+                                 see fpp_mpi_executor_ex) is lost. 1000 or more is wise on
+                                 loaded machines and slow networks (a 64 MiB chunk must cross
+                                 well within it) */
+} fpp_mpi_opts;
+
+/* fpp_mpi_executor with options of its own (mopts NULL: the defaults, as fpp_mpi_executor).
+ * With rank_timeout_ms, a lost rank (silent for the timeout: killed, its machine gone, or only
+ * stopped) is never waited for again:
+ *  - the tasks it held end FPP_CRASHED ("rank 2 (host, pid 4312) lost: silent for 1000 ms
+ *    while it held task 17"), an attempt like any crash: the task manager runs them on the
+ *    other ranks while fpp_tm_opts.retries allow, else they fail with that message;
+ *  - every request toward it is abandoned (its memory kept until the process ends), it is sent
+ *    one notice nobody waits for (a rank that was only stopped then ends serving, its
+ *    fpp_mpi_serve returning FPP_ETIMEDOUT) and nothing else, and anything it still sends is
+ *    dropped (logged once);
+ *  - the loss is logged (FPP_LOG_ERROR) and counted in fpp_stats.ranks_lost; fpp_executor_free
+ *    stops the other ranks as usual; with no rank left, tasks fail FPP_CRASHED.
+ * No call of rank 0 blocks on a serving rank. Rank 0 counts silence only while it drives the
+ * task manager: after it spent 100 ms or more elsewhere, a rank has the full timeout again
+ * from then (messages may be waiting unread), so a loss is seen at most rank_timeout_ms after
+ * the rank's last message once rank 0 waits for results. Returns as fpp_mpi_executor;
+ * FPP_EINVAL also for a rank_timeout_ms from 1 to 199. */
+FPP_API int fpp_mpi_executor_ex(fpp_executor **out, MPI_Comm comm, const fpp_executor_opts *opts,
+                                const fpp_mpi_opts *mopts);
+
 /* On every rank of comm but 0: serves rank 0's executor until rank 0 frees it, then returns 0
  * (call MPI_Finalize afterwards as usual). Tasks run in a local fpp process executor built
  * from local (NULL: rank 0's options; non-zero fields of local win, see fpp_mpi_executor), so
@@ -76,8 +137,10 @@ FPP_API int fpp_mpi_executor(fpp_executor **out, MPI_Comm comm, const fpp_execut
  *
  * Returns 0 once rank 0 freed its executor; FPP_EINVAL (MPI_COMM_NULL, called on rank 0, bad
  * options, this rank's registered functions differ from rank 0's), FPP_ESTATE (MPI not
- * initialised), FPP_ENOMEM, FPP_ESYS (the local pool could not start, an MPI call failed), or
- * the error rank 0's fpp_mpi_executor failed with. */
+ * initialised), FPP_ENOMEM, FPP_ESYS (the local pool could not start, an MPI call failed),
+ * FPP_ETIMEDOUT (rank 0 declared this rank lost, fpp_mpi_executor_ex: it was silent too long,
+ * stopped for instance; its tasks ran elsewhere), or the error rank 0's fpp_mpi_executor
+ * failed with. */
 FPP_API int fpp_mpi_serve(MPI_Comm comm, const fpp_executor_opts *local);
 
 #ifdef __cplusplus

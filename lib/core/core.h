@@ -70,6 +70,12 @@ FPP__HIDDEN void fpp__buf_put(void *p, size_t cap);
 
 /* A token unique to this process, different in the child of any fork (one load). */
 FPP__HIDDEN uint64_t fpp__proc_token(void);
+/* Pool processes: the keeper of a process executor marks itself right after it is forked
+ * from the program, so the mark holds in it, its fork server, every worker and whatever a
+ * task forks (a copy of memory, inherited by every fork below). True there, false in the
+ * program. libfpp_mpi refuses MPI calls where it is true (mpi/guard.c). */
+FPP__HIDDEN void fpp__pool_process_mark(void);
+FPP__BACKEND bool fpp__in_pool_process(void);
 /* The descriptors fpp opened (closed in fork servers even with keep_fds). */
 FPP__HIDDEN void fpp__fd_own(int fd);
 FPP__HIDDEN void fpp__fd_close(int fd);  /* forgets it and closes it, if it is ours */

@@ -12,6 +12,10 @@
  * worker, an atexit handler run by a task's exit()). Workers use it to notice that a task
  * forked and that they are the copy (which must never touch the pool).
  *
+ * Pool processes: the keeper (pool/keeper.c) marks itself right after its fork, so that the
+ * keeper, its fork servers, their workers and whatever a task forks know they are not the
+ * program (fpp__in_pool_process: one load), for libfpp_mpi, which refuses MPI calls there.
+ *
  * Threads: the first call of fpp__proc_token may race between threads of one process; both draw a non-zero
  * value and one CAS wins, so every thread sees the same token afterwards. */
 #include <errno.h>
@@ -72,6 +76,16 @@ uint64_t fpp__proc_token(void)
         return expect;
     return r;
 }
+
+/* ------------------------------------------------------- pool processes */
+
+/* Written once, in the keeper just after its fork (one thread there); every process below it
+ * is a fork and reads its own copy. */
+static _Atomic bool pool_process;
+
+void fpp__pool_process_mark(void) { atomic_store_explicit(&pool_process, true, memory_order_relaxed); }
+
+bool fpp__in_pool_process(void) { return atomic_load_explicit(&pool_process, memory_order_relaxed); }
 
 /* --------------------------------------------------------------- our fds */
 

@@ -69,6 +69,7 @@ struct fpp_executor {
     void *sink;             /* the task manager attached, or NULL */
     const fpp__sink_ops *sink_ops;
     _Atomic uint64_t restarts;
+    _Atomic uint64_t ranks_lost; /* the MPI executor's lost ranks (fpp_stats.ranks_lost) */
     _Atomic int poked;      /* fpp__exec_poke was called: the next poll returns at once */
     fpp__ec poke;           /* posted by fpp__exec_poke: a sleeping poll wakes */
     void *impl;             /* the backend's own state */

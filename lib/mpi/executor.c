@@ -5,7 +5,8 @@
  *
  * Entries: every task handed to a rank has an entry; its ticket (generation << 32 | index)
  * names it on the wire. States: OPEN (in a batch not sent yet), SENT (the rank holds it),
- * BULK (its result is arriving in chunks). An entry whose task was cancelled for the task
+ * BULK (its result is arriving in chunks), ORPHAN (no rank is left to take it: the next poll
+ * fails it). An entry whose task was cancelled for the task
  * manager (cancel, raise, Ctrl-C, free) keeps its state with task NULL: abandoned, it waits
  * for the rank's one reply (or the acknowledgement of a cancel-all) before it is reused, so a
  * late reply never meets another task (see mpi/mpi_int.h). t->tag is the entry's index while
@@ -16,6 +17,14 @@
  * does something else still sees it run) or the caller is about to wait.
  * A task argument over INLINE_MAX goes at once, its batch first, then its bytes in bulk
  * (copied: the task manager may free the task before MPI is done with the bytes).
+ *
+ * Lost ranks (fpp_mpi_opts.rank_timeout_ms, mpi/mpi_int.h): progress notes when each rank was
+ * last heard and declares lost one silent for the timeout (counted from `watch_from` when rank
+ * 0 was away). A lost peer is like one that said BYE (gets nothing, is picked for nothing,
+ * is not waited for at a cancel-all or a stop) but its entries are failed and freed at once,
+ * its requests abandoned, and every later message from it dropped before it is read: so no
+ * late reply can meet an entry, whatever its ticket says. No loop of this file waits on a peer
+ * that is lost or gone, and with a timeout every such loop runs progress, so it ends.
  *
  * Threads: everything runs on the thread calling into the task manager (one at a time),
  * except wake, which only posts `wake` (async-signal-safe). MPI is called on that thread
@@ -31,7 +40,7 @@
  * MPI gives no safe way to leave it behind). */
 #define STOP_WARN_NS 10000000000LL
 
-enum { E_FREE = 0, E_OPEN, E_SENT, E_BULK };
+enum { E_FREE = 0, E_OPEN, E_SENT, E_BULK, E_ORPHAN };
 
 typedef struct entry {
     fpp__job *task;   /* NULL: free or abandoned */
@@ -56,7 +65,10 @@ typedef struct peer {
     uint64_t unanswered;     /* SENT or BULK entries, abandoned ones included */
     uint32_t epoch, acked;   /* cancel-alls sent, acknowledged */
     uint64_t restarts;       /* the rank's worker restarts, as last reported */
+    int64_t heard;           /* when a message from it was last taken */
     bool bye;
+    bool lost;               /* silent for the rank timeout: never waited for again */
+    bool late_said;          /* a message after the loss was logged */
 } peer;
 
 typedef struct rbulk {       /* a result arriving in chunks */
@@ -76,11 +88,15 @@ typedef struct mpx {
     fpp__mpi_buf rx;
     fpp__mpi_nap nap;
     bool broken;             /* an MPI call failed or a rank broke the protocol */
+    int64_t timeout_ns;      /* the rank timeout; 0: none */
+    int64_t watch_from;      /* silence counts from here at the earliest (rank 0 was away) */
+    int alive;               /* peers neither lost nor stopped on their own */
+    uint32_t norphans;       /* ORPHAN entries */
     bool stopping;           /* STOP sent: BYEs are expected */
     int finished;            /* tasks finished during the current progress */
     bool heard;              /* a message arrived during the current progress */
     int64_t last_look;       /* when progress last ran */
-    uint64_t n_sent, n_batches, n_msgs, n_results; /* for the DEBUG line at the end */
+    uint64_t n_sent, n_batches, n_msgs, n_results, n_late; /* for the DEBUG line at the end */
 } mpx;
 
 #define NO_ENTRY UINT32_MAX
@@ -195,17 +211,20 @@ static void send_all_open(mpx *m)
         send_open(m, p);
 }
 
+/* A peer that takes nothing more and is waited for no more. */
+static bool gone(const peer *pe) { return pe->bye || pe->lost; }
+
 /* The peer to send t to: the current one while it has credit, else the one with the most
  * credit (the rank that drained most), avoiding t->avoid_slot when another can take it. */
 static int pick(mpx *m, const fpp__job *t)
 {
     peer *cur = &m->peers[m->cur];
-    if (cur->credit > 0 && !cur->bye && cur->rank != t->avoid_slot)
+    if (cur->credit > 0 && !gone(cur) && cur->rank != t->avoid_slot)
         return m->cur;
     int best = -1, avoided = -1;
     for (int p = 0; p < m->npeers; p++) {
         peer *pe = &m->peers[p];
-        if (pe->credit <= 0 || pe->bye)
+        if (pe->credit <= 0 || gone(pe))
             continue;
         if (pe->rank == t->avoid_slot) {
             avoided = p;
@@ -221,12 +240,44 @@ static int pick(mpx *m, const fpp__job *t)
     return best;
 }
 
+/* No rank is left to run t, and none will come: taken as an ORPHAN entry, which the next poll
+ * fails (FPP_CRASHED, so retries apply, each ending the same way) rather than hold it for
+ * ever. */
+static int orphan(mpx *m, fpp__job *t)
+{
+    uint32_t i;
+    if (ent_alloc(m, &i))
+        return FPP_ENOMEM;
+    m->ent[i] = (entry){.task = t, .gen = m->ent[i].gen, .state = E_ORPHAN, .peer = -1};
+    t->tag = i;
+    t->slot = -1;
+    m->norphans++;
+    return 0;
+}
+
+static void fail_orphans(mpx *m)
+{
+    static const char why[] = "no rank left to run it: every serving rank was lost or stopped serving";
+    for (uint32_t i = 0; i < m->nent && m->norphans > 0; i++) {
+        entry *e = &m->ent[i];
+        if (e->state != E_ORPHAN)
+            continue;
+        m->norphans--;
+        fpp__job *t = e->task;
+        ent_free(m, i);
+        if (t)
+            finish_task(m, t, FPP_CRASHED, 0, (const unsigned char *)why, sizeof why - 1);
+    }
+}
+
 static int m_dispatch(fpp_executor *ex, fpp__job *t)
 {
     mpx *m = ex->impl;
     if (m->broken)
         return FPP_ESYS;
     int p = pick(m, t);
+    if (p < 0 && m->alive == 0)
+        return orphan(m, t);
     if (p < 0)
         return 1;
     peer *pe = &m->peers[p];
@@ -351,9 +402,10 @@ static void on_cancel_done(mpx *m, int p, uint32_t epoch)
 
 /* Peer p stopped serving on its own (it ran out of memory, or rank 0 sent it something it
  * could not read): its tasks fail, and it gets no more. The rest go on. */
-static void lost(mpx *m, int p, int why)
+static void stopped_serving(mpx *m, int p, int why)
 {
     peer *pe = &m->peers[p];
+    m->alive--;
     fpp__log(FPP_LOG_ERROR, "fpp_mpi: rank %d (%s) stopped serving: %s; its tasks fail, the other ranks go on",
              pe->rank, pe->host, fpp_strerror(why));
     for (uint32_t i = 0; i < m->nent; i++) {
@@ -386,14 +438,44 @@ static void set_restarts(mpx *m, int p, uint64_t restarts)
     atomic_store_explicit(&m->ex->restarts, sum, memory_order_relaxed);
 }
 
+/* A bulk receive from a lost rank was abandoned: its entry is failed by lose_rank
+ * (or was freed at the loss already). */
+static void bulk_dropped(void *owner, fpp__mpi_bulk *b)
+{
+    (void)owner;
+    free((rbulk *)b);
+}
+
+/* A message from a rank declared lost: dropped unread (its entries are gone). The first one
+ * proves it alive: it is told, once, to stop serving (a send nobody waits for), so that it does
+ * not serve no one for ever. */
+static void late(mpx *m, int p)
+{
+    peer *pe = &m->peers[p];
+    m->n_late++;
+    if (pe->late_said)
+        return;
+    pe->late_said = true;
+    fpp__log(FPP_LOG_WARN, "fpp_mpi: rank %d (%s, pid %d), declared lost, is alive after all: what it sends is "
+                           "dropped (its tasks ran elsewhere), and it is told to stop serving",
+             pe->rank, pe->host, pe->pid);
+    if (fpp__mpi_send_ctl(&m->link, pe->rank, FPP__MT_LOST, 0, 0, NULL, 0) == 0)
+        fpp__mpi_link_abandon(&m->link, pe->rank, bulk_dropped);
+}
+
 static int handle(mpx *m, int from)
 {
     int p = from - 1;
     fpp__mpi_hdr h;
     fpp__mpi_rd rd;
+    if (p >= 0 && p < m->npeers && m->peers[p].lost) {
+        late(m, p);
+        return 0;
+    }
     if (p < 0 || p >= m->npeers || fpp__mpi_msg_open(&rd, m->rx.p, m->rx.len, &h))
         return broken(m, from, "sent a malformed message");
     peer *pe = &m->peers[p];
+    pe->heard = m->last_look;
     if (h.credit > FPP__MPI_WINDOW_MAX)
         return broken(m, from, "granted more credit than a window holds");
     pe->credit += h.credit;
@@ -417,20 +499,76 @@ static int handle(mpx *m, int from)
     case FPP__MT_BYE:
         pe->bye = true;
         if (!m->stopping)
-            lost(m, p, (int)h.aux);
+            stopped_serving(m, p, (int)h.aux);
+        return 0;
+    case FPP__MT_BEAT:
+        set_restarts(m, p, h.aux);
         return 0;
     default:
         return broken(m, from, "sent a message only rank 0 sends");
     }
 }
 
-/* Completes requests and takes every waiting message. */
+/* Peer p was silent for the rank timeout: lost (mpi/mpi_int.h). Its requests are abandoned
+ * first (a result arriving in bulk included), then every entry it held is failed and freed.
+ * Nothing is sent to it (it may be dead: over TCP, Open MPI would try to connect to it). */
+static void lose_rank(mpx *m, int p, int64_t silent_ns)
+{
+    peer *pe = &m->peers[p];
+    pe->lost = true;
+    m->alive--;
+    atomic_fetch_add_explicit(&m->ex->ranks_lost, 1, memory_order_relaxed);
+    int abandoned = fpp__mpi_link_abandon(&m->link, pe->rank, bulk_dropped);
+    uint64_t held = 0;
+    char msg[192];
+    for (uint32_t i = 0; i < m->nent; i++) {
+        entry *e = &m->ent[i];
+        if (e->state == E_FREE || e->state == E_ORPHAN || e->peer != p)
+            continue;
+        held++;
+        fpp__job *t = e->task;
+        ent_free(m, i);
+        if (t) {
+            int n = snprintf(msg, sizeof msg, "rank %d (%s, pid %d) lost: silent for %lld ms while it held task %lld",
+                             pe->rank, pe->host, pe->pid, (long long)(silent_ns / 1000000), (long long)t->id);
+            finish_task(m, t, FPP_CRASHED, 0, (const unsigned char *)msg, n > 0 ? (size_t)n : 0);
+        }
+    }
+    pe->open_n = 0;
+    fpp__mpi_buf_put(&m->link, &pe->open);
+    pe->credit = 0;
+    pe->unanswered = 0;
+    fpp__log(FPP_LOG_ERROR, "fpp_mpi: rank %d (%s, pid %d) lost: nothing heard from it for %lld ms (rank timeout "
+                            "%lld ms); its %llu task(s) in flight end FPP_CRASHED and run on other ranks while "
+                            "retries allow; %d request(s) toward it abandoned; %d rank(s) left",
+             pe->rank, pe->host, pe->pid, (long long)(silent_ns / 1000000), (long long)(m->timeout_ns / 1000000),
+             (unsigned long long)held, abandoned, m->alive);
+}
+
+static void check_silence(mpx *m)
+{
+    int64_t now = fpp__now_ns();
+    for (int p = 0; p < m->npeers; p++) {
+        peer *pe = &m->peers[p];
+        if (gone(pe))
+            continue;
+        int64_t since = pe->heard > m->watch_from ? pe->heard : m->watch_from;
+        if (now - since >= m->timeout_ns)
+            lose_rank(m, p, now - pe->heard);
+    }
+}
+
+/* Completes requests and takes every waiting message; then, with a rank timeout, looks for
+ * ranks silent too long. */
 static int progress(mpx *m)
 {
     m->heard = false;
     if (m->broken)
         return FPP_ESYS;
-    m->last_look = fpp__now_ns();
+    int64_t now = fpp__now_ns();
+    if (now - m->last_look >= FPP__MPI_BEAT_NS)
+        m->watch_from = now; /* back from elsewhere: what was sent meanwhile may be unread yet */
+    m->last_look = now;
     if (fpp__mpi_link_progress(&m->link) < 0) {
         m->broken = true;
         return FPP_ESYS;
@@ -443,12 +581,15 @@ static int progress(mpx *m)
             return rc;
         }
         if (rc == 0)
-            return 0;
+            break;
         m->heard = true;
         m->n_msgs++;
         if (handle(m, from))
             return FPP_ESYS;
     }
+    if (m->timeout_ns)
+        check_silence(m);
+    return m->broken ? FPP_ESYS : 0;
 }
 
 static int m_poll(fpp_executor *ex, int64_t deadline)
@@ -457,6 +598,10 @@ static int m_poll(fpp_executor *ex, int64_t deadline)
     if (atomic_exchange(&ex->poked, 0))
         deadline = 0;
     m->finished = 0;
+    if (m->norphans) {
+        fail_orphans(m);
+        deadline = 0;
+    }
     int64_t now = fpp__now_ns();
     int rc = 0;
     if (deadline != 0 || now - m->last_look >= FPP__MPI_PROGRESS_GAP_NS)
@@ -504,6 +649,16 @@ static void drop_open(mpx *m)
     }
 }
 
+/* ORPHAN entries whose task was taken away (cancelled, or the task manager is gone). */
+static void drop_orphans(mpx *m)
+{
+    for (uint32_t i = 0; i < m->nent && m->norphans > 0; i++)
+        if (m->ent[i].state == E_ORPHAN && !m->ent[i].task) {
+            m->norphans--;
+            ent_free(m, i);
+        }
+}
+
 static void m_cancel(fpp_executor *ex, bool wait)
 {
     mpx *m = ex->impl;
@@ -515,13 +670,14 @@ static void m_cancel(fpp_executor *ex, bool wait)
             cancel_one(m, t);
         }
     }
+    drop_orphans(m);
     drop_open(m);
     if (m->broken)
         return;
     bool any = false;
     for (int p = 0; p < m->npeers; p++) {
         peer *pe = &m->peers[p];
-        if (pe->unanswered == 0 || pe->bye)
+        if (pe->unanswered == 0 || gone(pe))
             continue;
         pe->epoch++;
         if (fpp__mpi_send_ctl(&m->link, pe->rank, FPP__MT_CANCEL_ALL, 0, pe->epoch, NULL, 0)) {
@@ -535,7 +691,7 @@ static void m_cancel(fpp_executor *ex, bool wait)
     while (wait && any && !m->broken) {
         any = false;
         for (int p = 0; p < m->npeers; p++)
-            any = any || m->peers[p].acked != m->peers[p].epoch;
+            any = any || (!gone(&m->peers[p]) && m->peers[p].acked != m->peers[p].epoch);
         if (!any || progress(m))
             break;
         if (!m->heard)
@@ -554,6 +710,9 @@ static int m_cancel_task(fpp_executor *ex, fpp__job *t)
         /* Still in an unsent batch: the rank will see the flag, skip it and say so. */
         fpp__mpi_task_rec *rec = (fpp__mpi_task_rec *)(m->peers[e->peer].open.p + e->rec_off);
         rec->flags |= FPP__REC_CANCELLED;
+    } else if (e->state == E_ORPHAN) {
+        m->norphans--;
+        ent_free(m, i);
     } else if (e->state == E_SENT && !m->broken) {
         uint64_t tk = ticket_of(m, i);
         if (fpp__mpi_send_ctl(&m->link, m->peers[e->peer].rank, FPP__MT_CANCEL, 0, 0, &tk, 1))
@@ -585,9 +744,10 @@ static void m_destroy(fpp_executor *ex, bool owner)
     if (!m)
         return;
     ex->impl = NULL;
-    fpp__log(FPP_LOG_DEBUG, "fpp_mpi: %llu task(s) sent in %llu batch(es); %llu result(s) in %llu message(s)",
+    fpp__log(FPP_LOG_DEBUG, "fpp_mpi: %llu task(s) sent in %llu batch(es); %llu result(s) in %llu message(s); "
+                            "%llu late message(s) from lost ranks dropped",
              (unsigned long long)m->n_sent, (unsigned long long)m->n_batches, (unsigned long long)m->n_results,
-             (unsigned long long)m->n_msgs);
+             (unsigned long long)m->n_msgs, (unsigned long long)m->n_late);
     int fin = 0;
     MPI_Finalized(&fin);
     if (owner && fin) {
@@ -596,17 +756,19 @@ static void m_destroy(fpp_executor *ex, bool owner)
     } else if (owner && m->comm != MPI_COMM_NULL) {
         for (uint32_t i = 0; i < m->nent; i++)
             m->ent[i].task = NULL; /* the task manager is gone; nothing is reported any more */
+        drop_orphans(m);
         drop_open(m);
         m->stopping = true;
         for (int p = 0; p < m->npeers && !m->broken; p++)
-            if (!m->peers[p].bye && fpp__mpi_send_ctl(&m->link, m->peers[p].rank, FPP__MT_STOP, 0, 0, NULL, 0))
+            if (!gone(&m->peers[p]) &&
+                fpp__mpi_send_ctl(&m->link, m->peers[p].rank, FPP__MT_STOP, 0, 0, NULL, 0))
                 m->broken = true;
         int64_t warn_at = fpp__now_ns() + STOP_WARN_NS;
         fpp__mpi_nap_begin(&m->nap);
         while (!m->broken) {
             int waiting = -1;
             for (int p = 0; p < m->npeers && waiting < 0; p++)
-                if (!m->peers[p].bye)
+                if (!gone(&m->peers[p]))
                     waiting = p;
             if (waiting < 0 && fpp__mpi_link_idle(&m->link))
                 break;
@@ -645,6 +807,7 @@ static const fpp__exec_ops mpi_ops = {
 static _Thread_local struct {
     MPI_Comm comm;
     const fpp_executor_opts *raw;
+    unsigned rank_timeout_ms;
     bool started;
 } pending;
 
@@ -690,7 +853,8 @@ static int mpi_start(fpp_executor *ex)
     m->comm = MPI_COMM_NULL;
     size_t chunk = chunk_size();
     fpp__mpi_hello *hellos = NULL;
-    int rc = fpp__mpi_join_root(pending.comm, raw, &ex->opts, chunk, &m->comm, &hellos, &size);
+    int rc = fpp__mpi_join_root(pending.comm, raw, &ex->opts, chunk, pending.rank_timeout_ms, &m->comm, &hellos,
+                                &size);
     if (rc) {
         m->comm = MPI_COMM_NULL;
         free_mpx(m);
@@ -708,6 +872,11 @@ static int mpi_start(fpp_executor *ex)
         total += h->workers;
     }
     free(hellos);
+    m->alive = m->npeers;
+    m->timeout_ns = (int64_t)pending.rank_timeout_ms * 1000000;
+    m->last_look = m->watch_from = fpp__now_ns();
+    for (int p = 0; p < m->npeers; p++)
+        m->peers[p].heard = m->last_look;
     ex->impl = m;
     ex->ops = &mpi_ops;
     /* What the task manager sizes its defaults by: all workers, and every rank's window. */
@@ -718,6 +887,11 @@ static int mpi_start(fpp_executor *ex)
 }
 
 int fpp_mpi_executor(fpp_executor **out, MPI_Comm comm, const fpp_executor_opts *opts)
+{
+    return fpp_mpi_executor_ex(out, comm, opts, NULL);
+}
+
+int fpp_mpi_executor_ex(fpp_executor **out, MPI_Comm comm, const fpp_executor_opts *opts, const fpp_mpi_opts *mopts)
 {
     if (!out) {
         fpp__log(FPP_LOG_ERROR, "fpp_mpi_executor: NULL out pointer");
@@ -742,8 +916,18 @@ int fpp_mpi_executor(fpp_executor **out, MPI_Comm comm, const fpp_executor_opts 
                              : "the communicator has no rank but this one to run tasks");
         return FPP_EINVAL;
     }
+    fpp__mpi_guard_setup();
+    unsigned rt = mopts ? mopts->rank_timeout_ms : 0;
+    if (rt > 0 && rt < FPP__MPI_RANK_TIMEOUT_MIN_MS) {
+        fpp__log(FPP_LOG_ERROR, "fpp_mpi_executor_ex: rank_timeout_ms %u is too short: 0 (none) or at least %u "
+                                "(heartbeats go every %d ms)",
+                 rt, FPP__MPI_RANK_TIMEOUT_MIN_MS, (int)(FPP__MPI_BEAT_NS / 1000000));
+        fpp__mpi_join_refuse(comm, FPP_EINVAL); /* the ranks wait in the meeting */
+        return FPP_EINVAL;
+    }
     pending.comm = comm;
     pending.raw = opts;
+    pending.rank_timeout_ms = rt;
     pending.started = false;
     rc = fpp__executor_create(out, opts, mpi_start);
     if (rc && !pending.started)

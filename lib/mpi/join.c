@@ -5,7 +5,7 @@
  *
  *   1. MPI_Comm_idup                         everyone
  *   2. Ibcast of the configuration's length, then of the configuration (rank 0's options,
- *      limits, the chunk size, a digest of its registered functions)
+ *      limits, the chunk size, the heartbeat period, a digest of its registered functions)
  *   3. each rank checks it and starts its local pool; Igather of one hello per rank (its
  *      verdict on itself, workers, pid, host, byte order, its own registry digest)
  *   4. rank 0 checks every hello; Ibcast of the verdict: 0 serve, else every side frees the
@@ -62,7 +62,7 @@ static int verdict(MPI_Comm *dup, int32_t v, int me)
 }
 
 int fpp__mpi_join_root(MPI_Comm comm, const fpp_executor_opts *raw, const fpp_executor_opts *res, size_t chunk,
-                       MPI_Comm *dup, fpp__mpi_hello **hellos, int *size)
+                       uint32_t rank_timeout_ms, MPI_Comm *dup, fpp__mpi_hello **hellos, int *size)
 {
     *hellos = NULL;
     int rc = dup_comm(comm, dup, 0);
@@ -87,6 +87,8 @@ int fpp__mpi_join_root(MPI_Comm comm, const fpp_executor_opts *raw, const fpp_ex
         .chunk = chunk,
         .init_name_len = (uint32_t)nlen,
         .init_arg_len = alen,
+        .beat_ms = rank_timeout_ms ? (uint32_t)(FPP__MPI_BEAT_NS / 1000000) : 0,
+        .rank_timeout_ms = rank_timeout_ms,
     };
     fpp__mpi_fns_digest(&cfg.nfns, &cfg.fns_hash);
     unsigned char *var = nlen ? malloc(nlen + alen) : NULL;

@@ -8,6 +8,8 @@
  *                   ranks start serving
  *   mpi/executor.c  rank 0: the executor backend (fpp__exec_ops) behind the task manager
  *   mpi/serve.c     every other rank: the serve loop around a local process executor
+ *   mpi/guard.c     MPI refused in pool processes (tasks), with the wrappers generated from
+ *                   <mpi.h> at build time (cmake/mpi-guard-gen.sh)
  *
  * Traffic runs on a duplicate of the user's communicator, in two tags per direction:
  * TAG_CTL carries every message (batches of tasks, batches of results, cancels, credits, the
@@ -42,7 +44,7 @@
 /* ------------------------------------------------------------ constants */
 
 #define FPP__MPI_MAGIC 0x3169706du   /* "mpi1" */
-#define FPP__MPI_VERSION 1u
+#define FPP__MPI_VERSION 2u
 #define FPP__MPI_ENDIAN 0x01020304u  /* read back as another value on a machine of other order */
 
 enum { FPP__MPI_TAG_CTL = 1, FPP__MPI_TAG_BULK = 2 };
@@ -105,6 +107,25 @@ enum { FPP__MPI_TAG_CTL = 1, FPP__MPI_TAG_BULK = 2 };
 #define FPP__MPI_SHORT_IDLE_NS 2000000
 #define FPP__MPI_NAP_MAX_NS 1000000
 
+/* Lost ranks (fpp_mpi_opts.rank_timeout_ms). With a rank timeout, a serving rank sends
+ * something at least every BEAT_NS (a BEAT when nothing else went out). Rank 0 counts a rank's
+ * silence only while it looks: when it comes back from BEAT_NS or more without looking (the
+ * caller was busy elsewhere), silence counts again from then, as messages may still be
+ * waiting unread. A rank silent for the timeout is lost: rank 0 fails what it held
+ * (FPP_CRASHED, so the task manager runs it elsewhere while retries allow), abandons every
+ * request toward it (fpp__mpi_link_abandon), sends it nothing and drops whatever it still
+ * sends; the first such message proves it alive, and gets it one LOST notice (a send never
+ * waited for). No call of rank 0 ever waits on a serving rank.
+ *
+ * The rank's side of the same rule: rank 0 can have declared it lost only if nothing it sent
+ * for the timeout was received, so only if it sent nothing for the timeout (a message is
+ * received after it is sent). So a rank that finds, at the top of its loop, that it sent
+ * nothing for the timeout (it was stopped, or stalled) stops serving by itself, as if told
+ * LOST: it may be lost already, and if rank 0 was not looking, it will be. So a stopped rank
+ * never serves on after the job, whenever it comes back. */
+#define FPP__MPI_BEAT_NS 100000000
+#define FPP__MPI_RANK_TIMEOUT_MIN_MS 200u
+
 /* ------------------------------------------------------------- messages */
 
 enum {
@@ -116,6 +137,9 @@ enum {
     FPP__MT_CREDIT,      /* r -> 0: credit only; aux = worker restarts */
     FPP__MT_CANCEL_DONE, /* r -> 0: aux = the epoch acknowledged; credit */
     FPP__MT_BYE,         /* r -> 0: stopped serving; aux: 0 as asked, else the error */
+    FPP__MT_BEAT,        /* r -> 0: a heartbeat (with a rank timeout); aux = worker restarts */
+    FPP__MT_LOST,        /* 0 -> r: rank 0 declared you lost: stop, answer nothing */
+    FPP__MT_LAST = FPP__MT_LOST
 };
 
 typedef struct fpp__mpi_hdr {
@@ -208,6 +232,8 @@ typedef struct fpp__mpi_link {
     MPI_Request *reqs;
     void **what;              /* per request: a send buffer, or the fpp__mpi_bulk it feeds */
     unsigned char *kind;      /* what[i] is: 0 a send buffer, 1 a receive bulk, 2 a send bulk */
+    int *peer;                /* per request: the rank at the other end */
+    int64_t last_send_ns;     /* when a message (or chunk) was last sent */
     int n, cap;
     int *done_idx;            /* scratch for MPI_Testsome */
     fpp__mpi_buf spare[8];    /* send buffers kept for reuse */
@@ -229,6 +255,13 @@ FPP__HIDDEN void fpp__mpi_link_init(fpp__mpi_link *l, MPI_Comm comm, size_t chun
  * size given to get. */
 FPP__HIDDEN void *fpp__mpi_big_get(fpp__mpi_link *l, size_t n);
 FPP__HIDDEN void fpp__mpi_big_put(fpp__mpi_link *l, void *p, size_t n);
+/* Leaves every request toward or from peer to MPI, never to be waited for: receives are
+ * cancelled, every request is freed (MPI_Request_free), and the memory they read or write is
+ * kept until the process ends (a lost rank's requests may never complete, and MPI may touch
+ * that memory until then). A bulk receive's done() is never called: dropped(owner, b) is,
+ * once per transfer, with b->dst already taken (NULL), for the owner to forget it. Returns how
+ * many requests were left. */
+FPP__HIDDEN int fpp__mpi_link_abandon(fpp__mpi_link *l, int peer, void (*dropped)(void *owner, fpp__mpi_bulk *b));
 /* Frees what the link holds; requests still in flight are left to MPI (only after an error). */
 FPP__HIDDEN void fpp__mpi_link_fini(fpp__mpi_link *l);
 /* A buffer for a message (reused when one is spare); give it to fpp__mpi_send or back. */
@@ -291,6 +324,8 @@ typedef struct fpp__mpi_config {
     uint32_t init_name_len;     /* with its NUL; 0: no worker_init */
     int32_t refused;            /* magic 0: rank 0 gives up, with this error */
     uint64_t init_arg_len;
+    uint32_t beat_ms;           /* 0: no heartbeats; else send something at least this often */
+    uint32_t rank_timeout_ms;   /* rank 0's: a rank that sent nothing for this long stops */
     /* then the name, then the argument bytes */
 } fpp__mpi_config;
 
@@ -312,7 +347,8 @@ FPP__HIDDEN void fpp__mpi_fns_digest(uint32_t *n, uint64_t *hash);
  * r >= 1, hellos[0] unused), checks them and tells every rank the verdict. On success *dup is
  * the new communicator; on failure it is freed and every rank was told. */
 FPP__HIDDEN int fpp__mpi_join_root(MPI_Comm comm, const fpp_executor_opts *raw, const fpp_executor_opts *res,
-                                   size_t chunk, MPI_Comm *dup, fpp__mpi_hello **hellos, int *size);
+                                   size_t chunk, uint32_t rank_timeout_ms, MPI_Comm *dup, fpp__mpi_hello **hellos,
+                                   int *size);
 /* Rank 0, when it cannot build its executor: takes part in the meeting only to tell every
  * rank to give up (their fpp_mpi_serve returns rc too). */
 FPP__HIDDEN int fpp__mpi_join_refuse(MPI_Comm comm, int rc);
@@ -326,5 +362,24 @@ FPP__HIDDEN int fpp__mpi_join_rank_end(MPI_Comm *dup, const fpp__mpi_hello *mine
 
 /* Whether MPI can be called now, from this thread; logs why not. 0 or FPP_ESTATE. */
 FPP__HIDDEN int fpp__mpi_usable(const char *who);
+
+/* ------------------------------------------------------------- the guard */
+
+/* Every MPI function but the local queries is defined by libfpp_mpi (generated from <mpi.h>):
+ * in a pool process (a worker running a task, core/owner.c) it fails with this error, else it
+ * is MPI's own (PMPI_). */
+#define FPP__MPI_GUARD(call)                                                                       \
+    do {                                                                                           \
+        if (__builtin_expect(fpp__in_pool_process(), 0))                                           \
+            return fpp__mpi_refuse(call);                                                          \
+    } while (0)
+/* Logs the refusal (once per process) and returns the error code of class MPI_ERR_OTHER. */
+FPP__HIDDEN int fpp__mpi_refuse(const char *call);
+/* In the MPI process, before any pool exists (fpp_mpi_executor, fpp_mpi_serve): makes the
+ * error code whose MPI_Error_string says why, and warns when the application's MPI calls do
+ * not reach the guard (libmpi linked before libfpp_mpi). Once per process. */
+FPP__HIDDEN void fpp__mpi_guard_setup(void);
+/* How many MPI functions the generated wrappers guard. */
+FPP__HIDDEN extern const unsigned fpp__mpi_guarded_count;
 
 #endif /* FPP_MPI_MPI_INT_H */

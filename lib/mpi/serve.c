@@ -16,6 +16,12 @@
  * grant. With nothing to do it waits on the local pool for up to a millisecond when tasks run
  * there, else naps (mpi_wire.c).
  *
+ * Heartbeats (rank 0 has a rank timeout: cfg.beat_ms): the loop sends a BEAT whenever nothing
+ * went to rank 0 for beat_ms, first thing in each turn; nothing in the loop waits longer than a
+ * millisecond. Before that, a rank that sent nothing for the rank timeout (it was stopped or
+ * stalled) knows rank 0 may count it lost, and stops (mpi/mpi_int.h); so does a LOST notice
+ * from rank 0. Either way everything in flight is abandoned, no BYE, FPP_ETIMEDOUT.
+ *
  * Credits: `granted` counts credits ever given, `received` tasks ever received; rank 0 holds
  * granted - received unspent. The rank grants up to its window (WINDOW_NS of work at its
  * rate) minus what it holds and what rank 0 may still send. */
@@ -25,6 +31,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/testing.h"
 #include "mpi/mpi_int.h"
 
 enum { I_FREE = 0, I_BULK, I_QUEUED, I_LOCAL };
@@ -68,7 +75,11 @@ typedef struct srv {
     int64_t rate_t0;
     double rate;          /* tasks per second */
     fpp__mpi_nap nap;
+    int64_t beat_ns;      /* heartbeats: something goes to rank 0 at least this often; 0 none */
+    int64_t timeout_ns;   /* rank 0's rank timeout: sent nothing this long, stop */
+    bool keep_serving;    /* test build: FPP_MPI_KEEP_SERVING, never stop on the above */
     bool stop;
+    bool lost;            /* rank 0 declared this rank lost: stop, answer nothing */
     int err;              /* an MPI call failed: give up */
     int64_t last_look;    /* when MPI was last looked at */
 } srv;
@@ -527,6 +538,15 @@ static void handle(srv *s)
         s->stop = true;
         drop_all(s);
         break;
+    case FPP__MT_LOST:
+        fpp__log(FPP_LOG_ERROR, "rank %d: rank 0 declared this rank lost (it heard nothing from it for its rank "
+                                "timeout: this rank was stopped or too slow); the tasks it held ran elsewhere; it "
+                                "stops serving",
+                 s->me);
+        s->lost = true;
+        s->stop = true;
+        drop_all(s);
+        break;
     default:
         fpp__log(FPP_LOG_ERROR, "rank %d: rank 0 sent a message only other ranks send", s->me);
         fail_mpi(s, FPP_EINVAL);
@@ -560,6 +580,23 @@ static void serve(srv *s)
     fail_mpi(s, fpp__mpi_send_ctl(&s->link, 0, FPP__MT_CREDIT, grant(s), 0, NULL, 0));
     bool busy = true;
     while (!s->stop && !s->err) {
+        if (s->beat_ns) {
+            /* First: nothing sent for the rank timeout, and rank 0 may count this rank lost
+             * (mpi/mpi_int.h); else a heartbeat when due. */
+            int64_t quiet = fpp__now_ns() - s->link.last_send_ns;
+            if (quiet >= s->timeout_ns && !s->keep_serving) {
+                fpp__log(FPP_LOG_ERROR, "rank %d: nothing went to rank 0 for %lld ms (this rank was stopped or "
+                                        "stalled), the rank timeout being %lld ms: rank 0 counts it lost; it stops "
+                                        "serving (its tasks run on other ranks)",
+                         s->me, (long long)(quiet / 1000000), (long long)(s->timeout_ns / 1000000));
+                s->lost = true;
+                s->stop = true;
+                drop_all(s);
+                break;
+            }
+            if (quiet >= s->beat_ns)
+                fail_mpi(s, fpp__mpi_send_ctl(&s->link, 0, FPP__MT_BEAT, 0, restarts(s), NULL, 0));
+        }
         /* A busy loop looks at MPI once per PROGRESS_GAP_NS; one about to wait, always. */
         if (!busy || fpp__now_ns() - s->last_look >= FPP__MPI_PROGRESS_GAP_NS)
             busy = take_messages(s);
@@ -599,6 +636,14 @@ static void serve(srv *s)
  * own (rank 0 then fails what this rank held and goes on with the others). After an MPI
  * failure the BYE is tried all the same; MPI without fault tolerance has ended the job by
  * then anyway. */
+/* A bulk argument abandoned when this rank was declared lost: its bytes (buried by the link)
+ * are no longer the item's. */
+static void bulk_dropped(void *owner, fpp__mpi_bulk *b)
+{
+    srv *s = owner;
+    it_at(s, (uint32_t)b->cookie)->arg = NULL;
+}
+
 static int finish(srv *s)
 {
     fpp_tm_free(s->tm);
@@ -608,14 +653,20 @@ static int finish(srv *s)
     int rc = s->err;
     if (rc)
         fpp__log(FPP_LOG_ERROR, "rank %d: fpp_mpi_serve stops: %s", s->me, fpp_strerror(rc));
+    if (s->lost && !rc) {
+        /* Rank 0 wants nothing more: what is in flight is left to MPI (a result in bulk would
+         * wait for ever for a receive rank 0 never posts), and no BYE. */
+        fpp__mpi_link_abandon(&s->link, 0, bulk_dropped);
+        rc = FPP_ETIMEDOUT;
+    }
     fpp__mpi_nap_begin(&s->nap);
     int lrc = 0;
-    while (!fpp__mpi_link_idle(&s->link) && lrc == 0) {
+    while (!s->lost && !fpp__mpi_link_idle(&s->link) && lrc == 0) {
         lrc = fpp__mpi_link_progress(&s->link) < 0 ? FPP_ESYS : 0;
         fpp__mpi_nap_step(&s->nap, NULL, INT64_MAX);
     }
     fpp__mpi_hdr bye = {.magic = FPP__MPI_MAGIC, .type = FPP__MT_BYE, .aux = (uint64_t)(int64_t)rc};
-    if (lrc == 0)
+    if (lrc == 0 && !s->lost)
         lrc = fpp__mpi_check(MPI_Send(&bye, sizeof bye, MPI_BYTE, 0, FPP__MPI_TAG_CTL, s->comm), "MPI_Send", 0);
     if (lrc == 0)
         MPI_Comm_free(&s->comm);
@@ -675,6 +726,7 @@ int fpp_mpi_serve(MPI_Comm comm, const fpp_executor_opts *local)
                        : "rank 0 runs the task manager on fpp_mpi_executor; the other ranks serve");
         return FPP_EINVAL;
     }
+    fpp__mpi_guard_setup(); /* before the local pool: its workers inherit the error code */
     srv s = {.me = me, .free_item = NO_ITEM, .in_head = NO_ITEM, .in_tail = NO_ITEM};
     unsigned char *var = NULL;
     rc = fpp__mpi_join_rank_begin(comm, &s.comm, &s.cfg, &var);
@@ -709,6 +761,9 @@ int fpp_mpi_serve(MPI_Comm comm, const fpp_executor_opts *local)
         return rc ? rc : v;
     }
     fpp__mpi_link_init(&s.link, s.comm, (size_t)s.cfg.chunk, bulk_done, &s);
+    s.beat_ns = (int64_t)s.cfg.beat_ms * 1000000;
+    s.timeout_ns = (int64_t)s.cfg.rank_timeout_ms * 1000000;
+    s.keep_serving = FPP__TEST_ENV("FPP_MPI_KEEP_SERVING") != NULL;
     /* Rank 0 decides about Ctrl-C, as a pool's parent does for its workers: a launcher that
      * passes SIGINT to every rank (MPICH's Hydra) then gets rank 0's FPP_EINTR, with tasks
      * stopped everywhere, instead of ranks dying under it. Open MPI's mpirun sends SIGTERM,

@@ -8,6 +8,7 @@
  * bulk lives until its `left` reaches 0 and done() was called). A link is used by one thread,
  * the one driving its executor or serve loop. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,7 +87,7 @@ int fpp__mpi_msg_open(fpp__mpi_rd *rd, const void *msg, size_t len, fpp__mpi_hdr
     if (len < sizeof *h)
         return FPP_EINVAL;
     memcpy(h, msg, sizeof *h);
-    if (h->magic != FPP__MPI_MAGIC || h->type < FPP__MT_TASKS || h->type > FPP__MT_BYE)
+    if (h->magic != FPP__MPI_MAGIC || h->type < FPP__MT_TASKS || h->type > FPP__MT_LAST)
         return FPP_EINVAL;
     /* Every record is at least 8 bytes: a count the message cannot hold is a lie. */
     if (h->count > (len - sizeof *h) / 8)
@@ -199,6 +200,7 @@ void fpp__mpi_link_fini(fpp__mpi_link *l)
     free(l->reqs);
     free(l->what);
     free(l->kind);
+    free(l->peer);
     free(l->done_idx);
     free(l->scratch);
     for (int c = 0; c < FPP__MPI_BIG_CLASSES; c++)
@@ -281,7 +283,7 @@ static void completed(fpp__mpi_link *l, void *what, int kind)
     }
 }
 
-static int track(fpp__mpi_link *l, MPI_Request r, void *what, int kind)
+static int track(fpp__mpi_link *l, MPI_Request r, void *what, int kind, int peer)
 {
     if (l->n == l->cap) {
         int cap = l->cap ? 2 * l->cap : 64;
@@ -297,7 +299,10 @@ static int track(fpp__mpi_link *l, MPI_Request r, void *what, int kind)
         int *di = realloc(l->done_idx, (size_t)cap * sizeof *di);
         if (di)
             l->done_idx = di;
-        if (!reqs || !w || !ir || !di) {
+        int *pe = realloc(l->peer, (size_t)cap * sizeof *pe);
+        if (pe)
+            l->peer = pe;
+        if (!reqs || !w || !ir || !di || !pe) {
             /* The request is started: wait for it here rather than lose track of it. */
             MPI_Wait(&r, MPI_STATUS_IGNORE);
             completed(l, what, kind);
@@ -308,6 +313,7 @@ static int track(fpp__mpi_link *l, MPI_Request r, void *what, int kind)
     l->reqs[l->n] = r;
     l->what[l->n] = what;
     l->kind[l->n] = (unsigned char)kind;
+    l->peer[l->n] = peer;
     l->n++;
     return 0;
 }
@@ -326,6 +332,7 @@ int fpp__mpi_send(fpp__mpi_link *l, int dest, fpp__mpi_buf *b)
         fpp__mpi_buf_free(b);
         return rc;
     }
+    l->last_send_ns = fpp__now_ns();
     /* The request owns the buffer (its capacity too, for reuse) until it completes. */
     fpp__mpi_buf *held = malloc(sizeof *held);
     if (!held) {
@@ -335,7 +342,7 @@ int fpp__mpi_send(fpp__mpi_link *l, int dest, fpp__mpi_buf *b)
     }
     *held = *b;
     *b = (fpp__mpi_buf){0};
-    return track(l, r, held, W_SEND_BUF);
+    return track(l, r, held, W_SEND_BUF, dest);
 }
 
 int fpp__mpi_send_ctl(fpp__mpi_link *l, int dest, uint16_t type, uint32_t credit, uint64_t aux,
@@ -376,8 +383,9 @@ int fpp__mpi_send_bulk(fpp__mpi_link *l, int dest, void *data, size_t len)
                             "MPI_Isend", dest);
         if (rc)
             break;
+        l->last_send_ns = fpp__now_ns();
         b->left++;
-        track(l, r, b, W_SEND_BULK);
+        track(l, r, b, W_SEND_BULK, dest);
     }
     if (b->left == 0) {
         fpp__mpi_big_put(l, data, len);
@@ -418,9 +426,74 @@ int fpp__mpi_recv_bulk(fpp__mpi_link *l, int src, fpp__mpi_bulk *b)
         int rc = fpp__mpi_check(MPI_Irecv(to, (int)n, MPI_BYTE, src, FPP__MPI_TAG_BULK, l->comm, &r), "MPI_Irecv", src);
         if (rc)
             return rc;
-        track(l, r, b, W_RECV_BULK);
+        track(l, r, b, W_RECV_BULK, src);
     }
     return 0;
+}
+
+/* The graveyard: memory of abandoned requests, kept (and reachable, for leak checkers) until
+ * the process ends, since MPI may read or write it until then. Bounded by what was in flight
+ * toward the ranks lost. Any thread (a process may drive several links). */
+static pthread_mutex_t grave_lock = PTHREAD_MUTEX_INITIALIZER;
+static void **grave;
+static size_t ngrave, grave_cap;
+
+static void bury(void *p)
+{
+    pthread_mutex_lock(&grave_lock);
+    for (size_t i = ngrave; i-- > 0 && i + 8 >= ngrave;)
+        if (grave[i] == p) { /* chunks of one transfer share their bulk */
+            pthread_mutex_unlock(&grave_lock);
+            return;
+        }
+    if (ngrave == grave_cap) {
+        size_t cap = grave_cap ? 2 * grave_cap : 64;
+        void **g = realloc(grave, cap * sizeof *g);
+        if (!g) { /* unreachable then, never freed: the same for MPI */
+            pthread_mutex_unlock(&grave_lock);
+            return;
+        }
+        grave = g;
+        grave_cap = cap;
+    }
+    grave[ngrave++] = p;
+    pthread_mutex_unlock(&grave_lock);
+}
+
+int fpp__mpi_link_abandon(fpp__mpi_link *l, int peer, void (*dropped)(void *owner, fpp__mpi_bulk *b))
+{
+    int j = 0, left = 0;
+    for (int i = 0; i < l->n; i++) {
+        if (l->peer[i] != peer) {
+            l->reqs[j] = l->reqs[i];
+            l->what[j] = l->what[i];
+            l->kind[j] = l->kind[i];
+            l->peer[j] = l->peer[i];
+            j++;
+            continue;
+        }
+        if (l->kind[i] == W_RECV_BULK)
+            MPI_Cancel(&l->reqs[i]); /* local: the receive is taken back, or completes some day */
+        MPI_Request_free(&l->reqs[i]);
+        left++;
+        if (l->kind[i] == W_RECV_BULK) {
+            /* MPI may still write into dst: buried. The bulk is its owner's, told once (its
+             * chunks share it; left < 0 marks it told). */
+            fpp__mpi_bulk *b = l->what[i];
+            if (b->left < 0)
+                continue;
+            b->left = -1;
+            if (b->dst)
+                bury(b->dst);
+            b->dst = NULL;
+            if (dropped)
+                dropped(l->owner, b);
+        } else if (l->what[i]) {
+            bury(l->what[i]); /* a send buffer's holder, or a send bulk: each owns its bytes */
+        }
+    }
+    l->n = j;
+    return left;
 }
 
 int fpp__mpi_link_progress(fpp__mpi_link *l)
@@ -447,6 +520,7 @@ int fpp__mpi_link_progress(fpp__mpi_link *l)
         l->reqs[j] = l->reqs[i];
         l->what[j] = l->what[i];
         l->kind[j] = l->kind[i];
+        l->peer[j] = l->peer[i];
         j++;
     }
     l->n = j;

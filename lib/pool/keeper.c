@@ -228,6 +228,7 @@ static int fork_keeper(fpp__fs *fs)
         K.hooks.prepare();
     pid_t pid = fork();
     if (pid == 0) {
+        fpp__pool_process_mark(); /* before any hook: no MPI call from here down (core/owner.c) */
         if (K.hooks.child)
             K.hooks.child();
         close(sv[0]);

@@ -230,6 +230,7 @@ int fpp__tm_detach(void *arg)
      * point into the executor's memory once it is gone. */
     fpp__task_for_each_live(tm, unpin_one, true);
     tm->restarts_final = atomic_load(&tm->ex->restarts);
+    tm->ranks_lost_final = atomic_load(&tm->ex->ranks_lost);
     atomic_store(&tm->stats_ex, NULL);
     fpp__exec_attach(tm->ex, NULL, NULL);
     tm->ex = NULL;
@@ -282,4 +283,5 @@ void fpp_tm_stats(const fpp_tm *tm, fpp_stats *out)
     out->submitted = atomic_load_explicit(&c->submitted, memory_order_acquire);
     const fpp_executor *ex = atomic_load(&tm->stats_ex);
     out->worker_restarts = ex ? atomic_load_explicit(&ex->restarts, memory_order_relaxed) : tm->restarts_final;
+    out->ranks_lost = ex ? atomic_load_explicit(&ex->ranks_lost, memory_order_relaxed) : tm->ranks_lost_final;
 }

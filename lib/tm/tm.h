@@ -144,6 +144,7 @@ struct fpp_tm {
     fpp_executor *ex;       /* NULL once the executor was freed (detached) */
     _Atomic(const fpp_executor *) stats_ex; /* for fpp_tm_stats on other threads */
     uint64_t restarts_final;                /* the executor's restarts when it detached */
+    uint64_t ranks_lost_final;              /* ... and its lost ranks */
     fpp_tm_opts opts;
     unsigned retry_on;      /* outcomes retries apply to: bit 1 << status */
     size_t max_in_flight;

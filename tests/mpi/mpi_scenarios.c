@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <fpp_mpi.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,7 +120,115 @@ static int bytes(const void *a, size_t n, fpp_out *o)
 
 static int echo(const void *a, size_t n, fpp_out *o) { return fpp_out_set(o, a, n); }
 
-static int F_SQUARE, F_CRASH_ON, F_FAIL_AT, F_NAP, F_BYTES, F_ECHO;
+/* Issue 16 item 6: a task that MPI_Sends 4 KiB to rank 0 on MPI_COMM_WORLD, arg times (which
+ * crashed rank 0 inside Open MPI's shared-memory transport, or hung it, before the guard).
+ * Every send must be refused; then a probe, a collective, a communicator, MPI_Finalize and
+ * MPI_Abort, which would end the job if they got through. MPI_Comm_rank, a local query, still
+ * answers. Fails with what it saw. */
+static int mpi_sender(const void *a, size_t n, fpp_out *o)
+{
+    uint32_t count;
+    if (n != sizeof count)
+        return 1;
+    memcpy(&count, a, sizeof count);
+    static char buf[4096];
+    int refused = 0, first = MPI_SUCCESS;
+    for (uint32_t i = 0; i < count; i++) {
+        int rc = MPI_Send(buf, sizeof buf, MPI_BYTE, 0, 77, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) {
+            refused++;
+            first = first == MPI_SUCCESS ? rc : first;
+        }
+    }
+    int flag = 0, others = 0, r = -1;
+    MPI_Comm dup;
+    others += MPI_Iprobe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS;
+    others += MPI_Barrier(MPI_COMM_WORLD) != MPI_SUCCESS;
+    others += MPI_Comm_dup(MPI_COMM_WORLD, &dup) != MPI_SUCCESS;
+    if (others == 3) { /* only if the guard holds: these would end the job */
+        others += MPI_Finalize() != MPI_SUCCESS;
+        others += MPI_Abort(MPI_COMM_WORLD, 9) != MPI_SUCCESS;
+    }
+    int rank_rc = MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    char text[MPI_MAX_ERROR_STRING] = "";
+    int len = 0, cls = -1;
+    if (first != MPI_SUCCESS) {
+        MPI_Error_string(first, text, &len);
+        MPI_Error_class(first, &cls);
+    }
+    return fpp_out_fail(o, "%d of %u MPI_Send refused (class %s), %d of 5 other calls; MPI_Comm_rank %d %d: %s", refused,
+                        count, cls == MPI_ERR_OTHER ? "MPI_ERR_OTHER" : "other", others, rank_rc, r, text),
+           0;
+}
+
+/* Lost ranks: the task `work` naps arg.ms; the first one that runs on rank VICTIM with an index
+ * of at least arg.trigger SIGKILLs its rank (ACT_KILL) or stops it for arg.stop_ms
+ * (ACT_STOP), having written to stamp_path when (CLOCK_MONOTONIC ns) and the pids of that
+ * rank's pool: its worker, fork server and keeper (which must die with the rank). */
+enum { VICTIM = 2, ACT_NONE = 0, ACT_KILL, ACT_STOP, ACT_KILL_ANY };
+typedef struct work_arg { uint32_t ms; int32_t index, trigger, action; uint32_t stop_ms, pad; } work_arg;
+static pid_t rank_pid;          /* this rank's pid, as its workers inherit it */
+static char stamp_path[96];     /* named after rank 0's pid, the same on every rank */
+
+static void sleep_ms(uint32_t ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static long ppid_of(long pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    long pp = -1;
+    if (f && fgets(buf, sizeof buf, f)) {
+        const char *c = strrchr(buf, ')');
+        if (c)
+            sscanf(c + 1, " %*c %ld", &pp);
+    }
+    if (f)
+        fclose(f);
+    return pp;
+}
+
+static void strike(const work_arg *w)
+{
+    int fd = open(stamp_path, O_CREAT | O_EXCL | O_WRONLY, 0600);
+    if (fd < 0)
+        return; /* another worker of the rank did */
+    long server = (long)getppid(), keeper = ppid_of(server);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    dprintf(fd, "%lld %ld %ld %ld %ld\n", (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec, (long)rank_pid,
+            (long)getpid(), server, keeper);
+    close(fd);
+    if (w->action == ACT_KILL) {
+        kill(rank_pid, SIGKILL);
+    } else {
+        kill(rank_pid, SIGSTOP);
+        sleep_ms(w->stop_ms);
+        kill(rank_pid, SIGCONT);
+    }
+}
+
+static int work(const void *a, size_t n, fpp_out *o)
+{
+    work_arg w;
+    if (n != sizeof w)
+        return 1;
+    memcpy(&w, a, sizeof w);
+    if (w.action == ACT_KILL_ANY && w.index >= w.trigger)
+        kill(rank_pid, SIGKILL); /* lost_all: every serving rank dies */
+    else if (w.action != ACT_NONE && my_rank == VICTIM && w.index >= w.trigger)
+        strike(&w);
+    sleep_ms(w.ms);
+    int32_t r[2] = {my_rank, w.index};
+    return fpp_out_set(o, r, sizeof r);
+}
+
+static int F_SQUARE, F_CRASH_ON, F_FAIL_AT, F_NAP, F_BYTES, F_ECHO, F_MPI_SENDER, F_WORK;
 
 static void register_all(void)
 {
@@ -129,6 +238,8 @@ static void register_all(void)
     F_NAP = fpp_register("nap", nap);
     F_BYTES = fpp_register("bytes", bytes);
     F_ECHO = fpp_register("echo", echo);
+    F_MPI_SENDER = fpp_register("mpi_sender", mpi_sender);
+    F_WORK = fpp_register("work", work);
 }
 
 /* ------------------------------------------------------------- helpers */
@@ -549,6 +660,253 @@ static void hang(void)
     fpp_executor_free(ex);
 }
 
+/* Issue 16 item 6: tasks calling MPI (2,000 sends of 4 KiB to rank 0 each, between 4,000
+ * ordinary tasks) fail in those tasks alone, with the guard's error; rank 0 receives none of
+ * those sends and completes everything else. */
+static void task_mpi(void)
+{
+    fpp_executor_opts eo = {.workers = 2};
+    fpp_executor *ex = mk_exec(&eo);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE);
+    enum { SENDERS = 8, SQUARES = 4000 };
+    uint32_t count = 2000;
+    int senders = 0, squares = 0;
+    for (uint64_t x = 0; x < SQUARES; x++) {
+        fpp_submit(tm, F_SQUARE, &x, sizeof x);
+        if (x % (SQUARES / SENDERS) == 0)
+            fpp_submit(tm, F_MPI_SENDER, &count, sizeof count);
+    }
+    fpp_task *t;
+    char want[64];
+    while (fpp_as_completed(tm, &t) == 1) {
+        if (fpp_task_fn(t) == F_SQUARE) {
+            uint64_t x;
+            memcpy(&x, fpp_task_arg(t, NULL), sizeof x);
+            const sq *r = fpp_task_result(t, NULL);
+            squares += fpp_task_status(t) == FPP_DONE && r && r->x2 == x * x;
+            continue;
+        }
+        const char *e = fpp_task_error(t);
+        int r = -1;
+        const char *rk = e ? strstr(e, "MPI_Comm_rank 0 ") : NULL;
+        if (rk)
+            sscanf(rk, "MPI_Comm_rank 0 %d", &r);
+        snprintf(want, sizeof want, "MPI_Comm_rank 0 %d: ", r);
+        CHECK(fpp_task_status(t) == FPP_FAILED && e &&
+                  strstr(e, "2000 of 2000 MPI_Send refused (class MPI_ERR_OTHER), 5 of 5 other calls") &&
+                  r >= 1 && r < nranks && strstr(e, want) && strstr(e, "MPI cannot be called by a task"),
+              "the sender: %s '%s'", fpp_status_name(fpp_task_status(t)), e ? e : "");
+        if (senders++ == 0)
+            printf("task_mpi: %s\n", e ? e : "");
+    }
+    CHECK(senders == SENDERS && squares == SQUARES, "%d senders, %d of %d squares", senders, squares, SQUARES);
+    int flag = 1;
+    MPI_Iprobe(MPI_ANY_SOURCE, 77, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
+    CHECK(!flag, "a task's MPI_Send reached rank 0");
+    printf("task_mpi: %d tasks' MPI calls refused, %d other tasks done\n", senders, squares);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
+/* Issue 17 B: a serving rank lost mid-run, with a rank timeout. lost (4 ranks, mpirun
+ * --enable-recovery --mca async_mpi_finalize 1; tests/mpi/lost_rank.sh): rank 2 is SIGKILLed
+ * a quarter into 800 tasks of 5 ms. stalled (3 ranks, plain mpirun): rank 2 is stopped for
+ * 2.5 timeouts, then continues, sees it sent nothing for the timeout and stops by itself.
+ * stalled_notice: the same, but rank 2 serves on regardless (FPP_MPI_KEEP_SERVING, test build):
+ * its first message after the loss is dropped and gets it rank 0's notice. Each way: every task
+ * comes back exactly once, done, or (no retries) FPP_CRASHED naming rank 2 and its loss; one
+ * loss, rank 2's, logged once and counted; the loss declared after the strike (the time
+ * between is printed: bench/ measures it); the killed rank's pool gone with it; a stopped rank
+ * ends its fpp_mpi_serve with FPP_ETIMEDOUT (rank_side). The ranks left print "finalized"
+ * after MPI_Finalize (checked by the script). */
+enum { KILLED, STALLED, STALLED_NOTICE };
+enum { LOST_TIMEOUT_MS = 1000 };
+static int lost_retries;
+static double t_lost;
+static int n_lost_lines, n_alive_lines;
+static char lost_line[512];
+
+static void lost_sink(fpp_log_level level, const char *msg, void *user)
+{
+    (void)level;
+    (void)user;
+    if (strstr(msg, " lost: nothing heard from it") && n_lost_lines++ == 0) {
+        t_lost = now_s();
+        snprintf(lost_line, sizeof lost_line, "%s", msg);
+    }
+    if (strstr(msg, "is alive after all"))
+        n_alive_lines++;
+    fprintf(stderr, "rank 0: %s\n", msg);
+}
+
+static bool alive_proc(long pid)
+{
+    char path[64], cmd[256] = "";
+    snprintf(path, sizeof path, "/proc/%ld/cmdline", pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(cmd, 1, sizeof cmd - 1, f) : 0;
+    if (f)
+        fclose(f);
+    cmd[n] = '\0';
+    return n > 0 && strstr(cmd, "mpi_scenarios") != NULL; /* a zombie's is empty; a reused pid is another's */
+}
+
+static void lost(int how)
+{
+    bool stall = how != KILLED;
+    const int N = stall ? 1200 : 800;
+    fpp_log_set(lost_sink, NULL, FPP_LOG_WARN);
+    fpp_executor_opts eo = {.workers = 1};
+    fpp_mpi_opts mo = {.rank_timeout_ms = LOST_TIMEOUT_MS};
+    fpp_executor *ex = NULL;
+    int rc = fpp_mpi_executor_ex(&ex, MPI_COMM_WORLD, &eo, &mo);
+    CHECK(rc == 0 && ex, "fpp_mpi_executor_ex: %s", fpp_strerror(rc));
+    if (!ex)
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    fpp_tm *tm = NULL;
+    fpp_tm_opts to = {.error_policy = FPP_IGNORE, .monitor_interval_ms = -1, .retries = (unsigned)lost_retries};
+    CHECK(fpp_tm_create(&tm, ex, &to) == 0, "fpp_tm_create");
+    double t0 = now_s();
+    for (int i = 0; i < N; i++) {
+        work_arg w = {.ms = stall ? 3 : 5, .index = i, .trigger = stall ? N / 8 : N / 4,
+                      .action = stall ? ACT_STOP : ACT_KILL, .stop_ms = 5 * LOST_TIMEOUT_MS / 2};
+        fpp_submit(tm, F_WORK, &w, sizeof w);
+    }
+    unsigned char *seen = calloc((size_t)N, 1);
+    int per_rank[16] = {0}, named = 0, bad = 0, after = 0, total = 0;
+    fpp_task *t;
+    while (fpp_as_completed(tm, &t) == 1) {
+        work_arg w;
+        memcpy(&w, fpp_task_arg(t, NULL), sizeof w);
+        total++;
+        if (w.index < 0 || w.index >= N || seen[w.index]++) {
+            CHECK(0, "task %d came back twice", w.index);
+            continue;
+        }
+        after += t_lost > 0;
+        const char *e = fpp_task_error(t);
+        if (fpp_task_status(t) == FPP_DONE) {
+            const int32_t *r = fpp_task_result(t, NULL);
+            if (r && r[1] == w.index && r[0] >= 1 && r[0] < nranks && r[0] < 16)
+                per_rank[r[0]]++;
+            else if (bad++ < 5)
+                CHECK(0, "task %d: a wrong result", w.index);
+        } else if (fpp_task_status(t) == FPP_CRASHED && e && strstr(e, "rank 2 (") &&
+                   strstr(e, " lost: silent for ")) {
+            named++;
+        } else if (bad++ < 5) {
+            CHECK(0, "task %d: %s '%s'", w.index, fpp_status_name(fpp_task_status(t)), e ? e : "");
+        }
+    }
+    double run = now_s() - t0;
+    free(seen);
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    CHECK(total == N && bad == 0, "%d of %d tasks came back, %d wrong", total, N, bad);
+    CHECK(st.ranks_lost == 1 && n_lost_lines == 1 && strstr(lost_line, "rank 2 ("),
+          "ranks_lost %llu, %d loss line(s): %s", (unsigned long long)st.ranks_lost, n_lost_lines, lost_line);
+    if (lost_retries > 0)
+        CHECK(named == 0 && st.done == (uint64_t)N && st.retried >= 1,
+              "retries %d: %d crashed naming rank 2, %llu done, %llu retried", lost_retries, named,
+              (unsigned long long)st.done, (unsigned long long)st.retried);
+    else
+        CHECK(named >= 1 && st.crashed == (uint64_t)named && st.done + (uint64_t)named == (uint64_t)N,
+              "no retries: %d crashed naming rank 2 (stats: %llu crashed, %llu done)", named,
+              (unsigned long long)st.crashed, (unsigned long long)st.done);
+    for (int r = 1; r < nranks; r++)
+        CHECK(r == VICTIM || per_rank[r] > 0, "rank %d ran no task", r);
+    CHECK(after > 0, "nothing came back after the loss");
+    /* When it struck, from the task's stamp. */
+    long long strike_ns = 0;
+    long pids[4] = {0};
+    FILE *f = fopen(stamp_path, "r");
+    CHECK(f && fscanf(f, "%lld %ld %ld %ld %ld", &strike_ns, &pids[0], &pids[1], &pids[2], &pids[3]) == 5,
+          "no stamp at %s: rank 2 never struck", stamp_path);
+    if (f)
+        fclose(f);
+    double detect_ms = (t_lost * 1e9 - (double)strike_ns) / 1e6;
+    CHECK(strike_ns > 0 && detect_ms > 0, "the loss was declared %.1f ms after the strike", detect_ms);
+    if (how == STALLED_NOTICE) {
+        /* Rank 2 comes back 2.5 timeouts after the stop: keep rank 0 looking until it spoke. */
+        double until = now_s() + 20;
+        while (n_alive_lines == 0 && now_s() < until) {
+            work_arg w = {.ms = 20, .index = -1};
+            fpp_submit(tm, F_WORK, &w, sizeof w);
+            while (fpp_as_completed(tm, &t) == 1) {
+            }
+        }
+        CHECK(n_alive_lines == 1, "rank 2, stopped then continued, was heard from %d time(s) after its loss",
+              n_alive_lines);
+    }
+    printf("%s: retries %d: %d tasks, %d done (%d by rank 2), %d crashed naming rank 2; rank 2 lost %.1f ms after "
+           "the %s (timeout %d ms); run %.2f s\n",
+           scenario, lost_retries, N, N - named, per_rank[VICTIM], named, detect_ms,
+           stall ? "stop" : "kill", LOST_TIMEOUT_MS, run);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+    fpp_log_set(NULL, NULL, FPP_LOG_WARN);
+    if (!stall) {
+        /* The killed rank's pool went with it (its keeper watches the rank). */
+        int left = 0;
+        for (int tries = 0; tries < 500; tries++) {
+            left = 0;
+            for (int k = 0; k < 4; k++)
+                left += pids[k] > 0 && alive_proc(pids[k]);
+            if (left == 0)
+                break;
+            usleep(10000);
+        }
+        CHECK(left == 0, "%d of rank 2's processes (rank %ld, worker %ld, server %ld, keeper %ld) outlived it", left,
+              pids[0], pids[1], pids[2], pids[3]);
+    }
+    unlink(stamp_path);
+}
+
+/* Every serving rank lost (3 ranks, mpirun --enable-recovery --mca async_mpi_finalize 1): the
+ * tasks they held fail naming their rank, and every later one fails at once, "no rank left",
+ * instead of waiting for ever; the run ends. */
+static void lost_all(void)
+{
+    fpp_log_set(NULL, NULL, FPP_LOG_OFF);
+    fpp_executor_opts eo = {.workers = 1};
+    fpp_mpi_opts mo = {.rank_timeout_ms = 500};
+    fpp_executor *ex = NULL;
+    CHECK(fpp_mpi_executor_ex(&ex, MPI_COMM_WORLD, &eo, &mo) == 0 && ex, "fpp_mpi_executor_ex");
+    if (!ex)
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    fpp_tm *tm = NULL;
+    fpp_tm_opts to = {.error_policy = FPP_IGNORE, .monitor_interval_ms = -1, .retries = 2};
+    CHECK(fpp_tm_create(&tm, ex, &to) == 0, "fpp_tm_create");
+    enum { N = 400 };
+    for (int i = 0; i < N; i++) {
+        work_arg w = {.ms = 2, .index = i, .trigger = 100, .action = ACT_KILL_ANY};
+        fpp_submit(tm, F_WORK, &w, sizeof w);
+    }
+    int done = 0, held = 0, orphans = 0, other = 0;
+    fpp_task *t;
+    while (fpp_as_completed(tm, &t) == 1) {
+        const char *e = fpp_task_error(t);
+        if (fpp_task_status(t) == FPP_DONE)
+            done++;
+        else if (fpp_task_status(t) == FPP_CRASHED && e && strstr(e, "no rank left to run it"))
+            orphans++;
+        else if (fpp_task_status(t) == FPP_CRASHED && e && strstr(e, " lost: silent for "))
+            held++;
+        else if (other++ < 3)
+            CHECK(0, "%s '%s'", fpp_status_name(fpp_task_status(t)), e ? e : "");
+    }
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    CHECK(done + held + orphans == N && other == 0 && orphans > 0 && done > 0 && st.ranks_lost == 2,
+          "%d done, %d crashed on a lost rank, %d with no rank left, %d other; %llu ranks lost", done, held, orphans,
+          other, (unsigned long long)st.ranks_lost);
+    printf("lost_all: %d done, %d crashed on a lost rank, %d failed with no rank left; %llu ranks lost\n", done, held,
+           orphans, (unsigned long long)st.ranks_lost);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+    fpp_log_set(NULL, NULL, FPP_LOG_WARN);
+}
+
 /* Misuse: errors, never a hang; the ranks hear about a refused executor too. */
 static void bad(void)
 {
@@ -596,6 +954,8 @@ static int rank_side(void)
     int rc = fpp_mpi_serve(MPI_COMM_WORLD, NULL);
     if (strcmp(scenario, "mismatch") == 0)
         CHECK(rc == FPP_EINVAL, "serve: %s", fpp_strerror(rc));
+    else if (strncmp(scenario, "stalled", 7) == 0 && my_rank == VICTIM)
+        CHECK(rc == FPP_ETIMEDOUT, "fpp_mpi_serve on the rank declared lost: %s", fpp_strerror(rc));
     else
         CHECK(rc == 0, "fpp_mpi_serve: %s", fpp_strerror(rc));
     return 0;
@@ -607,7 +967,21 @@ int main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &my_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
     scenario = argc > 1 ? argv[1] : "many";
-    if (strcmp(scenario, "hang") == 0) {
+    rank_pid = getpid();
+    bool losing = strcmp(scenario, "lost") == 0 || strcmp(scenario, "stalled") == 0 ||
+                  strcmp(scenario, "stalled_notice") == 0 || strcmp(scenario, "lost_all") == 0;
+    if (strcmp(scenario, "stalled_notice") == 0 && my_rank == VICTIM)
+        setenv("FPP_MPI_KEEP_SERVING", "1", 1);
+    if (losing) {
+        lost_retries = argc > 2 ? atoi(argv[2]) : 1;
+        long p0 = (long)getpid();
+        MPI_Bcast(&p0, 1, MPI_LONG, 0, MPI_COMM_WORLD);
+        snprintf(stamp_path, sizeof stamp_path, "/tmp/fpp-mpi-lost-%ld", p0);
+        if (my_rank == 0)
+            unlink(stamp_path);
+        MPI_Barrier(MPI_COMM_WORLD); /* no rank strikes before the old stamp is gone */
+    }
+    if (strcmp(scenario, "hang") == 0 || losing) {
         printf("rank %d pid %d\n", my_rank, (int)getpid());
         fflush(stdout);
     }
@@ -637,6 +1011,12 @@ int main(int argc, char **argv)
         interrupt();
     } else if (strcmp(scenario, "bad") == 0) {
         bad();
+    } else if (strcmp(scenario, "task_mpi") == 0) {
+        task_mpi();
+    } else if (strcmp(scenario, "lost_all") == 0) {
+        lost_all();
+    } else if (losing) {
+        lost(strcmp(scenario, "lost") == 0 ? KILLED : strcmp(scenario, "stalled") == 0 ? STALLED : STALLED_NOTICE);
     } else if (strcmp(scenario, "hang") == 0) {
         hang();
     } else if (strcmp(scenario, "badlocal") == 0) {
@@ -663,6 +1043,10 @@ int main(int argc, char **argv)
     CHECK(children() == 0, "%d child process(es) left", children());
     CHECK(my_shm_entries() == 0, "/dev/shm entries left");
     MPI_Finalize();
+    if (losing) {
+        printf("rank %d: finalized, %d failure(s)\n", my_rank, failures);
+        fflush(stdout);
+    }
     if (my_rank == 0 && failures == 0)
         printf("%s: PASS\n", scenario);
     return failures ? 1 : 0;

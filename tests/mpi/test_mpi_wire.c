@@ -155,3 +155,62 @@ Test(mpi_wire, registry_digest_changes_with_the_table)
     fpp__mpi_fns_digest(&n2, &h2);
     cr_assert(n2 == n1 && h2 == h1, "the same table, the same digest");
 }
+
+Test(mpi_wire, heartbeat_and_lost_notice_are_messages_and_nothing_past_them)
+{
+    fpp__mpi_buf b = {0};
+    fpp__mpi_rd rd;
+    fpp__mpi_hdr h;
+    for (uint16_t t = FPP__MT_BEAT; t <= FPP__MT_LOST; t++) {
+        cr_assert_eq(fpp__mpi_batch_begin(&b, t), 0);
+        cr_assert_eq(fpp__mpi_msg_open(&rd, b.p, b.len, &h), 0, "type %u", t);
+        cr_assert_eq(h.type, t);
+    }
+    fpp__mpi_batch_hdr(&b)->type = FPP__MT_LAST + 1;
+    cr_assert_eq(fpp__mpi_msg_open(&rd, b.p, b.len, &h), FPP_EINVAL, "a type past the last");
+    fpp__mpi_buf_free(&b);
+}
+
+/* Abandoning a peer (a lost rank): every request of that peer leaves the link at once, whether
+ * MPI could complete it or not (here, to this process itself on MPI_COMM_SELF: bulk receives
+ * nobody sends, and a 2 MiB message nobody receives); a bulk receive's owner hears once per
+ * transfer, its bytes taken; done() is never called; another peer's requests stay. */
+static int done_calls, dropped_calls;
+static fpp__mpi_bulk *dropped_last;
+static void on_done(void *owner, fpp__mpi_bulk *b) { done_calls++; }
+static void on_dropped(void *owner, fpp__mpi_bulk *b)
+{
+    dropped_calls++;
+    dropped_last = b;
+}
+
+Test(mpi_wire, abandon_leaves_every_request_of_a_peer_to_mpi)
+{
+    cr_assert_eq(MPI_Init(NULL, NULL), MPI_SUCCESS);
+    fpp__mpi_link l;
+    const size_t chunk = (size_t)1 << 20;
+    fpp__mpi_link_init(&l, MPI_COMM_SELF, chunk, on_done, NULL);
+    fpp__mpi_bulk in = {.dst = malloc(3 * chunk + 5), .len = 3 * chunk + 5, .cookie = 7};
+    fpp__mpi_bulk other = {.dst = malloc(100), .len = 100, .cookie = 8};
+    cr_assert_eq(fpp__mpi_recv_bulk(&l, 0, &in), 0);             /* 4 chunks from rank 0 */
+    cr_assert_eq(fpp__mpi_recv_bulk(&l, MPI_ANY_SOURCE, &other), 0); /* another "peer" */
+    fpp__mpi_buf big = fpp__mpi_buf_get(&l);
+    cr_assert_eq(fpp__mpi_batch_begin(&big, FPP__MT_LOST), 0);
+    cr_assert_eq(fpp__mpi_buf_reserve(&big, 2 * chunk), 0);
+    memset(big.p + big.len, 1, 2 * chunk);
+    big.len += 2 * chunk;
+    cr_assert_eq(fpp__mpi_send(&l, 0, &big), 0); /* 2 MiB on TAG_CTL, which nobody receives */
+    cr_assert_geq(fpp__mpi_link_progress(&l), 0);
+    int before = l.n;
+    cr_assert_eq(before, 1 + 4 + 1, "the receives and the large send are in flight (%d)", before);
+    int left = fpp__mpi_link_abandon(&l, 0, on_dropped);
+    cr_assert_eq(left, before - 1, "every request of rank 0 left (%d of %d)", left, before);
+    cr_assert_eq(l.n, 1, "the other peer's receive stays");
+    cr_assert(dropped_calls == 1 && dropped_last == &in && in.dst == NULL,
+              "the bulk's owner told once (%d), its bytes taken", dropped_calls);
+    cr_assert_eq(fpp__mpi_link_abandon(&l, 0, on_dropped), 0, "nothing of rank 0 left");
+    cr_assert_eq(fpp__mpi_link_abandon(&l, MPI_ANY_SOURCE, on_dropped), 1);
+    cr_assert(fpp__mpi_link_idle(&l) && done_calls == 0 && dropped_calls == 2 && other.dst == NULL);
+    fpp__mpi_link_fini(&l);
+    cr_assert_eq(MPI_Finalize(), MPI_SUCCESS);
+}
