@@ -143,6 +143,12 @@ static void finish_task(mpx *m, fpp__job *t, fpp_status st, int signo, const uns
     if (st == FPP_DONE) {
         if (fpp__job_set_result(t, bytes, len))
             fpp__job_fail(t, FPP_FAILED, 0, "out of memory for a result of %zu bytes", len);
+    } else if (t->label && (st == FPP_CRASHED || st == FPP_TIMEOUT)) {
+        /* The pool's message names the task by its id only (the ranks never see labels). */
+        char name[FPP__NAME_MAX], msg[FPP__MPI_MSG_MAX + FPP__NAME_MAX];
+        fpp__job_name(t, name, sizeof name);
+        size_t n = fpp__mpi_rename_task(msg, sizeof msg, (const char *)bytes, len, t->id, name);
+        fpp__job_fail(t, st, signo, "%.*s", (int)n, msg);
     } else {
         fpp__job_fail(t, st, signo, "%.*s", (int)len, (const char *)bytes);
     }
@@ -415,9 +421,10 @@ static void stopped_serving(mpx *m, int p, int why)
         if (e->task) {
             fpp__job *t = e->task;
             e->task = NULL;
-            char msg[160];
-            int n = snprintf(msg, sizeof msg, "rank %d stopped serving (%s) while it held task %lld", pe->rank,
-                             fpp_strerror(why), (long long)t->id);
+            char msg[160 + FPP__NAME_MAX], name[FPP__NAME_MAX];
+            fpp__job_name(t, name, sizeof name);
+            int n = snprintf(msg, sizeof msg, "rank %d stopped serving (%s) while it held %s", pe->rank,
+                             fpp_strerror(why), name);
             finish_task(m, t, FPP_CRASHED, 0, (const unsigned char *)msg, n > 0 ? (size_t)n : 0);
         }
         if (e->state == E_SENT)
@@ -520,7 +527,7 @@ static void lose_rank(mpx *m, int p, int64_t silent_ns)
     atomic_fetch_add_explicit(&m->ex->ranks_lost, 1, memory_order_relaxed);
     int abandoned = fpp__mpi_link_abandon(&m->link, pe->rank, bulk_dropped);
     uint64_t held = 0;
-    char msg[192];
+    char msg[192 + FPP__NAME_MAX];
     for (uint32_t i = 0; i < m->nent; i++) {
         entry *e = &m->ent[i];
         if (e->state == E_FREE || e->state == E_ORPHAN || e->peer != p)
@@ -529,8 +536,10 @@ static void lose_rank(mpx *m, int p, int64_t silent_ns)
         fpp__job *t = e->task;
         ent_free(m, i);
         if (t) {
-            int n = snprintf(msg, sizeof msg, "rank %d (%s, pid %d) lost: silent for %lld ms while it held task %lld",
-                             pe->rank, pe->host, pe->pid, (long long)(silent_ns / 1000000), (long long)t->id);
+            char name[FPP__NAME_MAX];
+            fpp__job_name(t, name, sizeof name);
+            int n = snprintf(msg, sizeof msg, "rank %d (%s, pid %d) lost: silent for %lld ms while it held %s",
+                             pe->rank, pe->host, pe->pid, (long long)(silent_ns / 1000000), name);
             finish_task(m, t, FPP_CRASHED, 0, (const unsigned char *)msg, n > 0 ? (size_t)n : 0);
         }
     }

@@ -179,6 +179,9 @@ typedef struct fpp__mpi_result_rec {
  * front, and the local task id ("task 17", as a word) replaced by rank 0's id for the task,
  * the one its user knows. Writes at most cap bytes with the NUL; returns the length. */
 FPP__HIDDEN size_t fpp__mpi_rank_message(char *out, size_t cap, int rank, const char *msg, int64_t lid, int64_t gid);
+/* msg (len bytes, or up to a NUL) with every word "task <id>" replaced by name (rank 0 names
+ * a labelled task `task 17 "in/0042.bin"`, as on one machine). Returns the length written. */
+FPP__HIDDEN size_t fpp__mpi_rename_task(char *out, size_t cap, const char *msg, size_t len, int64_t id, const char *name);
 
 /* ---------------------------------------------------------------- buffers */
 

@@ -146,24 +146,36 @@ int fpp__mpi_next_ticket(fpp__mpi_rd *rd, uint64_t *ticket)
 
 /* --------------------------------------------------------------- messages */
 
-size_t fpp__mpi_rank_message(char *out, size_t cap, int rank, const char *msg, int64_t lid, int64_t gid)
+size_t fpp__mpi_rename_task(char *out, size_t cap, const char *msg, size_t len, int64_t id, const char *name)
 {
     char want[32];
-    int wn = snprintf(want, sizeof want, "task %lld", (long long)lid);
-    int n0 = snprintf(out, cap, "rank %d: ", rank);
-    size_t o = n0 < 0 ? 0 : FPP__MIN((size_t)n0, cap - 1);
-    for (const char *c = msg; *c && o < cap - 1;) {
-        bool at_word = c == msg || c[-1] == ' ' || c[-1] == '(';
-        if (at_word && strncmp(c, want, (size_t)wn) == 0 && !(c[wn] >= '0' && c[wn] <= '9')) {
-            int w = snprintf(out + o, cap - o, "task %lld", (long long)gid);
-            o = FPP__MIN(o + (size_t)(w > 0 ? w : 0), cap - 1);
-            c += wn;
+    int wn = snprintf(want, sizeof want, "task %lld", (long long)id);
+    size_t o = 0, nl = strlen(name);
+    for (size_t i = 0; i < len && msg[i] && o < cap - 1;) {
+        const char *c = msg + i;
+        bool at_word = i == 0 || c[-1] == ' ' || c[-1] == '(';
+        if (at_word && len - i >= (size_t)wn && strncmp(c, want, (size_t)wn) == 0 &&
+            !(i + (size_t)wn < len && c[wn] >= '0' && c[wn] <= '9')) {
+            size_t k = FPP__MIN(nl, cap - 1 - o);
+            memcpy(out + o, name, k);
+            o += k;
+            i += (size_t)wn;
         } else {
-            out[o++] = *c++;
+            out[o++] = *c;
+            i++;
         }
     }
     out[o] = '\0';
     return o;
+}
+
+size_t fpp__mpi_rank_message(char *out, size_t cap, int rank, const char *msg, int64_t lid, int64_t gid)
+{
+    char gname[32];
+    snprintf(gname, sizeof gname, "task %lld", (long long)gid);
+    int n0 = snprintf(out, cap, "rank %d: ", rank);
+    size_t o = n0 < 0 ? 0 : FPP__MIN((size_t)n0, cap - 1);
+    return o + fpp__mpi_rename_task(out + o, cap - o, msg, strlen(msg), lid, gname);
 }
 
 /* ------------------------------------------------------------- requests */

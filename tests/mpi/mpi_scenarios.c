@@ -358,7 +358,8 @@ static void many(void)
 }
 
 /* A crash on each worker rank: that task comes back CRASHED by SIGSEGV, naming the rank and
- * its own id; everything else runs, and the pools carry on. */
+ * its own id (and its label, for the half submitted with one: rank 0 names it as on one
+ * machine); everything else runs, and the pools carry on. */
 static void crash(void)
 {
     fpp_executor_opts eo = {.workers = 2};
@@ -369,7 +370,10 @@ static void crash(void)
         for (int round = 0; round < 50 && !crashed; round++) {
             for (int64_t k = 0; k < 64; k++) {
                 int64_t v[2] = {k, target};
-                fpp_submit(tm, F_CRASH_ON, v, sizeof v);
+                char label[32];
+                snprintf(label, sizeof label, "input-%lld.bin", (long long)k);
+                fpp_task_opts o = {.label = k % 2 ? label : NULL};
+                fpp_submit_ex(tm, F_CRASH_ON, v, sizeof v, &o);
             }
             fpp_task *t;
             while (fpp_as_completed(tm, &t) == 1) {
@@ -378,9 +382,15 @@ static void crash(void)
                     continue;
                 }
                 const char *e = fpp_task_error(t);
-                char want[64], idw[64];
+                char want[64], idw[128];
+                int64_t v[2];
+                memcpy(v, fpp_task_arg(t, NULL), sizeof v);
                 snprintf(want, sizeof want, "rank %d: worker ", target);
-                snprintf(idw, sizeof idw, "killed by SIGSEGV while running task %lld", (long long)fpp_task_id(t));
+                if (v[0] % 2)
+                    snprintf(idw, sizeof idw, "killed by SIGSEGV while running task %lld \"input-%lld.bin\"",
+                             (long long)fpp_task_id(t), (long long)v[0]);
+                else
+                    snprintf(idw, sizeof idw, "killed by SIGSEGV while running task %lld", (long long)fpp_task_id(t));
                 CHECK(fpp_task_status(t) == FPP_CRASHED && fpp_task_signal(t) == SIGSEGV && e &&
                           strncmp(e, want, strlen(want)) == 0 && strstr(e, idw) &&
                           strlen(strstr(e, idw)) == strlen(idw),

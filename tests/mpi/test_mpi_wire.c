@@ -140,6 +140,20 @@ Test(mpi_wire, rank_message_names_the_rank_and_rank_0s_task_id)
     cr_assert_str_eq(out, "rank 3: wor");
 }
 
+Test(mpi_wire, rename_task_gives_rank_0s_name_to_the_task_as_a_whole_word)
+{
+    char out[128];
+    const char *m = "rank 2: worker 9 killed by SIGSEGV while running task 17";
+    size_t n = fpp__mpi_rename_task(out, sizeof out, m, strlen(m), 17, "task 17 \"in/0042.bin\"");
+    cr_assert_str_eq(out, "rank 2: worker 9 killed by SIGSEGV while running task 17 \"in/0042.bin\"");
+    cr_assert_eq(n, strlen(out));
+    /* Not task 170; only len bytes are read (no NUL needed); cut at cap. */
+    fpp__mpi_rename_task(out, sizeof out, "task 170, task 17xyz", 17, 17, "X");
+    cr_assert_str_eq(out, "task 170, X");
+    fpp__mpi_rename_task(out, 8, "task 17 crashed", 15, 17, "task 17 \"long label\"");
+    cr_assert_str_eq(out, "task 17");
+}
+
 static int noop(const void *a, size_t n, fpp_out *o) { return fpp_out_set(o, a, n); }
 
 Test(mpi_wire, registry_digest_changes_with_the_table)
