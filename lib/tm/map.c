@@ -1,7 +1,9 @@
 /* tm/map.c: lazy maps. fpp_map queues an iterator; items are pulled only while there is room
  * (unfinished + unreturned < max_in_flight: drive.c feeds), so a map over 10^9 items runs in
  * constant memory. An iterator's error ends its map and is returned once everything it
- * produced has finished; an item over max_arg_size fails alone (FPP_ETOOBIG in its error). */
+ * produced has finished; an item over max_arg_size fails alone (FPP_ETOOBIG in its error).
+ * Resuming from a journal, an item whose id an earlier run finished takes its id and makes no
+ * task (it takes no room either: the pull goes on to the next item). */
 #include <string.h>
 
 #include "tm/tm.h"
@@ -23,7 +25,8 @@ void fpp__map_end(fpp_tm *tm)
     fpp__free(m);
 }
 
-/* Pulls one item of the first map. Returns 1 if a task was made, 0 if the map ended. */
+/* Pulls one item of the first map. Returns 1 if an item was taken (a task made, or skipped),
+ * 0 if the map ended. */
 int fpp__map_pull(fpp_tm *tm)
 {
     fpp__map *m = tm->maps;
@@ -44,6 +47,14 @@ int fpp__map_pull(fpp_tm *tm)
         fpp__map_end(tm);
         return 0;
     }
+    bool rerun = false;
+    if (tm->resuming && fpp__journal_skip(tm, tm->next_id, &rerun)) {
+        int64_t id = tm->next_id++;
+        m->items++;
+        fpp__tm_bump(&tm->c.skipped);
+        fpp__order_skipped(tm, id);
+        return 1;
+    }
     bool oversize = len > tm->ex->opts.max_arg_size;
     fpp_task *t = fpp__task_make(tm, m->fn, arg, len, oversize);
     if (!t) {
@@ -54,6 +65,7 @@ int fpp__map_pull(fpp_tm *tm)
         return 0;
     }
     m->items++;
+    t->jrerun = rerun;
     if (oversize) {
         fpp__job_fail(&t->job, FPP_FAILED, 0, "FPP_ETOOBIG: argument of %zu bytes exceeds max_arg_size (%zu bytes)",
                        len, tm->ex->opts.max_arg_size);
