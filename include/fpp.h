@@ -428,8 +428,9 @@ FPP_API void fpp_task_release(fpp_task *t);
  * Writing. Outcomes are buffered in memory and written (write) and made durable (fdatasync)
  * every journal_flush_ms (10 ms by default) by a thread of the task manager, which never stalls
  * the thread driving it; and at once when a raise stops the run, on Ctrl-C or
- * fpp_tm_interrupt, when a blocking call finds nothing left (fpp_run's end), when the executor
- * is freed, and in fpp_tm_free. A run of consecutive successes (on their first attempt, under
+ * fpp_tm_interrupt, when the executor is freed, and in fpp_tm_free. When a blocking call finds
+ * nothing left (fpp_run returns 0, fpp_as_completed 0), every outcome is written (it survives
+ * the death of the process; fdatasync follows within a period). A run of consecutive successes (on their first attempt, under
  * 1 ms, no result stored) costs a bit in memory and is stored as one range: a no-op map over
  * 10^9 inputs leaves a journal of megabytes, not gigabytes. A journal that cannot be written
  * (disk full, I/O error, a failed fdatasync) stops the run: the blocking call in progress, or

@@ -4,8 +4,9 @@
  * Ctrl-C or fpp_tm_interrupt (FPP_EINTR), or at a deadline.
  *
  * The journal (journal.c) is looked at once per pass (tm->jflags: its flusher asks for a write,
- * or reports a failure, which stops the run like a raise: FPP_EJOURNAL), and made durable when
- * a raise stops the run and when a blocking call finds nothing left. tm->jnow, the journal's
+ * or reports a failure, which stops the run like a raise: FPP_EJOURNAL), made durable when a
+ * raise stops the run, and written (not fdatasync'ed: its flusher does that within a period)
+ * when a blocking call finds nothing left. tm->jnow, the journal's
  * clock, is made stale at each pass and before each poll, so that it is read once per poll.
  *
  * Backpressure: the map pulls an item only while unfinished + |DONEQ| < max_in_flight;
@@ -136,7 +137,7 @@ static int drive(fpp_tm *tm, enum goal g, fpp_task *want, int64_t deadline_ns)
         if ((g == NEXT || g == ALL) && nothing_left(tm)) {
             rc = tm->map_error;
             tm->map_error = 0;
-            if (tm->jr && fpp__journal_sync(tm) != 0) {
+            if (tm->jr && fpp__journal_write(tm) != 0) {
                 tm->map_error = rc; /* still to be returned once */
                 fpp__tm_cancel_all(tm, false);
                 rc = FPP_EJOURNAL;

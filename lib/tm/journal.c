@@ -10,11 +10,13 @@
  *   HEADER  u32 version, u32 byte-order mark, i64 created (wall ns), u64 fingerprint,
  *           u32 key length, key, u32 nfn, nfn x (u32 length, name): the run's fingerprint,
  *           always the first record.
- *   MARK    i64 from, i64 to, i64 wall ns, i32 fn, u64 nruns, nruns x (i64 start, i64 length):
- *           every id in [from, to) is finished, but those in the runs ("open": not finished
- *           when the mark was written, usually in flight). `from` is the previous mark's `to`
- *           (0 for the first): marks tile the ids, and `to` of the last one is the watermark.
- *           fn: the function of the ids it covers that have no record of their own (-1: none).
+ *   MARK    i64 from, i64 to, i64 wall ns, i32 fn, u64 nplain, i64 run sum ns, u64 nruns,
+ *           nruns x (i64 start, i64 length): every id in [from, to) is finished, but those in
+ *           the runs ("open": not finished when the mark was written, usually in flight).
+ *           `from` is the previous mark's `to` (0 for the first): marks tile the ids, and `to`
+ *           of the last one is the watermark. fn: the function of the nplain ids it covers that
+ *           have no record of their own (-1: none); run sum: their run times added up, on the
+ *           coarse clock (each is 0 or a tick for short tasks; the mean is unbiased).
  *   DONE    i64 id, i64 start (wall ns), i32 fn: a plain success that cannot be part of a
  *           range: an open id, or one whose function is not its mark's.
  *   TASK    i64 id, u8 status, u8 signal, u16 flags (1: result stored), u32 attempts, i32 fn,
@@ -639,6 +641,8 @@ typedef struct jrun { int64_t start, len; } jrun;
 typedef struct jmark {
     int64_t from, to, wall;
     int fn;
+    uint64_t nplain;
+    int64_t sum;
     uint64_t nruns;
     const unsigned char *runs;
 } jmark;
@@ -659,8 +663,11 @@ static int mark_parse(jmark *m, const unsigned char *p, uint32_t n, int64_t W)
     m->to = jp_i64(&r);
     m->wall = jp_i64(&r);
     m->fn = jp_i32(&r);
+    m->nplain = jp_u64(&r);
+    m->sum = jp_i64(&r);
     m->nruns = jp_u64(&r);
-    if (r.bad || m->from != W || m->to < m->from || m->nruns > r.n / 16 || r.n != m->nruns * 16)
+    if (r.bad || m->sum < 0 || m->from != W || m->to < m->from || m->nplain > (uint64_t)(m->to - m->from) ||
+        m->nruns > r.n / 16 || r.n != m->nruns * 16)
         return 1;
     m->runs = r.p;
     int64_t last = m->from;
@@ -902,7 +909,10 @@ struct fpp__journal {
     bool rerun_failed;
     /* The writer: whoever holds tm->busy (see the top). */
     int64_t S, hi;
-    int mfn;               /* the function of the plain successes in [S, hi) (-1: none yet) */
+    int mfn;               /* the function of the plain successes in [S, hi) (-1: none yet), */
+    uint64_t mplain;       /* how many of them, */
+    int64_t msum;          /* and their coarse run times added up */
+    int64_t tick;          /* CLOCK_MONOTONIC_COARSE's resolution */
     uint64_t *bits;        /* WINDOW bits: id's bit is bit id % 64 of word (id % WINDOW) / 64 */
     jbuf buf;
     bool dirty_local;
@@ -948,6 +958,8 @@ static void mark_to(fpp__journal *jr, int64_t T)
     jb_i64(b, T);
     jb_i64(b, wall_ns());
     jb_u32(b, (uint32_t)jr->mfn);
+    jb_u64(b, jr->mplain);
+    jb_i64(b, jr->msum);
     size_t nat = b->len;
     jb_u64(b, 0);
     uint64_t nruns = 0;
@@ -998,6 +1010,8 @@ static void mark_to(fpp__journal *jr, int64_t T)
     frame_end(b, at);
     jr->S = T;
     jr->mfn = -1;
+    jr->mplain = 0;
+    jr->msum = 0;
     if (jr->hi < T)
         jr->hi = T;
 }
@@ -1119,17 +1133,20 @@ void fpp__journal_finished(fpp_tm *tm, fpp_task *t)
     if (atomic_load_explicit(&jr->err, memory_order_relaxed))
         return;
     int64_t id = t->job.id, now = fpp__tm_jnow(tm);
+    /* Coarse: 0 or a few ticks; the true run time is less than run + tick. */
     int64_t run = t->jstart ? now - t->jstart : 0;
     int64_t start_wall = (t->jstart ? t->jstart : now) + jr->wall_off;
     bool plain = t->job.status == FPP_DONE && t->attempts == 1 && !t->jrerun && !jr->result_max && t->jstart &&
-                 run < FPP__JOURNAL_PLAIN_NS;
-    if (!plain)
-        put_task(jr, t, start_wall, run);
+                 run + jr->tick <= FPP__JOURNAL_PLAIN_NS;
+    if (!plain) /* rare: worth a fine reading (the start stays to the coarse tick) */
+        put_task(jr, t, start_wall, t->jstart ? FPP__MAX(fpp__now_ns() - t->jstart, 0) : 0);
     bool own = plain; /* a plain success needs a record of its own unless its range takes it */
     if (id >= jr->S) {
         make_room(jr, id);
         if (plain && (jr->mfn < 0 || jr->mfn == t->job.fn)) {
             jr->mfn = t->job.fn;
+            jr->mplain++;
+            jr->msum += run;
             own = false;
         }
         set_bit(jr, id);
@@ -1179,6 +1196,20 @@ int fpp__journal_service(fpp_tm *tm)
         atomic_fetch_and_explicit(&tm->jflags, ~FPP__JF_DUE, memory_order_relaxed);
         publish(jr);
     }
+    if (atomic_load(&jr->err)) {
+        tm->jfailed = true;
+        return FPP_EJOURNAL;
+    }
+    return 0;
+}
+
+int fpp__journal_write(fpp_tm *tm)
+{
+    fpp__journal *jr = tm->jr;
+    if (!jr)
+        return 0;
+    if (jr->dirty_local || jr->hi > jr->S || jr->buf.len)
+        publish(jr);
     if (atomic_load(&jr->err)) {
         tm->jfailed = true;
         return FPP_EJOURNAL;
@@ -1437,6 +1468,9 @@ int fpp__journal_open(fpp_tm *tm, const fpp_tm_opts *o)
         jr->flush_ms = o->journal_flush_ms ? o->journal_flush_ms : FPP__JOURNAL_FLUSH_MS;
         jr->S = jr->hi = jr->prev.W;
         jr->mfn = -1;
+        struct timespec res;
+        jr->tick = clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0 ? (int64_t)res.tv_sec * 1000000000 + res.tv_nsec
+                                                                   : FPP__JOURNAL_PLAIN_NS;
         atomic_init(&jr->written, jr->off);
         atomic_init(&jr->synced, jr->off);
         jr->flags = &tm->jflags;
@@ -1493,16 +1527,18 @@ struct fpp_journal {
     jhead head;
     jview final;           /* the whole file, with its index of single-task records */
     uint64_t bytes, torn;
-    int64_t *mark_to;      /* every mark's `to`, wall time and function, for a range's id */
-    int64_t *mark_wall;
+    int64_t *mark_to;      /* every mark's `to`, wall time, function and mean run time, for a */
+    int64_t *mark_wall;    /* range's id */
+    int64_t *mark_run;
     int *mark_fn;
     size_t nmarks, capmarks;
     /* Iteration: a second pass with a view of its own. */
     jreader it;
     jview itv;
     bool it_started, it_done;
-    int64_t x_next, x_to, x_wall; /* the mark being expanded: next id, its end, its time */
-    int x_fn;                     /* and its function */
+    int64_t x_next, x_to, x_wall; /* the mark being expanded: next id, its end, its time, */
+    int64_t x_mean;               /* its ids' mean run time */
+    int x_fn;                     /* and their function */
     unsigned char *x_runs;        /* its open runs (a copy) */
     uint64_t x_nruns, x_run;
     int64_t *x_late;              /* ids with a record that it covers, sorted */
@@ -1553,7 +1589,7 @@ static int rec_of_task(fpp_journal *j, const jtask *t, fpp_journal_rec *rec)
     return copy_error(j, e, t->errlen ? t->errlen : (uint32_t)strlen(e), &rec->error);
 }
 
-static void rec_of_range(fpp_journal *j, int64_t id, int64_t wall, int fn, fpp_journal_rec *rec)
+static void rec_of_range(fpp_journal *j, int64_t id, int64_t wall, int64_t run, int fn, fpp_journal_rec *rec)
 {
     memset(rec, 0, sizeof *rec);
     rec->id = id;
@@ -1562,7 +1598,10 @@ static void rec_of_range(fpp_journal *j, int64_t id, int64_t wall, int fn, fpp_j
     rec->fn = fn;
     rec->fn_name = fn_name_of(j, fn);
     rec->start_ns = wall;
+    rec->runtime_ns = run;
 }
+
+static int64_t mark_mean(const jmark *m) { return m->nplain ? m->sum / (int64_t)m->nplain : 0; }
 
 static void journal_free(fpp_journal *j)
 {
@@ -1576,6 +1615,7 @@ static void journal_free(fpp_journal *j)
     fpp__free(j->mark_to);
     fpp__free(j->mark_wall);
     fpp__free(j->mark_fn);
+    fpp__free(j->mark_run);
     fpp__free(j->x_runs);
     fpp__free(j->x_late);
     fpp__free(j->errbuf);
@@ -1591,6 +1631,8 @@ static int keep_mark_time(fpp_journal *j, const unsigned char *p, uint32_t n)
     m.to = jp_i64(&r);
     m.wall = jp_i64(&r);
     m.fn = jp_i32(&r);
+    m.nplain = jp_u64(&r);
+    m.sum = jp_i64(&r);
     if (j->nmarks == j->capmarks) {
         size_t cap = j->capmarks ? j->capmarks * 2 : 256;
         int64_t *a = fpp__realloc(j->mark_to, cap * sizeof *a);
@@ -1605,9 +1647,14 @@ static int keep_mark_time(fpp_journal *j, const unsigned char *p, uint32_t n)
         if (!c)
             return FPP_ENOMEM;
         j->mark_fn = c;
+        int64_t *d = fpp__realloc(j->mark_run, cap * sizeof *d);
+        if (!d)
+            return FPP_ENOMEM;
+        j->mark_run = d;
         j->capmarks = cap;
     }
     j->mark_to[j->nmarks] = m.to;
+    j->mark_run[j->nmarks] = mark_mean(&m);
     j->mark_fn[j->nmarks] = m.fn;
     j->mark_wall[j->nmarks++] = m.wall;
     return 0;
@@ -1744,7 +1791,7 @@ int fpp_journal_next(fpp_journal *j, fpp_journal_rec *rec)
     int64_t id;
     for (;;) {
         if (expand_next(j, &id)) {
-            rec_of_range(j, id, j->x_wall, j->x_fn, rec);
+            rec_of_range(j, id, j->x_wall, j->x_mean, j->x_fn, rec);
             return 1;
         }
         if (j->it_done)
@@ -1791,6 +1838,7 @@ int fpp_journal_next(fpp_journal *j, fpp_journal_rec *rec)
             j->x_next = m.from;
             j->x_to = m.to;
             j->x_wall = m.wall;
+            j->x_mean = mark_mean(&m);
             j->x_fn = m.fn;
             continue;
         }
@@ -1823,7 +1871,8 @@ int fpp_journal_find(fpp_journal *j, int64_t id, fpp_journal_rec *rec)
             else
                 lo = mid + 1;
         }
-        rec_of_range(j, id, lo < j->nmarks ? j->mark_wall[lo] : 0, lo < j->nmarks ? j->mark_fn[lo] : -1, rec);
+        bool in = lo < j->nmarks;
+        rec_of_range(j, id, in ? j->mark_wall[lo] : 0, in ? j->mark_run[lo] : 0, in ? j->mark_fn[lo] : -1, rec);
         return 1;
     }
     rd_seek(&j->one, *at);

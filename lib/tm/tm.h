@@ -64,7 +64,7 @@ struct fpp_task {
     unsigned attempts;     /* attempts started so far (1 + retries) */
     bool jrerun;           /* journal: a recorded failure run again (FPP_TM_RERUN_FAILED) */
     int64_t jstart;        /* journal: when it was first handed to the executor (the tm's
-                              cached clock, fpp__tm_jnow); 0: never */
+                              cached coarse clock, fpp__tm_jnow); 0: never */
 };
 
 static inline fpp_task *fpp__task_of(fpp__job *j) { return j ? FPP__CONTAINER(j, fpp_task, job) : NULL; }
@@ -146,6 +146,8 @@ FPP__HIDDEN void fpp__journal_finished(fpp_tm *tm, fpp_task *t);
 FPP__HIDDEN int fpp__journal_service(fpp_tm *tm);
 /* Writes what finished and makes it durable now, on this thread. 0 or FPP_EJOURNAL. */
 FPP__HIDDEN int fpp__journal_sync(fpp_tm *tm);
+/* Writes what finished now (no fdatasync: the flusher's, within a period). 0 or FPP_EJOURNAL. */
+FPP__HIDDEN int fpp__journal_write(fpp_tm *tm);
 /* The creating process: stops the flusher, writes, makes durable, closes. Another process:
  * closes its copy of the descriptor and frees memory, writing nothing. Both clear tm->jr. */
 FPP__HIDDEN void fpp__journal_close(fpp_tm *tm);
@@ -197,15 +199,24 @@ struct fpp_tm {
     bool resuming;          /* it holds finished ids of earlier runs: look each id up */
     bool jfailed;           /* it could not be written: the run stopped (FPP_EJOURNAL) */
     _Atomic int jflags;     /* FPP__JF_*, set by its flusher thread */
-    int64_t jnow;           /* a clock reading shared by the tasks handed over or finished in one
-                               pass (0: stale): one read per poll, not per task */
+    int64_t jnow;           /* a coarse clock reading shared by the tasks handed over or finished
+                               in one pass (0: stale): one read per poll, not per task */
 };
+
+/* CLOCK_MONOTONIC_COARSE: a quarter of CLOCK_MONOTONIC's cost, to the kernel's tick (4 ms
+ * here). The journal stamps every task with it (core/timing.h, FPP__JOURNAL_PLAIN_NS). */
+static inline int64_t fpp__now_coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 /* The tm's clock for the journal: read once per pass of the blocking loop (and per poll). */
 static inline int64_t fpp__tm_jnow(fpp_tm *tm)
 {
     if (!tm->jnow)
-        tm->jnow = fpp__now_ns();
+        tm->jnow = fpp__now_coarse_ns();
     return tm->jnow;
 }
 
