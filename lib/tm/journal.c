@@ -499,7 +499,8 @@ static const unsigned char *rd_need(jreader *r, uint64_t n)
         return NULL;
     if (r->have - r->off >= n)
         return r->buf + r->off;
-    memmove(r->buf, r->buf + r->off, r->have - r->off);
+    if (r->off && r->have > r->off)
+        memmove(r->buf, r->buf + r->off, r->have - r->off);
     r->have -= r->off;
     r->base += r->off;
     r->off = 0;
@@ -1759,13 +1760,11 @@ static int expand_next(fpp_journal *j, int64_t *id)
             jrun r;
             memcpy(&r.start, j->x_runs + j->x_run * 16, 8);
             memcpy(&r.len, j->x_runs + j->x_run * 16 + 8, 8);
-            if (x >= r.start + r.len) {
-                j->x_run++;
-                continue;
-            }
-            if (x >= r.start)
+            if (x < r.start)
+                break;
+            if (x < r.start + r.len)
                 x = r.start + r.len; /* open: skip the run */
-            break;
+            j->x_run++;
         }
         while (j->x_at < j->x_nlate && j->x_late[j->x_at] < x)
             j->x_at++;
