@@ -904,22 +904,24 @@ out:
 /* ----------------------------------------------------------- the writer */
 
 struct fpp__journal {
+    /* The writer: whoever holds tm->busy (see the top). What a plain success touches first,
+     * on one cache line. */
+    int64_t S, hi;
+    uint64_t *bits;        /* WINDOW bits: id's bit is bit id % 64 of word (id % WINDOW) / 64 */
+    int64_t plain_max;     /* a coarse run time up to this is plain (FPP__JOURNAL_PLAIN_NS - tick;
+                              -1: nothing is, results being stored) */
+    int mfn;               /* the function of the plain successes in [S, hi) (-1: none yet), */
+    bool dirty_local;
+    uint64_t mplain;       /* how many of them, */
+    int64_t msum;          /* and their coarse run times added up */
+    jbuf buf;
+    uint64_t off;          /* the file's size: whole records only */
+    int64_t wall_off;      /* CLOCK_REALTIME - CLOCK_MONOTONIC at open */
+    size_t result_max;
     char *path;
     int fd;
     jview prev;            /* what earlier runs recorded */
     bool rerun_failed;
-    /* The writer: whoever holds tm->busy (see the top). */
-    int64_t S, hi;
-    int mfn;               /* the function of the plain successes in [S, hi) (-1: none yet), */
-    uint64_t mplain;       /* how many of them, */
-    int64_t msum;          /* and their coarse run times added up */
-    int64_t tick;          /* CLOCK_MONOTONIC_COARSE's resolution */
-    uint64_t *bits;        /* WINDOW bits: id's bit is bit id % 64 of word (id % WINDOW) / 64 */
-    jbuf buf;
-    bool dirty_local;
-    uint64_t off;          /* the file's size: whole records only */
-    int64_t wall_off;      /* CLOCK_REALTIME - CLOCK_MONOTONIC at open */
-    size_t result_max;
     /* Shared with the flusher thread. */
     _Atomic int *flags;    /* &tm->jflags */
     _Atomic int *busy;     /* &tm->busy */
@@ -1131,14 +1133,22 @@ static void put_task(fpp__journal *jr, const fpp_task *t, int64_t start_wall, in
 void fpp__journal_finished(fpp_tm *tm, fpp_task *t)
 {
     fpp__journal *jr = tm->jr;
+    int64_t id = t->job.id;
+    /* Coarse: 0 or a few ticks; the true run time is less than run + tick. */
+    int64_t run = fpp__tm_jnow(tm) - t->jstart;
+    bool plain = t->job.status == FPP_DONE && t->attempts == 1 && !t->jrerun && t->jstart && run <= jr->plain_max;
+    if (plain && (uint64_t)(id - jr->S) < WINDOW && (jr->mfn == t->job.fn || jr->mfn < 0)) {
+        /* The common case, a bit in the ring (after a failure, publish drops it). */
+        jr->mfn = t->job.fn;
+        jr->mplain++;
+        jr->msum += run;
+        set_bit(jr, id);
+        set_dirty(jr);
+        return;
+    }
     if (atomic_load_explicit(&jr->err, memory_order_relaxed))
         return;
-    int64_t id = t->job.id, now = fpp__tm_jnow(tm);
-    /* Coarse: 0 or a few ticks; the true run time is less than run + tick. */
-    int64_t run = t->jstart ? now - t->jstart : 0;
-    int64_t start_wall = (t->jstart ? t->jstart : now) + jr->wall_off;
-    bool plain = t->job.status == FPP_DONE && t->attempts == 1 && !t->jrerun && !jr->result_max && t->jstart &&
-                 run + jr->tick <= FPP__JOURNAL_PLAIN_NS;
+    int64_t start_wall = (t->jstart ? t->jstart : fpp__tm_jnow(tm)) + jr->wall_off;
     if (!plain) /* rare: worth a fine reading (the start stays to the coarse tick) */
         put_task(jr, t, start_wall, t->jstart ? FPP__MAX(fpp__now_ns() - t->jstart, 0) : 0);
     bool own = plain; /* a plain success needs a record of its own unless its range takes it */
@@ -1470,8 +1480,9 @@ int fpp__journal_open(fpp_tm *tm, const fpp_tm_opts *o)
         jr->S = jr->hi = jr->prev.W;
         jr->mfn = -1;
         struct timespec res;
-        jr->tick = clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0 ? (int64_t)res.tv_sec * 1000000000 + res.tv_nsec
-                                                                   : FPP__JOURNAL_PLAIN_NS;
+        int64_t tick = clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0 ? (int64_t)res.tv_sec * 1000000000 + res.tv_nsec
+                                                                       : FPP__JOURNAL_PLAIN_NS;
+        jr->plain_max = jr->result_max ? -1 : FPP__JOURNAL_PLAIN_NS - tick;
         atomic_init(&jr->written, jr->off);
         atomic_init(&jr->synced, jr->off);
         jr->flags = &tm->jflags;
