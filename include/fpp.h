@@ -430,9 +430,14 @@ FPP_API void fpp_task_release(fpp_task *t);
  * the thread driving it; and at once when a raise stops the run, on Ctrl-C or
  * fpp_tm_interrupt, when the executor is freed, and in fpp_tm_free. When a blocking call finds
  * nothing left (fpp_run returns 0, fpp_as_completed 0), every outcome is written (it survives
- * the death of the process; fdatasync follows within a period). A run of consecutive successes (on their first attempt, under
- * 1 ms, no result stored) costs a bit in memory and is stored as one range: a no-op map over
- * 10^9 inputs leaves a journal of megabytes, not gigabytes. A journal that cannot be written
+ * the death of the process; fdatasync follows within a period). A success on its first attempt
+ * that took under 10 ms, with no result to store, costs a bit in memory, and a run of them is
+ * stored as one range per flush (a single record remains for each task still in flight when a
+ * range was written, and for every other outcome): a no-op map leaves about 70 bytes per
+ * thousand tasks (fpp-bench), tens of megabytes for 10^9, not the 16 GB of a record per task.
+ * Run times are taken with CLOCK_MONOTONIC_COARSE (a quarter of CLOCK_MONOTONIC's cost; it
+ * advances by the kernel's tick, 4 ms on a 250 Hz kernel): a record's start is precise to a
+ * tick, its run time to a tick at worst. A journal that cannot be written
  * (disk full, I/O error, a failed fdatasync) stops the run: the blocking call in progress, or
  * the next call, returns FPP_EJOURNAL (as FPP_ETASK for a raise: unfinished tasks cancelled,
  * every later call FPP_EJOURNAL until fpp_tm_free), with one ERROR line naming the file, the
@@ -463,10 +468,11 @@ typedef struct fpp_journal_rec {
     int fn;               /* the function's id in the run that recorded it (-1: unknown) */
     const char *fn_name;  /* its name, from the journal's header ("?" if unknown) */
     int64_t start_ns;     /* wall clock (ns since the epoch) when it was first handed to the
-                             executor; for a range (detail 0): when the range was recorded,
-                             within one flush period after it finished */
+                             executor (to a coarse tick); for a range (detail 0): when the
+                             range was recorded, within one flush period after it finished */
     int64_t runtime_ns;   /* from then until its outcome was known, all attempts (queueing in
-                             the executor included); 0 for a range (under 1 ms) */
+                             the executor included); for a range: the mean of its ids' (each
+                             under 10 ms), their own are not kept */
     uint64_t arg_len;     /* argument bytes (0 for a range) */
     uint64_t result_len;  /* result bytes (0 for a range) */
     const void *result;   /* the stored result bytes (result_len of them), or NULL */

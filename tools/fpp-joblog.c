@@ -12,9 +12,9 @@
  * (seconds, 3 decimals, all attempts), Send (argument bytes), Receive (result bytes), Exitval,
  * Signal, Command (the registered function's name). Exitval and Signal: done 0 0; failed 1 0;
  * crashed -1 and the signal that killed the worker (0 for an exit() in the task); timed out -1
- * 0. A success stored in a range (under 1 ms, first attempt, no result kept) has no times of its
+ * 0. A success stored in a range (under 10 ms, first attempt, no result kept) has no times of its
  * own: Starttime is when its range was recorded (within one flush period after it finished),
- * JobRuntime 0.000, Send and Receive 0.
+ * JobRuntime the mean of its range's, Send and Receive 0.
  *
  * Exit status: 0; 1 the journal cannot be read (the reason on stderr); 2 usage. */
 #include <fpp.h>

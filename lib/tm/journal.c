@@ -22,7 +22,8 @@
  *   TASK    i64 id, u8 status, u8 signal, u16 flags (1: result stored), u32 attempts, i32 fn,
  *           u32 error length, i64 start (wall ns), i64 run time ns, u64 argument length,
  *           u64 result length, u64 stored length, error bytes, stored result bytes: any outcome
- *           that is not plain (a failure, a retry, a rerun, a result to store, 1 ms or more).
+ *           that is not plain (a failure, a retry, a rerun, a result to store, 10 ms or more:
+ *           FPP__JOURNAL_PLAIN_NS, on the coarse clock).
  * An id is finished iff it has a DONE or TASK record, or lies below the watermark and is not
  * open. Its outcome is its last record's, else a plain success. Appending only; a crash can
  * leave only a torn last record, which fails its CRC (or is short) and is cut on resume.
