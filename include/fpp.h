@@ -500,7 +500,7 @@ typedef struct fpp_journal_info {
 } fpp_journal_info;
 
 /* Opens a journal read-only (no lock: a run may be appending to it; what it appends later is
- * not seen) and reads it through once, which indexes the records of single tasks (about 32
+ * not seen; a handle is used by one thread at a time) and reads it through once, which indexes the records of single tasks (about 32
  * bytes of memory each; ranges cost nothing). On success *out is the journal, to be closed with
  * fpp_journal_close; on failure *out is NULL. Returns 0, FPP_EINVAL (NULL argument),
  * FPP_ENOMEM, FPP_EJOURNAL (cannot be opened or read, no fpp journal, damaged before its end:
