@@ -876,6 +876,32 @@ BOTH_EXECUTORS(journal, resumed_submits_keep_their_ids_and_skipped_ones_are_neit
     dir_done();
 }
 
+/* A resumed map replays its iterator over what finished before without running it: those
+ * items take no room, yet an interrupt (Ctrl-C) in the middle of them is seen at once. */
+Test(journal, an_interrupt_during_a_long_replay_is_seen_at_once, .fini = assert_clean, .timeout = 60)
+{
+    dir_new();
+    const char *path = in_dir("j");
+    const uint64_t N = 1000000;
+    fpp_executor *ex = mk_exec(PROC, NULL);
+    fpp_tm *tm = jtm(ex, path, FPP_RAISE, 0);
+    uint64_t handed;
+    cr_assert_eq(map_all(tm, F_COUNT, N, &handed), 0);
+    fpp_tm_free(tm);
+    tm = jtm(ex, path, FPP_RAISE, 0);
+    ids it = {0, 2 * N, 0, tm, N / 2}; /* interrupted halfway through the finished half */
+    cr_assert_eq(fpp_map(tm, F_COUNT, ids_next, &it), 0);
+    cr_expect_eq(fpp_run(tm), FPP_EINTR);
+    cr_expect_lt(it.next, N / 2 + 5000, "the replay stopped within 4096 items of the interrupt (at %" PRIu64 ")",
+                 it.next);
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    cr_expect_eq(st.submitted, 0, "nothing ran");
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+    dir_done();
+}
+
 /* ------------------------------------------------------- threads and processes */
 
 Test(journal, a_forked_child_never_writes_the_parents_journal, .fini = assert_clean)
