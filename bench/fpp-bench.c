@@ -10,13 +10,18 @@
  *
  * Usage: fpp-bench [--quick] [--csv FILE] [--plot FILE.png] [--workers 1,2,4]
  *                  [--executors a,b] [--workloads w1,w2] [--tasks N] [--peers DIR]
+ *                  [--repeat N]     (each configuration N times, interleaved; the median row
+ *                                    by tasks/s is printed, with the spread of the N)
+ *                  [--journal-dir D] (where +journal rows write their journal; default
+ *                                    $TMPDIR or /tmp)
  *                  [--hold-mib N]   (each run's parent first fills N MiB, e.g. 1024, to show
  *                                    what a large parent does to fork and respawn)
  *                  [--grow-mib N]   (each run's parent fills N MiB right after creating its
  *                                    executor: the fork server makes respawns independent of it)
  * Executors: fpp-process, fpp-thread, and variants of either: +keep (each result kept with
  * fpp_task_keep, which copies it out of the worker's arena into the task's own memory, as 0.1
- * copied every result, then released), +ordered (FPP_TM_ORDERED). Every fpp row
+ * copied every result, then released), +ordered (FPP_TM_ORDERED), +journal (a task journal,
+ * fpp_tm_opts.journal, in a fresh file, every other option at its default). Every fpp row
  * runs a lazy fpp_map consumed with fpp_as_completed, with the default options.
  * Uses only <fpp.h>. */
 #define _GNU_SOURCE
@@ -32,6 +37,7 @@
 #include <semaphore.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -145,6 +151,8 @@ typedef struct row {
     long failed;
     double extra; /* bytes/s for bytes:N; respawn ms for crashy; noop: p50 into a sleeping pool */
     double wake_us; /* noop: p50 of a semaphore round trip between two sleeping processes */
+    double extra2; /* +journal: the journal's bytes */
+    double lo_tps, hi_tps; /* --repeat: the lowest and highest tasks/s of the repeats */
     int ok;
     int broken;   /* the pool itself broke (a peer's BrokenProcessPool): no rate */
 } row;
@@ -189,6 +197,7 @@ static double serial_secs(const workload *w, long n)
 /* ---------------------------------------------------------------- fpp */
 
 static size_t hold_mib = 0; /* --hold-mib: memory the parent holds before it creates the pool */
+static const char *journal_dir; /* --journal-dir */
 static size_t grow_mib = 0; /* --grow-mib: memory the parent takes after it created the pool */
 
 /* The map's input: the task sequence numbers 0..n-1 (one 8-byte item each). */
@@ -256,7 +265,7 @@ static void pingpong_stop(pingpong *p)
 
 /* variant: "" the defaults; "keep" each result kept (copied out of the worker's arena into the
  * task's memory) and released, the documented way to hold on to a result; "ordered"
- * FPP_TM_ORDERED. */
+ * FPP_TM_ORDERED; "journal" a task journal in a new file of journal_dir (removed after). */
 static int run_fpp(int threads, const char *variant, const workload *w, int workers, long n, row *r)
 {
     fpp_log_set(NULL, NULL, FPP_LOG_OFF);
@@ -279,7 +288,14 @@ static int run_fpp(int threads, const char *variant, const workload *w, int work
     fpp_tm_opts to = {.error_policy = FPP_IGNORE, .monitor_interval_ms = -1};
     if (!strcmp(variant, "ordered"))
         to.flags |= FPP_TM_ORDERED;
-    fpp_tm_create(&tm, ex, &to);
+    char jpath[512];
+    snprintf(jpath, sizeof jpath, "%s/fpp-bench-journal-%ld", journal_dir, (long)getpid());
+    if (!strcmp(variant, "journal")) {
+        unlink(jpath);
+        to.journal = jpath;
+    }
+    if (fpp_tm_create(&tm, ex, &to) != 0)
+        return 1;
 
     /* Latency: one task at a time into an idle pool. */
     int lat_n = w->kind == 1 || w->kind == 3 ? 200 : w->kind == 2 ? 100 : 2000;
@@ -379,6 +395,12 @@ static int run_fpp(int threads, const char *variant, const workload *w, int work
     }
     fpp_tm_free(tm);
     fpp_executor_free(ex);
+    if (to.journal) {
+        struct stat jst;
+        if (stat(jpath, &jst) == 0 && w->kind != 4)
+            r->extra2 = (double)jst.st_size; /* the journal's size, for the note */
+        unlink(jpath);
+    }
     return got == n ? 0 : 1;
 }
 
@@ -570,6 +592,14 @@ static int run_config(const char *executor, const workload *w, int workers, long
 
 /* ---------------------------------------------------------------- main */
 
+#define MAX_REPEAT 15
+
+static int cmp_row_tps(const void *a, const void *b)
+{
+    double x = ((const row *)a)->tasks_per_s, y = ((const row *)b)->tasks_per_s;
+    return x < y ? -1 : x > y;
+}
+
 static double memcpy_gbs(size_t n)
 {
     unsigned char *a = malloc(n), *b = malloc(n);
@@ -602,10 +632,11 @@ static int split(char *s, char **out, int max)
 
 int main(int argc, char **argv)
 {
-    int quick = 0, workers_given = 0;
+    int quick = 0, workers_given = 0, repeat = 1;
     const char *csv = NULL, *plot = NULL;
     char workers_s[64] = "1,2",
-         execs_s[256] = "fpp-process,fpp-process+keep,fpp-process+ordered,fpp-thread,fork,cf-process,cf-thread,mp-imap";
+         execs_s[256] = "fpp-process,fpp-process+keep,fpp-process+ordered,fpp-process+journal,fpp-thread,fork,cf-process,"
+                        "cf-thread,mp-imap";
     char loads_s[256] = "noop,spin:1000,bytes:1048576,mixed,crashy:0.01";
     long tasks_override = 0;
     static char peers_buf[512];
@@ -622,14 +653,23 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[a], "--peers") && a + 1 < argc) peers_dir = argv[++a];
         else if (!strcmp(argv[a], "--hold-mib") && a + 1 < argc) hold_mib = (size_t)atol(argv[++a]);
         else if (!strcmp(argv[a], "--grow-mib") && a + 1 < argc) grow_mib = (size_t)atol(argv[++a]);
+        else if (!strcmp(argv[a], "--repeat") && a + 1 < argc) repeat = atoi(argv[++a]);
+        else if (!strcmp(argv[a], "--journal-dir") && a + 1 < argc) journal_dir = argv[++a];
         else {
             fprintf(stderr, "usage: %s [--quick] [--csv FILE] [--plot FILE.png] [--workers 1,2] [--executors LIST] "
-                            "[--workloads LIST] [--tasks N] [--peers DIR] [--hold-mib N] [--grow-mib N]\n", argv[0]);
+                            "[--workloads LIST] [--tasks N] [--peers DIR] [--hold-mib N] [--grow-mib N] [--repeat N] "
+                            "[--journal-dir DIR]\n", argv[0]);
             return 2;
         }
     }
     if (quick && !workers_given)
         snprintf(workers_s, sizeof workers_s, "2"); /* --quick: one worker count, CI's smoke run */
+    if (repeat < 1 || repeat > MAX_REPEAT) {
+        fprintf(stderr, "--repeat: 1..%d\n", MAX_REPEAT);
+        return 2;
+    }
+    if (!journal_dir)
+        journal_dir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     if (fpp_register("bench", bench_fn) < 0 || fpp_register("bench_crash", crash_fn) < 0)
         return 1;
     calibrate();
@@ -660,7 +700,7 @@ int main(int argc, char **argv)
         fprintf(out, "executor,workload,workers,tasks,tasks_per_s,us_per_task,speedup,p50_us,p99_us,rss_mib,cpu_parent_s,cpu_workers_s,failed,extra\n");
     int tty = isatty(STDERR_FILENO);
     row rows[512];
-    int nrows = 0, total = ne * nl * nw, k = 0;
+    int nrows = 0;
     for (int li = 0; li < nl; li++) {
         workload w;
         if (parse_workload(loads[li], &w)) {
@@ -669,7 +709,12 @@ int main(int argc, char **argv)
         }
         for (int wi = 0; wi < nw; wi++) {
             int workers = atoi(ws[wi]);
-            for (int ei = 0; ei < ne; ei++, k++) {
+            /* The executors of this (workload, workers), each run `repeat` times, interleaved
+             * (A B C A B C ...) so that a change in the machine's load touches them alike. */
+            const char *todo[16];
+            long ns[16];
+            int nt = 0;
+            for (int ei = 0; ei < ne; ei++) {
                 const char *e = execs[ei];
                 int fast = !strncmp(e, "fpp-", 4);
                 int py_proc = !strcmp(e, "cf-process");
@@ -693,23 +738,40 @@ int main(int argc, char **argv)
                     n = tasks_override;
                 if (w.kind == 4 && !strncmp(e, "fpp-thread", 10))
                     continue; /* a crash takes the thread executor's process down */
-                if ((strstr(e, "+keep") && w.kind != 2) || (strstr(e, "+ordered") && w.kind != 0 && w.kind != 3))
-                    continue; /* variants only where they change something: copies, reordering */
+                if ((strstr(e, "+keep") && w.kind != 2) || (strstr(e, "+ordered") && w.kind != 0 && w.kind != 3) ||
+                    (strstr(e, "+journal") && w.kind != 0 && w.kind != 3))
+                    continue; /* variants only where they change something: copies, reordering, records */
                 if (w.kind == 4 && !strcmp(e, "cf-thread"))
                     continue;
-                if (tty)
-                    fprintf(stderr, "\r[%d/%d] %s %s w=%d n=%ld ...            ", k + 1, total, e, w.name, workers, n);
-                double serial = w.kind == 0 || w.kind == 4 ? 0 : serial_secs(&w, n);
-                row *r = &rows[nrows];
-                if (run_config(e, &w, workers, n, serial, r) != 0) {
+                todo[nt] = e;
+                ns[nt++] = n;
+            }
+            row reps[16][MAX_REPEAT];
+            int got[16] = {0};
+            for (int rep = 0; rep < repeat; rep++)
+                for (int t = 0; t < nt; t++) {
+                    if (tty)
+                        fprintf(stderr, "\r[%s %s w=%d n=%ld, %d/%d] ...            ", todo[t], w.name, workers, ns[t],
+                                rep + 1, repeat);
+                    double serial = w.kind == 0 || w.kind == 4 ? 0 : serial_secs(&w, ns[t]);
+                    if (run_config(todo[t], &w, workers, ns[t], serial, &reps[t][got[t]]) == 0)
+                        got[t]++;
                     if (tty)
                         fprintf(stderr, "\r%*s\r", 70, "");
+                }
+            for (int t = 0; t < nt; t++) {
+                const char *e = todo[t];
+                int fast = !strncmp(e, "fpp-", 4);
+                if (got[t] == 0) {
                     printf("%-20s %-14s %3d  (failed or unavailable)\n", e, w.name, workers);
                     continue;
                 }
-                if (tty)
-                    fprintf(stderr, "\r%*s\r", 70, "");
-                char note[96] = "";
+                qsort(reps[t], (size_t)got[t], sizeof reps[t][0], cmp_row_tps);
+                row *r = &rows[nrows];
+                *r = reps[t][got[t] / 2]; /* the median by tasks/s */
+                r->lo_tps = reps[t][0].tasks_per_s;
+                r->hi_tps = reps[t][got[t] - 1].tasks_per_s;
+                char note[192] = "";
                 if (w.kind == 2)
                     snprintf(note, sizeof note, "%.2f GB/s = %.2f x memcpy", r->extra / 1e9, r->extra / 1e9 / mc);
                 else if (w.kind == 0 && fast && r->wake_us > 0)
@@ -721,6 +783,13 @@ int main(int argc, char **argv)
                     snprintf(note, sizeof note, "%ld crashed; respawn p50 %.2f ms", r->failed, r->extra);
                 else if (w.kind == 4)
                     snprintf(note, sizeof note, "%ld crashed", r->failed);
+                size_t nl0 = strlen(note);
+                if (strstr(e, "+journal"))
+                    snprintf(note + nl0, sizeof note - nl0, "%sjournal %.0f KB", nl0 ? "; " : "", r->extra2 / 1e3);
+                nl0 = strlen(note);
+                if (got[t] > 1)
+                    snprintf(note + nl0, sizeof note - nl0, "%smedian of %d (%.0f..%.0f)", nl0 ? "; " : "", got[t],
+                             r->lo_tps, r->hi_tps);
                 if (r->broken) {
                     /* A pool that broke (one crash and every later task fails) has no rate to
                      * compare: its "tasks per second" would be failures per second. */

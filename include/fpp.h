@@ -54,7 +54,9 @@ extern "C" {
     XX(ETASK, -7, "a task failed under the raise policy")                   \
     XX(EINTR, -8, "stopped by SIGINT")                                      \
     XX(EINIT, -9, "a worker could not start: its initializer failed")       \
-    XX(ETIMEDOUT, -10, "timed out waiting")
+    XX(ETIMEDOUT, -10, "timed out waiting")                                \
+    XX(EJOURNAL, -11, "the task journal cannot be written or read")        \
+    XX(EMISMATCH, -12, "the journal belongs to another run")
 
 typedef enum fpp_errno {
 #define FPP__ERR_ENUM(name, val, msg) FPP_##name = (val),
@@ -221,6 +223,10 @@ enum {
                                      the monitor lines as before. Output you write to the
                                      terminal yourself meanwhile may be drawn over: print after
                                      the run, or log through fpp. */
+    FPP_TM_RERUN_FAILED = 1 << 4, /* 0.3, with a journal: ids whose recorded outcome is a failure
+                                     (FPP_FAILED, FPP_CRASHED, FPP_TIMEOUT) run again (GNU
+                                     parallel's --resume-failed); without it they are skipped
+                                     like successes */
 };
 
 typedef struct fpp_tm_opts {
@@ -246,6 +252,16 @@ typedef struct fpp_tm_opts {
                                 timed out (plus failed with FPP_TM_RETRY_FAILED). An input that
                                 always hangs costs one timeout, not one per attempt, with
                                 FPP_RETRY_CRASHED alone. */
+    /* 0.3: the task journal (see "The task journal" below) */
+    const char *journal;     /* NULL: none. A file: created if missing; if it holds this run's
+                                journal, the run resumes from it (copied at creation) */
+    const char *journal_key; /* the caller's part of the run's fingerprint (NULL: ""), e.g. the
+                                input's name and size; at most 4096 bytes (copied) */
+    int journal_flush_ms;    /* finished outcomes are written and made durable this often;
+                                0: 10; 1..60000 */
+    size_t journal_result_max; /* 0: no result bytes are stored. Else a result of at most this
+                                many bytes is stored with its task's record (larger ones: their
+                                size only); at most 1 GiB */
 } fpp_tm_opts;
 
 /* 0.3: fpp_tm_opts.retry_on. */
@@ -259,13 +275,20 @@ typedef struct fpp_tm fpp_tm;
 typedef struct fpp_task fpp_task;
 
 /* Creates a task manager in front of ex (one at a time per executor). On failure *out is NULL.
- * Returns 0, FPP_EINVAL (unknown policy, flags or retry_on bits, max_in_flight over 1 << 28,
- * retries over 1000), FPP_ENOMEM, FPP_ESTATE (ex already has a task manager; another process). */
+ * Returns 0, FPP_EINVAL (unknown policy, flags or retry_on bits, max_in_flight over 1 << 28, retries over
+ * 1000, a journal option out of range or given without a journal), FPP_ENOMEM, FPP_ESTATE (ex
+ * already has a task manager; another process; the journal is in use by another task manager,
+ * of this process or another). With a journal: FPP_EMISMATCH (the file holds the journal of
+ * another run: other function names or another key; the log line says which), FPP_EJOURNAL
+ * (the file cannot be opened, created, read or locked, is no fpp journal, or is damaged before
+ * its end: the log line names the call and errno, or the offset). */
 FPP_API int fpp_tm_create(fpp_tm **out, fpp_executor *ex, const fpp_tm_opts *opts);
 /* Cancels what is unfinished, promptly (process executor: busy workers are killed and
  * replaced; thread executor: running functions are left to finish, their results dropped),
  * logs how many tasks it cancelled (INFO), and frees every task, kept ones included: no task
- * pointer survives it. Works before or after fpp_executor_free. NULL does nothing. */
+ * pointer survives it. With a journal: what finished is written and made durable (fdatasync)
+ * before it returns, and the file is closed (a failure is logged). Works before or after
+ * fpp_executor_free. NULL does nothing. */
 FPP_API void fpp_tm_free(fpp_tm *tm);
 
 /* Submits a task: fn with a copy of arg_len bytes at arg. Returns its id (>= 0, counting from 0
@@ -367,6 +390,8 @@ typedef struct fpp_stats {
     uint64_t retried; /* 0.2: attempts run beyond each task's first */
     uint64_t ranks_lost; /* 0.3: MPI executor (fpp_mpi.h): serving ranks declared lost, since
                             its creation; 0 for other executors */
+    uint64_t skipped; /* 0.3: ids the journal says an earlier run finished, not run again and
+                         counted nowhere else (submitted + skipped = ids issued) */
 } fpp_stats;
 /* Counters since fpp_tm_create (worker_restarts, ranks_lost: the executor's, since its
  * creation; done, failed, crashed, timed_out, cancelled: final outcomes only). May be called
@@ -465,6 +490,122 @@ FPP_API fpp_task *fpp_task_keep(fpp_task *t);
  * line and nothing else (in AddressSanitizer builds too: the release checks before touching a
  * recycled task). A released task's memory is reused: using it afterwards reads another task. */
 FPP_API void fpp_task_release(fpp_task *t);
+
+/* ------------------------------------------------------ the task journal (0.3) */
+
+/* With fpp_tm_opts.journal set, a task manager appends each task's final outcome to that file
+ * when the task finishes, keyed by its id: status, attempts, signal, run time, error text and,
+ * up to journal_result_max bytes, the result. Ids count from 0 in submission order, map items
+ * included, so a rerun of the same program gives each input the same id (a map's ids are its
+ * input positions). Cancelled tasks (fpp_cancel, a raise, Ctrl-C, fpp_tm_free) are not
+ * recorded: they did not finish.
+ *
+ * Resume. A task manager created on a journal of the same run (the same registered function
+ * names, in the same order, and the same journal_key) skips every id recorded as finished:
+ * successes always, failures unless FPP_TM_RERUN_FAILED. fpp_submit of a skipped id returns
+ * its id at once and runs nothing; a map calls its iterator for every input, from the first,
+ * and runs only the inputs not finished. Skipped tasks are not handed out again: no
+ * fpp_as_completed, fpp_completed, policy or retry sees them; fpp_stats.skipped counts them
+ * (not submitted, done or failed); fpp_wait on one returns FPP_ESTATE with a log line saying an
+ * earlier run finished it; their recorded outcome and result are read with fpp_journal_find.
+ * A journal of another run is refused (FPP_EMISMATCH), never applied; one task manager at a
+ * time may write a journal (an exclusive lock).
+ *
+ * Writing. Outcomes are buffered in memory and written (write) and made durable (fdatasync)
+ * every journal_flush_ms (10 ms by default) by a thread of the task manager, which never stalls
+ * the thread driving it; and at once when a raise stops the run, on Ctrl-C or
+ * fpp_tm_interrupt, when the executor is freed, and in fpp_tm_free. When a blocking call finds
+ * nothing left (fpp_run returns 0, fpp_as_completed 0), every outcome is written (it survives
+ * the death of the process; fdatasync follows within a period). A success on its first attempt
+ * that took under 10 ms, with no result to store, costs a bit in memory, and a run of them is
+ * stored as one range per flush (a single record remains for each task still in flight when a
+ * range was written, and for every other outcome): a no-op map leaves about 70 bytes per
+ * thousand tasks (fpp-bench), tens of megabytes for 10^9, not the 16 GB of a record per task.
+ * Run times are taken with CLOCK_MONOTONIC_COARSE (a quarter of CLOCK_MONOTONIC's cost; it
+ * advances by the kernel's tick, 4 ms on a 250 Hz kernel): a record's start is precise to a
+ * tick, its run time to a tick at worst. A journal that cannot be written
+ * (disk full, I/O error, a failed fdatasync) stops the run: the blocking call in progress, or
+ * the next call, returns FPP_EJOURNAL (as FPP_ETASK for a raise: unfinished tasks cancelled,
+ * every later call FPP_EJOURNAL until fpp_tm_free), with one ERROR line naming the file, the
+ * call and errno. Outcomes not yet written then are not recorded: they run again on resume.
+ *
+ * Guarantees:
+ *  - each task runs at least once: an id is skipped only if its outcome is in the journal;
+ *  - each is recorded exactly once: one outcome per id (a failure run again under
+ *    FPP_TM_RERUN_FAILED gets a second record, which supersedes the first);
+ *  - after the parent is SIGKILLed at any moment, at most one flush period of finished work
+ *    runs again (outcomes written to the file survive the death of the process; what has been
+ *    fdatasync'ed survives a crash of the machine): a task finished longer than one
+ *    journal_flush_ms ago is in the file. Scheduling delays of the task manager's threads add
+ *    to the period; so does time the caller's thread spends inside one call of a map iterator;
+ *  - a record torn by a crash (the end of the file cut in the middle of a record) is detected
+ *    by its CRC-32C and cut off when the journal is resumed (a WARN line says how many bytes).
+ * Fork: only the process that created the task manager writes its journal (a forked child's
+ * fpp_tm_free closes its copy of the descriptor and writes nothing); workers never hold it. */
+
+typedef struct fpp_journal fpp_journal;
+
+/* One task's recorded outcome. Its pointers live until the next call on the journal. */
+typedef struct fpp_journal_rec {
+    int64_t id;
+    fpp_status status;    /* FPP_DONE, FPP_FAILED, FPP_CRASHED or FPP_TIMEOUT */
+    int signo;            /* FPP_CRASHED by a signal: its number; else 0 */
+    unsigned attempts;    /* 1 + the retries it took */
+    int fn;               /* the function's id in the run that recorded it (-1: unknown) */
+    const char *fn_name;  /* its name, from the journal's header ("?" if unknown) */
+    int64_t start_ns;     /* wall clock (ns since the epoch) when it was first handed to the
+                             executor (to a coarse tick); for a range (detail 0): when the
+                             range was recorded, within one flush period after it finished */
+    int64_t runtime_ns;   /* from then until its outcome was known, all attempts (queueing in
+                             the executor included); for a range: the mean of its ids' (each
+                             under 10 ms), their own are not kept */
+    uint64_t arg_len;     /* argument bytes (0 for a range) */
+    uint64_t result_len;  /* result bytes (0 for a range) */
+    const void *result;   /* the stored result bytes (result_len of them), or NULL */
+    const char *error;    /* the error text; NULL for FPP_DONE */
+    int detail;           /* 1: a record of its own; 0: a success stored in a range */
+} fpp_journal_rec;
+
+typedef struct fpp_journal_info {
+    const char *key;               /* the run's journal_key */
+    int nfn;                       /* its registered functions, by id */
+    const char *const *fn_names;
+    uint64_t fingerprint;          /* a 64-bit hash of the names and the key */
+    int64_t created_ns;            /* wall clock when the journal was created */
+    int64_t watermark;             /* every id below it is finished but the `open` ones */
+    uint64_t open;                 /* ids below the watermark not finished (in flight at a
+                                      crash, cancelled) */
+    uint64_t finished;             /* ids whose outcome is recorded */
+    uint64_t failed;               /* of which the latest outcome is a failure */
+    uint64_t records;              /* records of single tasks (not ranges) */
+    uint64_t superseded;           /* failures recorded again by a rerun */
+    uint64_t duplicates;           /* ids recorded twice otherwise: 0 in a sound journal */
+    uint64_t bytes;                /* the bytes of whole records read */
+    uint64_t torn_bytes;           /* bytes after them that are no whole record (a write cut
+                                      short by a crash or a full disk): ignored */
+} fpp_journal_info;
+
+/* Opens a journal read-only (no lock: a run may be appending to it; what it appends later is
+ * not seen; a handle is used by one thread at a time) and reads it through once, which indexes the records of single tasks (about 32
+ * bytes of memory each; ranges cost nothing). On success *out is the journal, to be closed with
+ * fpp_journal_close; on failure *out is NULL. Returns 0, FPP_EINVAL (NULL argument),
+ * FPP_ENOMEM, FPP_EJOURNAL (cannot be opened or read, no fpp journal, damaged before its end:
+ * logged). A torn end is not an error: info.torn_bytes. */
+FPP_API int fpp_journal_open(fpp_journal **out, const char *path);
+/* Fills *out (its strings live until fpp_journal_close). Returns 0 or FPP_EINVAL. */
+FPP_API int fpp_journal_stat(const fpp_journal *j, fpp_journal_info *out);
+/* Iterates the outcomes in the order they were recorded, each range expanded to one rec per id
+ * (a rerun failure's old and new records both come out). Returns 1 with *rec set, 0 at the
+ * end, FPP_EINVAL, FPP_ENOMEM, FPP_EJOURNAL (a read failed: logged). fpp_journal_rewind starts
+ * again from the first. */
+FPP_API int fpp_journal_next(fpp_journal *j, fpp_journal_rec *rec);
+FPP_API int fpp_journal_rewind(fpp_journal *j);
+/* Is id finished, and how: 1 with *rec (rec may be NULL) its latest outcome; 0 if the journal
+ * has no outcome for it (never run, in flight at a crash, cancelled); FPP_EINVAL, FPP_EJOURNAL
+ * (a read failed: logged). */
+FPP_API int fpp_journal_find(fpp_journal *j, int64_t id, fpp_journal_rec *rec);
+/* Closes it and frees everything it returned. NULL does nothing. */
+FPP_API void fpp_journal_close(fpp_journal *j);
 
 /* --------------------------------------------------------------- logging */
 

@@ -1,8 +1,9 @@
 /* stress_threads.c: the threaded parts under ThreadSanitizer (Criterion's runner does not run
  * under TSan, so this is a plain program): the thread executor's workers, the task manager,
  * the monitor thread, the process executor's supervisor thread, timeouts, recycling and
- * cancellation, all at once. Prints "stress_threads: N passed, M failed" and exits non-zero on
- * any failure. */
+ * cancellation, all at once; the task journal's flusher thread taking the task manager's guard
+ * while the caller is away, and waking it while it sleeps in a call. Prints "stress_threads: N
+ * passed, M failed" and exits non-zero on any failure. */
 #define _GNU_SOURCE
 #include <fpp.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
+#include <unistd.h>
 
 static int passed, failed;
 #define CHECK(c, what) do { if (c) passed++; else { failed++; printf("FAIL: %s\n", what); } } while (0)
@@ -164,6 +166,70 @@ static void round_on(int threads)
     fpp_executor_free(ex);
 }
 
+/* The journal's flusher (every millisecond here) against the caller: it takes the guard while
+ * the caller is away between calls (pauses below), wakes it while it sleeps in a call, and
+ * fdatasyncs beside its writes; fpp_tm_stats and fpp_tm_interrupt from other threads meanwhile.
+ * Then a resume: everything recorded is skipped. */
+static void round_journal(int threads)
+{
+    int f_sq = fpp_lookup("square"), f_nap = fpp_lookup("nap");
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/stress_threads-journal-%ld", (long)getpid());
+    unlink(path);
+    fpp_executor *ex;
+    fpp_executor_opts eo = {.workers = 3};
+    int rc = threads ? fpp_thread_executor(&ex, &eo) : fpp_process_executor(&ex, &eo);
+    CHECK(rc == 0, "executor");
+    if (rc) return;
+    fpp_tm *tm;
+    fpp_tm_opts to = {.error_policy = FPP_IGNORE, .monitor_interval_ms = 5, .journal = path, .journal_flush_ms = 1};
+    CHECK(fpp_tm_create(&tm, ex, &to) == 0, "journal created");
+    reader r = {.tm = tm};
+    pthread_t th;
+    pthread_create(&th, NULL, read_stats, &r);
+    it items = {0, 20000, 0};
+    fpp_map(tm, f_sq, next, &items);
+    for (int i = 0; i < 10; i++)
+        fpp_submit(tm, f_nap, NULL, 0); /* the caller sleeps in polls meanwhile */
+    fpp_task *t;
+    long got = 0;
+    while (fpp_as_completed(tm, &t) == 1)
+        if (++got % 2000 == 0) {
+            struct timespec away = {0, 3000000};
+            nanosleep(&away, NULL); /* away between calls: the flusher writes */
+        }
+    CHECK(got == 20010, "every task of the journaled run");
+    atomic_store(&r.stop, 1);
+    pthread_join(th, NULL);
+    CHECK(r.bad == 0, "stats consistent while the journal's flusher runs");
+    fpp_tm_free(tm);
+    /* A rerun: nothing to do; then one interrupted from another thread. */
+    CHECK(fpp_tm_create(&tm, ex, &to) == 0, "journal resumed");
+    it again = {0, 20000, 0};
+    fpp_map(tm, f_sq, next, &again);
+    got = 0;
+    while (fpp_as_completed(tm, &t) == 1)
+        got++;
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    CHECK(got == 0 && st.skipped == 20000, "a rerun skips everything recorded");
+    it more = {0, 1000000000, 0};
+    fpp_map(tm, f_sq, next, &more); /* ids 20000 on: new */
+    stopper stop = {tm, 50};
+    pthread_create(&th, NULL, interrupt_later, &stop);
+    CHECK(fpp_run(tm) == FPP_EINTR, "interrupted while journaling");
+    pthread_join(th, NULL);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+    fpp_journal *j;
+    CHECK(fpp_journal_open(&j, path) == 0, "journal readable");
+    fpp_journal_info in;
+    fpp_journal_stat(j, &in);
+    CHECK(in.duplicates == 0 && in.finished >= 20010, "every outcome recorded once");
+    fpp_journal_close(j);
+    unlink(path);
+}
+
 /* Issue 9's threaded parts: worker threads that start with an initializer and then cannot
  * (the breaker, threads ended and started again), and tasks abandoned on timeouts and at free
  * while they read arguments of their own (copies: worker.c). */
@@ -238,6 +304,8 @@ int main(void)
     round_0_2(1);
     round_0_2(0);
     round_worker_world();
+    round_journal(1);
+    round_journal(0);
     printf("stress_threads: %d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

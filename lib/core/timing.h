@@ -95,6 +95,17 @@
 
 /* The progress line is redrawn at most 10 times a second. */
 #define FPP__PROGRESS_TICK_MS 100
+/* The task journal (tm/journal.c): finished outcomes are written and made durable this often
+ * by default (fpp_tm_opts.journal_flush_ms): what a SIGKILL can cost is at most this much
+ * finished work, run again. */
+#define FPP__JOURNAL_FLUSH_MS 10
+/* A success on its first attempt that surely took less than this from hand-over to outcome is
+ * stored as part of a range of ids (no run time of its own; the range keeps their mean): a
+ * no-op map then costs the journal a bit per task, not a record. Longer tasks get a record
+ * each, with their run time. Measured on CLOCK_MONOTONIC_COARSE (5 ns a read here, against 20
+ * for CLOCK_MONOTONIC: a fine read per task cost a no-op map 15% of its rate), whose tick (4 ms
+ * here) is why this is 10 ms and not 1. */
+#define FPP__JOURNAL_PLAIN_NS 10000000
 
 /* ---------------------------------------------------------------- checks */
 

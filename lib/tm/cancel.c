@@ -46,6 +46,7 @@ int fpp__tm_interrupt(fpp_tm *tm, bool sigint)
              tm->unfinished);
     fpp__tm_drop_done(tm);
     fpp__tm_cancel_all(tm, true);
+    fpp__journal_sync(tm); /* what finished, made durable (a failure is logged) */
     fpp__tm_monitor_stop(tm);
     if (sigint) {
         fpp__sigint_restore();

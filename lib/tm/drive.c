@@ -3,6 +3,12 @@
  * items while there is room), polls it, and stops at its goal, at a raise (FPP_ETASK), at
  * Ctrl-C or fpp_tm_interrupt (FPP_EINTR), or at a deadline.
  *
+ * The journal (journal.c) is looked at once per pass (tm->jflags: its flusher asks for a write,
+ * or reports a failure, which stops the run like a raise: FPP_EJOURNAL), made durable when a
+ * raise stops the run, and written (not fdatasync'ed: its flusher does that within a period)
+ * when a blocking call finds nothing left. tm->jnow, the journal's
+ * clock, is made stale at each pass and before each poll, so that it is read once per poll.
+ *
  * Backpressure: the map pulls an item only while unfinished + |DONEQ| < max_in_flight;
  * fpp_submit blocks while unfinished (plus, with FPP_TM_ORDERED, the finished tasks held back
  * behind an unfinished one) >= max_in_flight. So an unread backlog and the reorder window
@@ -15,16 +21,28 @@
 /* Pulls map items while there is room, hands pending tasks to the executor. */
 void fpp__tm_feed(fpp_tm *tm)
 {
+    tm->jnow = 0;
+    fpp__tm_journal_check(tm);
     if (fpp__tm_stopped(tm))
         return;
-    while (tm->maps && tm->unfinished + tm->doneq.n < tm->max_in_flight && !tm->raised)
+    for (unsigned pulls = 1; tm->maps && tm->unfinished + tm->doneq.n < tm->max_in_flight && !fpp__tm_stopped(tm);
+         pulls++) {
         fpp__map_pull(tm);
+        fpp__tm_journal_check(tm); /* an iterator may take its time */
+        /* Items a resumed map skips take no room: a long run of them must still see Ctrl-C
+         * (the drive loop acts on it; the signal woke the executor, so its poll is short). */
+        if (!(pulls & 4095) && (atomic_load_explicit(&tm->intr, memory_order_relaxed) ||
+                                atomic_load_explicit(&tm->sig.hit, memory_order_relaxed)))
+            break;
+    }
     int sent = 0;
     bool polled = false;
     while (tm->pending.head && !tm->raised) {
         /* Off the list before the executor sees it: dispatch and poll may finish other tasks,
          * and a retry goes to the front of this list. */
         fpp_task *t = fpp__task_at(fpp__list_pop_front(&tm->pending));
+        if (tm->jr && !t->jstart)
+            t->jstart = fpp__tm_jnow(tm);
         int rc = tm->ex->ops->dispatch(tm->ex, &t->job);
         if (rc == 1) {
             fpp__list_push_front(&tm->pending, &t->job.link);
@@ -37,6 +55,7 @@ void fpp__tm_feed(fpp_tm *tm)
                 tm->ex->ops->flush(tm->ex);
                 sent = 0;
             }
+            tm->jnow = 0;
             tm->ex->ops->poll(tm->ex, 0);
             continue;
         }
@@ -74,9 +93,16 @@ static int drive(fpp_tm *tm, enum goal g, fpp_task *want, int64_t deadline_ns)
     int rc;
     bool polled = false;
     for (;;) {
+        tm->jnow = 0;
+        fpp__tm_journal_check(tm);
+        if (tm->jfailed) {
+            fpp__tm_cancel_all(tm, false);
+            rc = FPP_EJOURNAL;
+            break;
+        }
         if (tm->raised) {
             fpp__tm_cancel_all(tm, false);
-            rc = FPP_ETASK;
+            rc = fpp__tm_state_error(tm); /* FPP_ETASK, the journal made durable first */
             break;
         }
         if (sig && atomic_exchange(&tm->sig.hit, 0)) {
@@ -111,12 +137,18 @@ static int drive(fpp_tm *tm, enum goal g, fpp_task *want, int64_t deadline_ns)
         if ((g == NEXT || g == ALL) && nothing_left(tm)) {
             rc = tm->map_error;
             tm->map_error = 0;
+            if (tm->jr && fpp__journal_write(tm) != 0) {
+                tm->map_error = rc; /* still to be returned once */
+                fpp__tm_cancel_all(tm, false);
+                rc = FPP_EJOURNAL;
+            }
             break;
         }
         if (polled && deadline_ns != INT64_MAX && fpp__now_ns() >= deadline_ns) {
             rc = FPP_ETIMEDOUT;
             break;
         }
+        tm->jnow = 0;
         int n = tm->ex->ops->poll(tm->ex, deadline_ns);
         polled = true;
         if (n < 0) {
@@ -130,10 +162,15 @@ static int drive(fpp_tm *tm, enum goal g, fpp_task *want, int64_t deadline_ns)
     return rc;
 }
 
-int fpp__tm_state_error(const fpp_tm *tm)
+int fpp__tm_state_error(fpp_tm *tm)
 {
-    if (tm->raised)
+    if (tm->jfailed)
+        return FPP_EJOURNAL;
+    if (tm->raised) {
+        if (tm->jr && fpp__journal_sync(tm) != 0) /* a raise stops the run: make it durable */
+            return FPP_EJOURNAL;
         return FPP_ETASK;
+    }
     if (tm->interrupted)
         return FPP_EINTR;
     return 0;
@@ -165,11 +202,20 @@ static int64_t submit(fpp_tm *tm, int fn, const void *arg, size_t arg_len, const
                  fpp__tm_fn_name(fn), arg_len, tm->ex->opts.max_arg_size);
         return FPP_ETOOBIG;
     }
+    fpp__tm_journal_check(tm);
     int rc = fpp__tm_state_error(tm);
     if (rc)
         return rc;
     if (atomic_exchange(&tm->intr, 0))
         return fpp__tm_interrupt(tm, false);
+    bool rerun = false;
+    if (tm->resuming && fpp__journal_skip(tm, tm->next_id, &rerun)) {
+        /* An earlier run finished it: its id, and nothing to run. */
+        int64_t id = tm->next_id++;
+        fpp__tm_bump(&tm->c.skipped);
+        fpp__order_skipped(tm, id);
+        return id;
+    }
     if (!room(tm)) {
         rc = drive(tm, ROOM, NULL, INT64_MAX);
         if (rc < 0)
@@ -183,6 +229,7 @@ static int64_t submit(fpp_tm *tm, int fn, const void *arg, size_t arg_len, const
         fpp__free(label);
         return FPP_ENOMEM;
     }
+    t->jrerun = rerun;
     if (o) {
         t->user = o->user;
         t->job.timeout_ms = o->timeout_ms;
@@ -301,8 +348,12 @@ int fpp_wait(fpp_tm *tm, int64_t id, fpp_task **task)
         rc = fpp__tm_ids_needed(tm);
     fpp_task *t = NULL;
     if (!rc && !(t = fpp__idmap_get(&tm->ids, id))) {
-        fpp__log(FPP_LOG_ERROR, "fpp_wait: task %lld was handed out already (by fpp_as_completed or fpp_wait) "
-                 "or dropped by fpp_run", (long long)id);
+        if (fpp__journal_finished_before(tm, id))
+            fpp__log(FPP_LOG_ERROR, "fpp_wait: task %lld was finished by an earlier run (the journal says so) and "
+                     "is not run again; fpp_journal_find reads its outcome", (long long)id);
+        else
+            fpp__log(FPP_LOG_ERROR, "fpp_wait: task %lld was handed out already (by fpp_as_completed or fpp_wait) "
+                     "or dropped by fpp_run", (long long)id);
         rc = FPP_ESTATE;
     }
     if (!rc)

@@ -4,7 +4,9 @@
  * produced has finished; an item over max_arg_size fails alone (FPP_ETOOBIG in its error).
  * A map labels its tasks (its label function, or the item's text) as it pulls them, and its
  * fini runs exactly once, whenever the map ends (fpp__map_end: its end, its error, or a stop).
- * The maps that need no iterator (range, array, lines) are in maps.c. */
+ * Resuming from a journal, an item whose id an earlier run finished takes its id and makes no
+ * task (it takes no room either: the pull goes on to the next item). The maps that need no
+ * iterator (range, array, lines) are in maps.c. */
 #include <string.h>
 
 #include "tm/tm.h"
@@ -55,7 +57,8 @@ static bool make_label(fpp__map *m, const void *arg, size_t len, char **label)
     return *label != NULL;
 }
 
-/* Pulls one item of the first map. Returns 1 if a task was made, 0 if the map ended. */
+/* Pulls one item of the first map. Returns 1 if an item was taken (a task made, or skipped),
+ * 0 if the map ended. */
 int fpp__map_pull(fpp_tm *tm)
 {
     fpp__map *m = tm->maps;
@@ -76,6 +79,14 @@ int fpp__map_pull(fpp_tm *tm)
         fpp__map_end(tm);
         return 0;
     }
+    bool rerun = false;
+    if (tm->resuming && fpp__journal_skip(tm, tm->next_id, &rerun)) {
+        int64_t id = tm->next_id++;
+        m->items++;
+        fpp__tm_bump(&tm->c.skipped);
+        fpp__order_skipped(tm, id);
+        return 1;
+    }
     bool oversize = len > tm->ex->opts.max_arg_size;
     char *label;
     fpp_task *t = NULL;
@@ -90,6 +101,7 @@ int fpp__map_pull(fpp_tm *tm)
     }
     m->items++;
     t->job.label = label;
+    t->jrerun = rerun;
     if (oversize) {
         fpp__job_fail(&t->job, FPP_FAILED, 0, "FPP_ETOOBIG: argument of %zu bytes exceeds max_arg_size (%zu bytes)",
                        len, tm->ex->opts.max_arg_size);

@@ -120,7 +120,8 @@ static void run_lines(fpp__monitor *m)
 
 static uint64_t ended(const fpp__counters *c)
 {
-    return ld(&c->done) + ld(&c->failed) + ld(&c->crashed) + ld(&c->timed_out) + ld(&c->cancelled);
+    /* Ids an earlier run finished count as ended: the bar reaches 100% on a resumed run. */
+    return ld(&c->done) + ld(&c->failed) + ld(&c->crashed) + ld(&c->timed_out) + ld(&c->cancelled) + ld(&c->skipped);
 }
 
 static void run_progress(fpp__monitor *m)

@@ -2,7 +2,8 @@
  * (next_id when none); every id below it is finished or handed out. `held` counts finished,
  * unreturned tasks above it (the reorder window, which counts toward max_in_flight so that a
  * map over 10^9 items runs in constant memory). fpp_as_completed hands out `next_out` once it
- * is below the frontier, skipping ids taken by fpp_wait. Each id is passed once by the
+ * is below the frontier, skipping ids taken by fpp_wait or skipped by the journal (no task
+ * there: fpp__order_skipped moves the frontier past them). Each id is passed once by the
  * frontier: O(1) amortised. The monitor names the task holding the window (wait_id; a labelled
  * task by its label, handed to the monitor once when it starts holding the window). */
 #include "tm/tm.h"
@@ -47,6 +48,14 @@ void fpp__order_done(fpp_tm *tm, fpp_task *t)
     } else if (t->job.id == tm->frontier) {
         advance(tm);
     }
+}
+
+/* The newest id was skipped (an earlier run finished it: journal): it has no task, so if the
+ * frontier waits on it, move on. */
+void fpp__order_skipped(fpp_tm *tm, int64_t id)
+{
+    if (tm->ordered && id == tm->frontier)
+        advance(tm);
 }
 
 /* A finished task left the table other than in order (fpp_wait, dropped). */

@@ -1,6 +1,7 @@
 /* tm/outcome.c: what happens to a task that finished, whether the executor ran it or it never
- * got there (cancelled, or its argument too large): retries, counters, error policies, and the
- * done queue. This is also the sink every executor hands finished jobs to (fpp__tm_sink).
+ * got there (cancelled, or its argument too large): retries, counters, its record in the journal
+ * (journal.c; cancelled tasks are not recorded), error policies, and the done queue. This is also
+ * the sink every executor hands finished jobs to (fpp__tm_sink).
  *
  * Retries: a task that comes back from the executor with an outcome retries apply to
  * (tm->retry_on: bit 1 << status; by default CRASHED and TIMEOUT) and has attempts left goes back to the front of the pending list with
@@ -56,6 +57,8 @@ void fpp__tm_finished(fpp_tm *tm, fpp_task *t)
     fpp__tm_set_unfinished(tm, tm->unfinished - 1);
     if (bad && t->attempts > 1)
         name_attempts(t);
+    if (tm->jr && st != FPP_CANCELLED)
+        fpp__journal_finished(tm, t); /* cancelled tasks did not finish: not recorded */
     switch (st) {
     case FPP_DONE: fpp__tm_bump(&tm->c.done); break;
     case FPP_FAILED: fpp__tm_bump(&tm->c.failed); break;
@@ -104,7 +107,7 @@ static void sink_finished(void *tm, fpp__job *j) { fpp__tm_finished(tm, fpp__tas
 static bool sink_halted(void *arg)
 {
     const fpp_tm *tm = arg;
-    return tm->raised || tm->interrupted;
+    return tm->raised || tm->interrupted || tm->jfailed;
 }
 
 const fpp__sink_ops fpp__tm_sink = {

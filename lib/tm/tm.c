@@ -2,6 +2,7 @@
  * finished jobs), fpp_tm_free, detaching when the executor is freed first, and the same in a
  * process other than the creator; the guard every public call passes; the monitor's start and
  * stop; stats and the other accessors of the tm. tm/tm.h says which file holds what. */
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,13 +12,29 @@
 #define MAX_IN_FLIGHT_LIMIT ((size_t)1 << 28)
 #define MAX_RETRIES 1000u
 #define KNOWN_FLAGS \
-    ((unsigned)(FPP_TM_NO_SIGINT | FPP_TM_ORDERED | FPP_TM_RETRY_FAILED | FPP_TM_PROGRESS))
+    ((unsigned)(FPP_TM_NO_SIGINT | FPP_TM_ORDERED | FPP_TM_RETRY_FAILED | FPP_TM_PROGRESS | FPP_TM_RERUN_FAILED))
 #define KNOWN_RETRY_ON ((unsigned)(FPP_RETRY_FAILED | FPP_RETRY_CRASHED | FPP_RETRY_TIMEOUT))
 _Static_assert(FPP_RETRY_FAILED == 1 << FPP_FAILED && FPP_RETRY_CRASHED == 1 << FPP_CRASHED &&
                    FPP_RETRY_TIMEOUT == 1 << FPP_TIMEOUT,
                "retry_on's bits are 1 << status (outcome.c tests them so)");
 
 /* ------------------------------------------------------------ the guard */
+
+bool fpp__tm_busy_take(fpp_tm *tm)
+{
+    for (unsigned spins = 0;; spins++) {
+        int expect = 0;
+        if (atomic_compare_exchange_strong_explicit(&tm->busy, &expect, 1, memory_order_acquire, memory_order_relaxed))
+            return true;
+        if (expect != FPP__BUSY_JOURNAL)
+            return false;
+        /* The journal's flusher is writing what finished (microseconds). */
+        if (spins < 64)
+            fpp__cpu_relax();
+        else
+            sched_yield();
+    }
+}
 
 /* Every public call on a tm starts here; 0 means go on and call fpp__tm_leave() when done. */
 int fpp__tm_enter(fpp_tm *tm, const char *call, int how)
@@ -36,7 +53,7 @@ int fpp__tm_enter(fpp_tm *tm, const char *call, int how)
                  "pure functions (fpp_strerror, fpp_lookup, ...)", call);
         return FPP_ESTATE;
     }
-    if (atomic_exchange_explicit(&tm->busy, 1, memory_order_acquire)) {
+    if (!fpp__tm_busy_take(tm)) {
         fpp__log(FPP_LOG_ERROR, "%s: a call on this task manager is in progress (a map iterator "
                  "calling back, or a second thread)", call);
         return FPP_ESTATE;
@@ -115,6 +132,11 @@ int fpp_tm_create(fpp_tm **out, fpp_executor *ex, const fpp_tm_opts *opts)
         fpp__log(FPP_LOG_ERROR, "fpp_tm_create: retries = %u is over %u", o.retries, MAX_RETRIES);
         return FPP_EINVAL;
     }
+    if (!o.journal && (o.journal_key || o.journal_flush_ms || o.journal_result_max || (o.flags & FPP_TM_RERUN_FAILED))) {
+        fpp__log(FPP_LOG_ERROR, "fpp_tm_create: %s without a journal (fpp_tm_opts.journal is NULL)",
+                 o.flags & FPP_TM_RERUN_FAILED ? "FPP_TM_RERUN_FAILED" : "a journal option");
+        return FPP_EINVAL;
+    }
     if (ex->owner != fpp__proc_token()) {
         fpp__log(FPP_LOG_ERROR, "fpp_tm_create: this executor belongs to process %ld (this is process %ld)",
                  ex->owner_pid, (long)getpid());
@@ -151,6 +173,14 @@ int fpp_tm_create(fpp_tm **out, fpp_executor *ex, const fpp_tm_opts *opts)
     tm->c.expected_total = o.expected_total;
     tm->sig.slot = -1;
     tm->sig.ex = ex;
+    if (o.journal) {
+        int rc = fpp__journal_open(tm, &o);
+        if (rc) {
+            fpp__free(tm);
+            return rc;
+        }
+        tm->opts.journal = tm->opts.journal_key = NULL; /* the caller's strings: not kept */
+    }
     if (!(o.flags & FPP_TM_NO_SIGINT))
         fpp__sigint_register(&tm->sig);
     fpp__exec_attach(ex, tm, &fpp__tm_sink);
@@ -165,6 +195,8 @@ static void free_memory(fpp_tm *tm, bool owner)
         fpp__map_end(tm);
     if (!owner && tm->mon)
         fpp__monitor_forget(tm->mon);
+    if (!owner)
+        fpp__journal_forget(tm);
     fpp__idmap_fini(&tm->ids);
     fpp__free(tm->retained);
     if (owner) /* in another process the mutex may be a copy taken while locked */
@@ -199,6 +231,7 @@ void fpp_tm_free(fpp_tm *tm)
         /* The executor finished every task it held (CANCELLED) before cancel returned:
          * abandoned work never comes back to a freed task manager. */
         fpp__task_for_each_live(tm, unpin_one, false);
+        fpp__journal_close(tm); /* what finished, written and made durable */
         fpp__exec_attach(tm->ex, NULL, NULL);
     }
     if (tm->mon)
@@ -210,7 +243,7 @@ void fpp_tm_free(fpp_tm *tm)
 int fpp__tm_detach(void *arg)
 {
     fpp_tm *tm = arg;
-    if (atomic_exchange_explicit(&tm->busy, 1, memory_order_acquire)) {
+    if (!fpp__tm_busy_take(tm)) {
         fpp__log(FPP_LOG_ERROR, "fpp_executor_free: a call on its task manager is in progress (a map iterator "
                  "calling back, or a second thread); not freed");
         return FPP_ESTATE;
@@ -222,6 +255,7 @@ int fpp__tm_detach(void *arg)
     tm->detached = true;
     fpp__tm_cancel_all(tm, false);
     fpp__tm_drop_done(tm); /* nothing can hand them out any more */
+    fpp__journal_close(tm); /* nothing finishes any more: written, made durable, closed */
     if (tm->mon)
         fpp__monitor_join(tm->mon);
     tm->mon = NULL;
@@ -279,6 +313,7 @@ void fpp_tm_stats(const fpp_tm *tm, fpp_stats *out)
     out->timed_out = atomic_load_explicit(&c->timed_out, memory_order_acquire);
     out->cancelled = atomic_load_explicit(&c->cancelled, memory_order_acquire);
     out->retried = atomic_load_explicit(&c->retried, memory_order_acquire);
+    out->skipped = atomic_load_explicit(&c->skipped, memory_order_acquire);
     out->in_flight = atomic_load_explicit(&c->in_flight, memory_order_relaxed);
     out->submitted = atomic_load_explicit(&c->submitted, memory_order_acquire);
     const fpp_executor *ex = atomic_load(&tm->stats_ex);

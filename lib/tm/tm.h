@@ -7,7 +7,8 @@
  * (FPP_TM_ORDERED's window), outcome.c (what happens to a finished task: retries, counters, error
  * policies), cancel.c (fpp_cancel, cancel everything, Ctrl-C and fpp_tm_interrupt), task.c (task
  * memory, keep and release, the public accessors), idmap.c (id -> task), monitor.c and
- * progress.c (the monitor thread and the progress line), sigint.c (one Ctrl-C).
+ * progress.c (the monitor thread and the progress line), sigint.c (one Ctrl-C), journal.c (the
+ * task journal: its file format, its writer and flusher thread, resume, the read API).
  *
  * Where a task is (fpp_task.where): PENDING (the tm's pending list: submitted or to be run
  * again, not yet taken by the executor), EXEC (in the executor), DONEQ (finished, not yet
@@ -29,8 +30,12 @@
  * atomics with one writer each. fpp_tm_interrupt may run on any thread or in a signal handler:
  * it sets `intr` and wakes the executor (both async-signal-safe).
  *
- * Lock order: no lock is taken in tm/ but the monitor's own and the counters' text_mu (leaves,
- * never held together). */
+ * `busy` is also the journal's lock: its flusher thread takes it (FPP__BUSY_JOURNAL, by CAS from
+ * 0) to write what finished while no call is in progress; a call that finds it so waits the
+ * few microseconds that takes (fpp__tm_busy_take).
+ *
+ * Lock order: no lock is taken in tm/ but the monitor's, the journal flusher's and the
+ * counters' text_mu (leaves, never held together). */
 #ifndef FPP_TM_TM_H
 #define FPP_TM_TM_H
 
@@ -60,6 +65,9 @@ struct fpp_task {
     struct fpp_tm *tm;     /* the task manager that owns it */
     void *user;            /* fpp_task_opts.user */
     unsigned attempts;     /* attempts started so far (1 + retries) */
+    bool jrerun;           /* journal: a recorded failure run again (FPP_TM_RERUN_FAILED) */
+    int64_t jstart;        /* journal: when it was first handed to the executor (the tm's
+                              cached coarse clock, fpp__tm_jnow); 0: never */
 };
 
 static inline fpp_task *fpp__task_of(fpp__job *j) { return j ? FPP__CONTAINER(j, fpp_task, job) : NULL; }
@@ -70,6 +78,7 @@ static inline fpp_task *fpp__task_at(fpp__link *l) { return fpp__task_of(fpp__jo
 typedef struct fpp__counters {
     _Atomic uint64_t submitted, done, failed, crashed, timed_out, cancelled, retried;
     _Atomic uint64_t finished;  /* tasks that ran to an outcome (not cancelled), for the monitor */
+    _Atomic uint64_t skipped;   /* ids an earlier run finished (journal): not run */
     _Atomic size_t in_flight;   /* unfinished tasks */
     /* FPP_TM_ORDERED: the oldest unfinished task while later finished ones wait behind it. */
     _Atomic int64_t wait_id;    /* -1: nothing waits */
@@ -136,6 +145,37 @@ FPP__HIDDEN size_t fpp__progress_format(char *buf, size_t cap, const fpp__progre
 
 
 
+/* journal.c: the task journal. The writer runs on the thread driving the tm (inside its calls)
+ * or on the journal's flusher thread while that holds `busy` (FPP__BUSY_JOURNAL); the flusher
+ * asks the driving thread to write by setting FPP__JF_DUE in tm->jflags (and waking the
+ * executor), and reports a failed fdatasync with FPP__JF_ERR. */
+typedef struct fpp__journal fpp__journal;
+enum { FPP__JF_DUE = 1, FPP__JF_ERR = 2 };
+#define FPP__BUSY_JOURNAL 2
+/* Opens (creating or resuming) the journal of o->journal for tm and starts its flusher; sets
+ * tm->jr and tm->resuming. 0, or FPP_EINVAL, FPP_ENOMEM, FPP_ESTATE, FPP_EMISMATCH,
+ * FPP_EJOURNAL (logged). tm->ex, tm->busy and tm->jflags must be in place. */
+FPP__HIDDEN int fpp__journal_open(fpp_tm *tm, const fpp_tm_opts *o);
+/* Resume: true if an earlier run finished id (it is then counted recorded in this run too);
+ * false to run it (*rerun: a recorded failure run again). */
+FPP__HIDDEN bool fpp__journal_skip(fpp_tm *tm, int64_t id, bool *rerun);
+/* Did an earlier run finish id? (For messages.) */
+FPP__HIDDEN bool fpp__journal_finished_before(fpp_tm *tm, int64_t id);
+/* t reached its final outcome (not FPP_CANCELLED): record it. */
+FPP__HIDDEN void fpp__journal_finished(fpp_tm *tm, fpp_task *t);
+/* Acts on tm->jflags: writes if due; 0, or FPP_EJOURNAL once the journal failed (tm->jfailed). */
+FPP__HIDDEN int fpp__journal_service(fpp_tm *tm);
+/* Writes what finished and makes it durable now, on this thread. 0 or FPP_EJOURNAL. */
+FPP__HIDDEN int fpp__journal_sync(fpp_tm *tm);
+/* Writes what finished now (no fdatasync: the flusher's, within a period). 0 or FPP_EJOURNAL. */
+FPP__HIDDEN int fpp__journal_write(fpp_tm *tm);
+/* The creating process: stops the flusher, writes, makes durable, closes. Another process:
+ * closes its copy of the descriptor and frees memory, writing nothing. Both clear tm->jr. */
+FPP__HIDDEN void fpp__journal_close(fpp_tm *tm);
+FPP__HIDDEN void fpp__journal_forget(fpp_tm *tm);
+/* CRC-32C (Castagnoli), the journal's record checksum; crc 0 to start. */
+FPP__HIDDEN uint32_t fpp__crc32c(uint32_t crc, const void *data, size_t n);
+
 /* ------------------------------------------------------------ the state */
 
 typedef struct fpp__map fpp__map; /* map.c */
@@ -178,7 +218,38 @@ struct fpp_tm {
     bool mon_running;
     fpp__sigint_reg sig;
     fpp__counters c;
+    /* The journal (journal.c), or NULL. */
+    fpp__journal *jr;
+    bool resuming;          /* it holds finished ids of earlier runs: look each id up */
+    bool jfailed;           /* it could not be written: the run stopped (FPP_EJOURNAL) */
+    _Atomic int jflags;     /* FPP__JF_*, set by its flusher thread */
+    int64_t jnow;           /* a coarse clock reading shared by the tasks handed over or finished
+                               in one pass (0: stale): one read per poll, not per task */
 };
+
+/* CLOCK_MONOTONIC_COARSE: a quarter of CLOCK_MONOTONIC's cost, to the kernel's tick (4 ms
+ * here). The journal stamps every task with it (core/timing.h, FPP__JOURNAL_PLAIN_NS). */
+static inline int64_t fpp__now_coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The tm's clock for the journal: read once per pass of the blocking loop (and per poll). */
+static inline int64_t fpp__tm_jnow(fpp_tm *tm)
+{
+    if (!tm->jnow)
+        tm->jnow = fpp__now_coarse_ns();
+    return tm->jnow;
+}
+
+/* Looks at the journal's flags (one relaxed load); acts if one is up. */
+static inline void fpp__tm_journal_check(fpp_tm *tm)
+{
+    if (tm->jr && atomic_load_explicit(&tm->jflags, memory_order_relaxed))
+        fpp__journal_service(tm);
+}
 
 /* One writer: a load and a store, no locked instruction. R4: release; pairs with A4 in
  * fpp_tm_stats, so a reader that sees an outcome counted sees its submission counted. */
@@ -193,10 +264,11 @@ static inline void fpp__tm_set_unfinished(fpp_tm *tm, size_t n)
     atomic_store_explicit(&tm->c.in_flight, n, memory_order_relaxed);
 }
 
-/* Nothing more is handed out or dispatched: raised, interrupted, being freed or detached. */
+/* Nothing more is handed out or dispatched: raised, interrupted, being freed or detached, or
+ * its journal failed. */
 static inline bool fpp__tm_stopped(const fpp_tm *tm)
 {
-    return tm->raised || tm->interrupted || tm->closing || tm->detached;
+    return tm->raised || tm->interrupted || tm->closing || tm->detached || tm->jfailed;
 }
 
 static inline const char *fpp__tm_fn_name(int fn)
@@ -209,6 +281,9 @@ static inline const char *fpp__tm_fn_name(int fn)
 enum { FPP__ALLOW_DETACHED = 1 };
 FPP__HIDDEN int fpp__tm_enter(fpp_tm *tm, const char *call, int how);
 FPP__HIDDEN void fpp__tm_leave(fpp_tm *tm);
+/* Takes `busy` (0 -> 1), waiting while the journal's flusher holds it. False: a call is in
+ * progress. */
+FPP__HIDDEN bool fpp__tm_busy_take(fpp_tm *tm);
 /* Starts or stops the monitor thread as the tm gets busy or idle. */
 FPP__HIDDEN void fpp__tm_monitor_check(fpp_tm *tm);
 FPP__HIDDEN void fpp__tm_monitor_stop(fpp_tm *tm);
@@ -242,6 +317,7 @@ FPP__HIDDEN void fpp__task_free_all(fpp_tm *tm, bool owner);
 
 /* order.c: FPP_TM_ORDERED's window. */
 FPP__HIDDEN void fpp__order_done(fpp_tm *tm, fpp_task *t);  /* t finished */
+FPP__HIDDEN void fpp__order_skipped(fpp_tm *tm, int64_t id); /* the newest id has no task (journal) */
 FPP__HIDDEN void fpp__order_gone(fpp_tm *tm, fpp_task *t);  /* a finished t left out of order */
 /* The next task to hand out (in order with FPP_TM_ORDERED), or NULL. */
 FPP__HIDDEN fpp_task *fpp__order_peek(fpp_tm *tm);
@@ -254,12 +330,14 @@ FPP__HIDDEN extern const fpp__sink_ops fpp__tm_sink;
 /* fpp_map_ex under the name of the public call (for its log lines); o NULL: none. */
 FPP__HIDDEN int fpp__map_start(fpp_tm *tm, const char *call, int fn, fpp_next next, void *state,
                                const fpp_map_opts *o);
-FPP__HIDDEN int fpp__map_pull(fpp_tm *tm);  /* 1 a task was made, 0 the map ended */
+FPP__HIDDEN int fpp__map_pull(fpp_tm *tm);  /* 1 an item was taken (a task made, or its id
+                                                skipped: journal), 0 the map ended */
 FPP__HIDDEN void fpp__map_end(fpp_tm *tm);  /* drops the first map */
 
 /* drive.c */
 FPP__HIDDEN void fpp__tm_feed(fpp_tm *tm);
-FPP__HIDDEN int fpp__tm_state_error(const fpp_tm *tm);
+/* FPP_EJOURNAL, FPP_ETASK (after making the journal durable), FPP_EINTR, or 0. */
+FPP__HIDDEN int fpp__tm_state_error(fpp_tm *tm);
 
 /* cancel.c */
 FPP__HIDDEN void fpp__tm_cancel_all(fpp_tm *tm, bool wait);
