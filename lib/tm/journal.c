@@ -935,16 +935,22 @@ struct fpp__journal {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop, running;
+    pthread_mutex_t fail_mu; /* orders jr_fail's line before its `err` (a leaf) */
 };
 
+/* The journal failed (either thread): the line is logged before `err` is seen, so that a
+ * caller that returns FPP_EJOURNAL has its reason in the log already. */
 static void jr_fail(fpp__journal *jr, const char *call, int e)
 {
-    if (!atomic_exchange(&jr->err, 1)) {
+    pthread_mutex_lock(&jr->fail_mu);
+    if (!atomic_load(&jr->err)) {
         char b[128];
         fpp__log(FPP_LOG_ERROR, "journal %s: %s: %s; the run stops (FPP_EJOURNAL): what finished since the last "
                  "write is not recorded and will run again on resume", jr->path, call,
                  e > 0 ? strerror_r(e, b, sizeof b) : "out of memory");
+        atomic_store(&jr->err, 1);
     }
+    pthread_mutex_unlock(&jr->fail_mu);
     atomic_fetch_or(jr->flags, FPP__JF_ERR);
 }
 
@@ -1322,8 +1328,10 @@ static void flusher_stop(fpp__journal *jr)
 
 /* ------------------------------------------------------ opening, closing */
 
-static void jr_free(fpp__journal *jr)
+static void jr_free(fpp__journal *jr, bool owner)
 {
+    if (owner) /* elsewhere it may be a copy taken while held */
+        pthread_mutex_destroy(&jr->fail_mu);
     view_free(&jr->prev);
     fpp__free(jr->bits);
     fpp__free(jr->buf.p);
@@ -1459,13 +1467,14 @@ int fpp__journal_open(fpp_tm *tm, const fpp_tm_opts *o)
     fpp__journal *jr = fpp__calloc(1, sizeof *jr);
     if (!jr)
         return FPP_ENOMEM;
+    pthread_mutex_init(&jr->fail_mu, NULL);
     jr->fd = -1;
     jr->path = fpp__strdup(o->journal);
     jr->bits = fpp__calloc(WINDOW / 64, sizeof *jr->bits);
     jhead run;
     int rc = jr->path && jr->bits ? jhead_of_run(&run, o->journal_key) : FPP_ENOMEM;
     if (rc) {
-        jr_free(jr);
+        jr_free(jr, true);
         return rc;
     }
     rc = journal_open(jr, &run);
@@ -1494,7 +1503,7 @@ int fpp__journal_open(fpp_tm *tm, const fpp_tm_opts *o)
     if (rc) {
         if (jr->fd >= 0)
             fpp__fd_close(jr->fd);
-        jr_free(jr);
+        jr_free(jr, true);
         return rc;
     }
     uint64_t fin = view_count(&jr->prev);
@@ -1515,7 +1524,7 @@ void fpp__journal_close(fpp_tm *tm)
     flusher_stop(jr);
     fpp__journal_sync(tm); /* a failure is logged */
     fpp__fd_close(jr->fd); /* also drops the lock */
-    jr_free(jr);
+    jr_free(jr, true);
     tm->jr = NULL;
 }
 
@@ -1528,7 +1537,7 @@ void fpp__journal_forget(fpp_tm *tm)
      * taken while held. Our copy of the descriptor goes; the parent's lock stays (it is the
      * open file's, which the parent still holds). */
     fpp__fd_close(jr->fd);
-    jr_free(jr);
+    jr_free(jr, false);
     tm->jr = NULL;
 }
 
