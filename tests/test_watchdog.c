@@ -1142,3 +1142,35 @@ Test(chaos, a_fork_server_stopped_before_a_crash_is_continued_and_loses_nothing,
     fpp_tm_free(tm);
     fpp_executor_free(ex);
 }
+
+/* The audit (after 250 ms without progress) harvested every worker, then counted each one's
+ * claimed tasks: a healthy worker that finished its task and claimed the next in between was
+ * counted holding two, replaced, and the next task failed CRASHED ("it holds more than one
+ * claimed task"); seen under ASan in the journal's kill storm. The test build holds the audit
+ * in that window (FPP_AUDIT_PAUSE_MS): one worker, a 600 ms task then a 500 ms one; the audit
+ * starts while the first runs and is held past its end. */
+Test(audit, a_worker_that_finishes_and_claims_the_next_while_the_audit_looks_is_not_replaced,
+     .fini = assert_clean, .timeout = 60)
+{
+    setenv("FPP_AUDIT_PAUSE_MS", "500", 1);
+    fpp_executor_opts eo = {.workers = 1};
+    fpp_executor *ex = mk_exec(PROC, &eo);
+    fpp_tm *tm = mk_tm(ex, FPP_IGNORE, 1);
+    uint64_t first = 600000, second = 500000;
+    cr_assert_eq(fpp_submit(tm, F_USLEEP, &first, sizeof first), 0);
+    cr_assert_eq(fpp_submit(tm, F_USLEEP, &second, sizeof second), 1);
+    cr_assert_eq(fpp_run(tm), 0);
+    unsetenv("FPP_AUDIT_PAUSE_MS");
+    fpp_task *const *all;
+    size_t n = fpp_completed(tm, &all);
+    cr_assert_eq(n, 2);
+    for (size_t i = 0; i < n; i++)
+        cr_expect_eq(fpp_task_status(all[i]), FPP_DONE, "task %lld: %s", (long long)fpp_task_id(all[i]),
+                     fpp_task_error(all[i]));
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    cr_expect_eq(st.worker_restarts, 0, "the healthy worker was not replaced");
+    every_slot_serves(tm, 1);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}

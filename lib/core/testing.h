@@ -12,7 +12,9 @@
  *   FPP_COPY_RESULTS=1            every result is copied out of the worker's arena (0.1's
  *                                 path), none handed out zero-copy. pool/pool.c.
  *   FPP_MPI_CHUNK=BYTES           libfpp_mpi cuts large messages in chunks of this size.
- *                                 mpi/executor.c. */
+ *                                 mpi/executor.c.
+ *   FPP_AUDIT_PAUSE_MS=N          the audit waits N ms between its harvest and its look at each
+ *                                 worker's claims. pool/audit.c. */
 #ifndef FPP_CORE_TESTING_H
 #define FPP_CORE_TESTING_H
 

@@ -2,6 +2,10 @@
  * and records are checked against what the parent's own records allow, and a worker whose
  * memory says impossible things (or that can take no task) is replaced; then queued tasks are
  * moved off silent workers (pool/steal.c). */
+#include <stdlib.h>
+#include <time.h>
+
+#include "core/testing.h"
 #include "core/timing.h"
 #include "pool/pool_int.h"
 
@@ -38,24 +42,61 @@ static const char *check_lap(fpp__pool *p, uint32_t w)
     return NULL;
 }
 
+/* Test build: FPP_AUDIT_PAUSE_MS holds the audit between its first harvest and its look at
+ * the claims, the window in which a healthy worker finishes one task and claims the next. */
+static void test_pause(void)
+{
+    const char *v = FPP__TEST_ENV("FPP_AUDIT_PAUSE_MS");
+    if (FPP__TESTING && v) {
+        long ms = atol(v);
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* How many tasks worker w holds claimed at once. A worker publishes a task's record before it
+ * claims the next (pool/worker.c), so a claim seen here (acquire) makes the record of the task
+ * before it visible to the harvest that follows: the claims are read first, then the worker's
+ * records are harvested, then the tasks seen claimed and still unfinished are counted. Counting
+ * against the earlier harvest alone would count a task finished since and the next one: a
+ * healthy worker replaced. -1: a cell of its queue was overwritten. */
+static int held_claims(fpp__pool *p, uint32_t w, int *n)
+{
+    fpp__wpriv *wp = &p->wp[w];
+    for (uint32_t tag = wp->first; tag != FPP__NIL; tag = p->fl[tag].next) {
+        fpp__flight *e = &p->fl[tag];
+        if (!e->claimed) {
+            int c = fpp__queue_claimed(wp->cells, p->lay.qcells, e->pos);
+            if (c < 0)
+                return -1;
+            e->claimed = c == 1; /* claims are for good: known now */
+        }
+    }
+    *n += fpp__pool_collect_worker(p, w);
+    if (!p->wp[w].mem || p->wp[w].corrupt)
+        return 0; /* the harvest found it broken: handled there */
+    int held = 0;
+    for (uint32_t tag = wp->first; tag != FPP__NIL; tag = p->fl[tag].next)
+        held += p->fl[tag].claimed;
+    return held;
+}
+
 int fpp__pool_audit(fpp__pool *p)
 {
     int n = fpp__pool_collect(p);
-    uint32_t Q = p->lay.qcells;
+    if (FPP__TESTING)
+        test_pause();
     for (uint32_t w = 0; w < p->lay.nworkers; w++) {
         fpp__wpriv *wp = &p->wp[w];
         if (!wp->mem || wp->corrupt)
             continue;
         const char *bad = NULL;
-        int claimed = 0;
-        for (uint32_t tag = wp->first; tag != FPP__NIL && !bad; tag = p->fl[tag].next) {
-            fpp__flight *e = &p->fl[tag];
-            int c = e->claimed ? 1 : fpp__queue_claimed(wp->cells, Q, e->pos);
-            if (c < 0)
-                bad = "a task in its queue was overwritten";
-            claimed += c == 1;
-        }
-        if (!bad && claimed > 1)
+        int claimed = held_claims(p, w, &n);
+        if (!wp->mem || wp->corrupt)
+            continue;
+        if (claimed < 0)
+            bad = "a task in its queue was overwritten";
+        else if (claimed > 1)
             bad = "it holds more than one claimed task";
         if (!bad)
             bad = check_lap(p, w);
