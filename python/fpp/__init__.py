@@ -42,7 +42,7 @@ from .errors import (
     WorkerCrashed,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 C_VERSION = _fpp.FPP_VERSION
 
 logger = logging.getLogger("fpp")
