@@ -42,6 +42,7 @@
  *    mpirun exits 0 all the same: rank 0 sees it as silence (below), logs it and counts it in
  *    fpp_stats.ranks_lost. After a loss the communicator has a dead rank, so a collective on
  *    it (MPI_Barrier, another fpp_mpi_executor on it) would wait for ever; serve once per job.
+ *    A rank lost during fpp_mpi_executor itself (a collective meeting) is not survived.
  * Rank 0 itself, or mpirun, dying ends the job whatever the options: that is what the task
  * journal is for (rerun the job with the same journal and only unfinished tasks run).
  * Ctrl-C on mpirun is such an end too: mpirun sends SIGTERM to every rank. Ctrl-C (SIGINT)
