@@ -42,6 +42,10 @@
  *    mpirun exits 0 all the same: rank 0 sees it as silence (below), logs it and counts it in
  *    fpp_stats.ranks_lost. After a loss the communicator has a dead rank, so a collective on
  *    it (MPI_Barrier, another fpp_mpi_executor on it) would wait for ever; serve once per job.
+ *    A rank lost during fpp_mpi_executor itself (a collective meeting) is not survived.
+ *    Open MPI 4.1.4's mpirun does not exit when the rank died on a host other than mpirun's
+ *    where other ranks live on, though every rank has finished (README); under Open MPI,
+ *    fpp_mpi_executor warns when mpirun's options and the rank timeout do not go together.
  * Rank 0 itself, or mpirun, dying ends the job whatever the options: that is what the task
  * journal is for (rerun the job with the same journal and only unfinished tasks run).
  * Ctrl-C on mpirun is such an end too: mpirun sends SIGTERM to every rank. Ctrl-C (SIGINT)
@@ -115,10 +119,11 @@ typedef struct fpp_mpi_opts {
  *  - the tasks it held end FPP_CRASHED ("rank 2 (host, pid 4312) lost: silent for 1000 ms
  *    while it held task 17"), an attempt like any crash: the task manager runs them on the
  *    other ranks while fpp_tm_opts.retries allow, else they fail with that message;
- *  - every request toward it is abandoned (its memory kept until the process ends), it is sent
- *    one notice nobody waits for (a rank that was only stopped then ends serving, its
- *    fpp_mpi_serve returning FPP_ETIMEDOUT) and nothing else, and anything it still sends is
- *    dropped (logged once);
+ *  - every request toward it is abandoned (its memory kept until the process ends), nothing is
+ *    sent to it, and anything it still sends is dropped; the first such message proves it
+ *    alive and gets it one notice nobody waits for (logged once). A rank that was only stopped
+ *    or stalled finds, when it runs again, that it sent nothing for the timeout, and stops
+ *    serving by itself (or on that notice): its fpp_mpi_serve returns FPP_ETIMEDOUT;
  *  - the loss is logged (FPP_LOG_ERROR) and counted in fpp_stats.ranks_lost; fpp_executor_free
  *    stops the other ranks as usual; with no rank left, tasks fail FPP_CRASHED.
  * No call of rank 0 blocks on a serving rank. Rank 0 counts silence only while it drives the

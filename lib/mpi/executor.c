@@ -895,6 +895,31 @@ static int mpi_start(fpp_executor *ex)
     return 0;
 }
 
+/* Open MPI passes mpirun's MCA options to the ranks in the environment: say when they and the
+ * rank timeout do not go together (README, "Across machines"). Silent under other MPIs. */
+static bool mca_on(const char *name)
+{
+    const char *v = getenv(name);
+    return v && (v[0] == '1' || v[0] == 't' || v[0] == 'T' || v[0] == 'y' || v[0] == 'Y');
+}
+
+static void check_launch(unsigned rank_timeout_ms)
+{
+    if (!getenv("OMPI_COMM_WORLD_SIZE"))
+        return;
+    bool recovery = mca_on("OMPI_MCA_orte_enable_recovery");
+    if (recovery && !rank_timeout_ms)
+        fpp__log(FPP_LOG_WARN, "fpp_mpi_executor: mpirun --enable-recovery keeps the job going when a rank dies, "
+                               "but no rank timeout is set (fpp_mpi_executor_ex, rank_timeout_ms): rank 0 would wait "
+                               "for a dead rank's tasks for ever");
+    else if (recovery && !mca_on("OMPI_MCA_async_mpi_finalize"))
+        fpp__log(FPP_LOG_WARN, "fpp_mpi_executor: after a lost rank, MPI_Finalize may hang on the others without "
+                               "mpirun --mca async_mpi_finalize 1");
+    else if (!recovery && rank_timeout_ms)
+        fpp__log(FPP_LOG_INFO, "fpp_mpi_executor: a rank timeout, but mpirun was not given --enable-recovery: a rank "
+                               "that dies still ends the job (a stopped one is survived)");
+}
+
 int fpp_mpi_executor(fpp_executor **out, MPI_Comm comm, const fpp_executor_opts *opts)
 {
     return fpp_mpi_executor_ex(out, comm, opts, NULL);
@@ -934,6 +959,7 @@ int fpp_mpi_executor_ex(fpp_executor **out, MPI_Comm comm, const fpp_executor_op
         fpp__mpi_join_refuse(comm, FPP_EINVAL); /* the ranks wait in the meeting */
         return FPP_EINVAL;
     }
+    check_launch(rt);
     pending.comm = comm;
     pending.raw = opts;
     pending.rank_timeout_ms = rt;

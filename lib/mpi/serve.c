@@ -631,11 +631,6 @@ static void serve(srv *s)
     }
 }
 
-/* Ends serving: the pool goes first (its workers are killed and reaped), then every request
- * in flight completes, then rank 0 hears BYE: 0 when it asked, else why this rank stops on its
- * own (rank 0 then fails what this rank held and goes on with the others). After an MPI
- * failure the BYE is tried all the same; MPI without fault tolerance has ended the job by
- * then anyway. */
 /* A bulk argument abandoned when this rank was declared lost: its bytes (buried by the link)
  * are no longer the item's. */
 static void bulk_dropped(void *owner, fpp__mpi_bulk *b)
@@ -644,6 +639,12 @@ static void bulk_dropped(void *owner, fpp__mpi_bulk *b)
     it_at(s, (uint32_t)b->cookie)->arg = NULL;
 }
 
+/* Ends serving: the pool goes first (its workers are killed and reaped), then every request
+ * in flight completes, then rank 0 hears BYE: 0 when it asked, else why this rank stops on its
+ * own (rank 0 then fails what this rank held and goes on with the others). After an MPI
+ * failure the BYE is tried all the same; MPI without fault tolerance has ended the job by
+ * then anyway. A rank lost (told, or stopped by itself) sends nothing more: what is in flight
+ * is abandoned, and it returns FPP_ETIMEDOUT. */
 static int finish(srv *s)
 {
     fpp_tm_free(s->tm);

@@ -3,10 +3,14 @@
  * checked against the message's length, bulk transfers cut into chunks MPI's int counts can
  * carry, the set of nonblocking requests in flight, and naps.
  *
- * Invariant of a link: reqs[0..n) are the requests started and not yet seen complete; what[i]
- * owns the send buffer of a send, or points to the fpp__mpi_bulk a receive chunk fills (that
- * bulk lives until its `left` reaches 0 and done() was called). A link is used by one thread,
- * the one driving its executor or serve loop. */
+ * Invariant of a link: reqs[0..n) are the requests started and not yet seen complete, each
+ * with its peer; what[i] owns the send buffer of a send, or points to the fpp__mpi_bulk a
+ * receive chunk fills (that bulk lives until its `left` reaches 0 and done() was called). A
+ * request leaves the link either complete, or abandoned (fpp__mpi_link_abandon, a lost peer;
+ * a send when memory ran out): freed with MPI_Request_free, never waited for, the memory MPI
+ * may still touch kept in the graveyard until the process ends. No send is ever waited for (a
+ * peer may be dead). A link is used by one thread, the one driving its executor or serve
+ * loop; the graveyard is shared, under its lock. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -295,6 +299,35 @@ static void completed(fpp__mpi_link *l, void *what, int kind)
     }
 }
 
+/* The graveyard: memory of abandoned requests, kept (and reachable, for leak checkers) until
+ * the process ends, since MPI may read or write it until then. Bounded by what was in flight
+ * toward the ranks lost. Any thread (a process may drive several links). */
+static pthread_mutex_t grave_lock = PTHREAD_MUTEX_INITIALIZER;
+static void **grave;
+static size_t ngrave, grave_cap;
+
+static void bury(void *p)
+{
+    pthread_mutex_lock(&grave_lock);
+    for (size_t i = ngrave; i-- > 0 && i + 8 >= ngrave;)
+        if (grave[i] == p) { /* chunks of one transfer share their bulk */
+            pthread_mutex_unlock(&grave_lock);
+            return;
+        }
+    if (ngrave == grave_cap) {
+        size_t cap = grave_cap ? 2 * grave_cap : 64;
+        void **g = realloc(grave, cap * sizeof *g);
+        if (!g) { /* unreachable then, never freed: the same for MPI */
+            pthread_mutex_unlock(&grave_lock);
+            return;
+        }
+        grave = g;
+        grave_cap = cap;
+    }
+    grave[ngrave++] = p;
+    pthread_mutex_unlock(&grave_lock);
+}
+
 static int track(fpp__mpi_link *l, MPI_Request r, void *what, int kind, int peer)
 {
     if (l->n == l->cap) {
@@ -315,7 +348,14 @@ static int track(fpp__mpi_link *l, MPI_Request r, void *what, int kind, int peer
         if (pe)
             l->peer = pe;
         if (!reqs || !w || !ir || !di || !pe) {
-            /* The request is started: wait for it here rather than lose track of it. */
+            /* Out of memory, the request started. A send is left to MPI (its peer may be
+             * dead: never wait on it), its memory kept; a receive must be seen complete, so
+             * it is waited for here. */
+            if (kind != W_RECV_BULK) {
+                MPI_Request_free(&r);
+                bury(what);
+                return 0;
+            }
             MPI_Wait(&r, MPI_STATUS_IGNORE);
             completed(l, what, kind);
             return 0;
@@ -347,9 +387,10 @@ int fpp__mpi_send(fpp__mpi_link *l, int dest, fpp__mpi_buf *b)
     l->last_send_ns = fpp__now_ns();
     /* The request owns the buffer (its capacity too, for reuse) until it completes. */
     fpp__mpi_buf *held = malloc(sizeof *held);
-    if (!held) {
-        MPI_Wait(&r, MPI_STATUS_IGNORE);
-        fpp__mpi_buf_free(b);
+    if (!held) { /* left to MPI, never waited for (its peer may be dead), its bytes kept */
+        MPI_Request_free(&r);
+        bury(b->p);
+        *b = (fpp__mpi_buf){0};
         return 0;
     }
     *held = *b;
@@ -441,35 +482,6 @@ int fpp__mpi_recv_bulk(fpp__mpi_link *l, int src, fpp__mpi_bulk *b)
         track(l, r, b, W_RECV_BULK, src);
     }
     return 0;
-}
-
-/* The graveyard: memory of abandoned requests, kept (and reachable, for leak checkers) until
- * the process ends, since MPI may read or write it until then. Bounded by what was in flight
- * toward the ranks lost. Any thread (a process may drive several links). */
-static pthread_mutex_t grave_lock = PTHREAD_MUTEX_INITIALIZER;
-static void **grave;
-static size_t ngrave, grave_cap;
-
-static void bury(void *p)
-{
-    pthread_mutex_lock(&grave_lock);
-    for (size_t i = ngrave; i-- > 0 && i + 8 >= ngrave;)
-        if (grave[i] == p) { /* chunks of one transfer share their bulk */
-            pthread_mutex_unlock(&grave_lock);
-            return;
-        }
-    if (ngrave == grave_cap) {
-        size_t cap = grave_cap ? 2 * grave_cap : 64;
-        void **g = realloc(grave, cap * sizeof *g);
-        if (!g) { /* unreachable then, never freed: the same for MPI */
-            pthread_mutex_unlock(&grave_lock);
-            return;
-        }
-        grave = g;
-        grave_cap = cap;
-    }
-    grave[ngrave++] = p;
-    pthread_mutex_unlock(&grave_lock);
 }
 
 int fpp__mpi_link_abandon(fpp__mpi_link *l, int peer, void (*dropped)(void *owner, fpp__mpi_bulk *b))

@@ -11,8 +11,9 @@
 #        namespaces cannot be made.
 # A run passes when rank 0 says PASS (every task back exactly once, done or failed naming rank
 # 2; one loss, counted; rank 2's pool gone), ranks 0, 1 and 3 say MPI_Finalize returned with no
-# failure of theirs, the job ends within LIMIT seconds (default 60: no hang), and no process of
-# the job is left. Prints each run's time from the kill to the loss (bench/mpi-lost-bench.sh
+# failure of theirs, the job ends within LIMIT seconds (default 60: no hang), no process of the
+# job is left, and no sanitizer reported (mpirun --enable-recovery exits 0 whatever the ranks'
+# exit status, so the output is what tells). Prints each run's time from the kill to the loss (bench/mpi-lost-bench.sh
 # measures it against the run without a loss; no timing is asserted here).
 set -u
 runs=$1
@@ -49,6 +50,9 @@ while [ "$i" -lt "$runs" ]; do
     grep -q "^rank $r: finalized, 0 failure(s)" "$out" || why="$why rank $r did not finalize cleanly;"
   done
   grep -q '^rank 2: finalized' "$out" && why="$why rank 2 lived;"
+  # mpirun --enable-recovery exits 0 whatever the ranks' exit status: a sanitizer's report (in a
+  # sanitizer build) is seen in the output.
+  grep -qE 'ERROR: (LeakSanitizer|AddressSanitizer)|runtime error:' "$out" && why="$why a sanitizer reported;"
   # Nothing of the job left: the ranks printed their pids at the start.
   sleep 0.2
   for p in $(sed -n 's/^rank [0-9]* pid \([0-9]*\)$/\1/p' "$out"); do
