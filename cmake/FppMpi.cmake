@@ -42,8 +42,13 @@ add_custom_command(OUTPUT ${_fpp_guard_dir}/guard_gen.c
   COMMENT "Generating libfpp_mpi's MPI guard from mpi.h"
   VERBATIM)
 list(APPEND FPP_MPI_SOURCES ${_fpp_guard_dir}/guard_gen.c)
+# The library and its test build both compile guard_gen.c: one target generates it, which both
+# depend on, or a parallel build runs the command twice at once and one of them reads the
+# other's half-written mpi_h.i.
+add_custom_target(fpp_mpi_guard DEPENDS ${_fpp_guard_dir}/guard_gen.c)
 # Objects once, for the library and for the unit tests of its wire format.
 add_library(fpp_mpi_objects OBJECT ${FPP_MPI_SOURCES})
+add_dependencies(fpp_mpi_objects fpp_mpi_guard)
 target_compile_options(fpp_mpi_objects PRIVATE ${FPP_WARNINGS})
 target_compile_definitions(fpp_mpi_objects PRIVATE _GNU_SOURCE)
 target_include_directories(fpp_mpi_objects PRIVATE ${PROJECT_SOURCE_DIR}/lib)
@@ -98,6 +103,7 @@ endif()
 if(FPP_BUILD_TESTS)
   # The test build of libfpp_mpi (core/testing.h: FPP_MPI_CHUNK), on the test build of libfpp.
   add_library(fpp_mpi_testing STATIC ${FPP_MPI_SOURCES})
+  add_dependencies(fpp_mpi_testing fpp_mpi_guard)
   target_compile_options(fpp_mpi_testing PRIVATE ${FPP_WARNINGS})
   target_compile_definitions(fpp_mpi_testing PRIVATE _GNU_SOURCE FPP_TESTING)
   target_include_directories(fpp_mpi_testing PRIVATE ${PROJECT_SOURCE_DIR}/lib)
