@@ -667,8 +667,9 @@ class ProcessPool(cf.Executor):
             return _map_iterator(_Map(self, fn, iter(iterable), chunksize, ordered, star, timeout))
         if self._driver.closed:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        if type(self)._manager is not ProcessPool._manager:
-            raise NotImplementedError("journal= is for fpp.ProcessPool's process workers")
+        if self._mgr.kind != "process":
+            raise NotImplementedError("journal= is for fpp.ProcessPool's process workers, "
+                                      "not %s" % type(self).__name__)
         jm = _JournalMap(self, fn, iter(iterable), chunksize, ordered, star, timeout, journal,
                          str(journal_key), rerun_failed, journal_flush_ms)
         jm.gen = jm.results()
