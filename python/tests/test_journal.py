@@ -283,3 +283,34 @@ def test_task_manager_journal_needs_processes(tmp_path):
     with futureproof.ThreadPoolExecutor(max_workers=1, monitor_interval=0) as ex:
         with pytest.raises(ValueError, match="ProcessPoolExecutor"):
             futureproof.TaskManager(ex, journal=tmp_path / "x")
+
+
+def test_journaled_map_shares_the_pool(tmp_path, marks):
+    """Futures submitted before it finish first; ones submitted while it runs wait for it;
+    shutdown while it is half read closes it (what finished stays recorded)."""
+    journal = tmp_path / "share.journal"
+    with fpp.ProcessPool(2) as pool:
+        before = [pool.submit(cube, marks, x) for x in range(5)]
+        it = pool.map(marked_square, *zip(*items(marks)), chunksize=CHUNK, journal=journal)
+        assert next(it) == 0
+        assert all(f.done() for f in before)
+        during = pool.submit(cube, marks, 4)
+        assert next(it) == 1
+        rest = list(it)
+        assert rest == [x * x for x in range(2, N)]
+        assert during.result() == 64
+        assert [f.result() for f in before] == [x ** 3 for x in range(5)]
+        clear(marks)
+        # Half read when the with block ends: shutdown closes it, does not wait for ever.
+        it = pool.map(marked_square, *zip(*items(marks)), chunksize=CHUNK,
+                      journal=tmp_path / "half.journal")
+        assert [next(it) for _ in range(4)] == [0, 1, 4, 9]
+    with pytest.raises(StopIteration):
+        next(it)
+    half = runs(marks)
+    clear(marks)
+    with fpp.ProcessPool(2) as pool:
+        assert list(pool.map(marked_square, *zip(*items(marks)), chunksize=CHUNK,
+                             journal=tmp_path / "half.journal")) == [x * x for x in range(N)]
+    assert not any(x in runs(marks) for x in range(6))
+    assert set(runs(marks)) | set(half) == set(range(N))
