@@ -28,6 +28,7 @@ freed, which is what Ctrl-C does).
 import itertools
 import os
 import threading
+import time
 import weakref
 from collections import deque
 
@@ -64,6 +65,7 @@ class Driver:
         self.thread = None        # the collector, while there is one
         self.previous = None      # an idle_exit collector on its way out
         self.error = None         # what broke the collector, if anything
+        self.lent = None          # lend(): the closer of the journaled map that has the Manager
         self.pid = os.getpid()
         self.gens = itertools.count(1)
         self.free = list(range(mgr.tickets, 0, -1)) if self.process else []
@@ -87,7 +89,7 @@ class Driver:
             self._check_locked()
             handler._fpp_where = QUEUED
             handler._fpp_driver = self
-            if self.idle and not self.queue and len(self.inflight) < self.mif:
+            if self.idle and not self.queue and len(self.inflight) < self.mif and self.lent is None:
                 failed = self._submit([self._ticket(item, handler)])
             else:
                 self.queue.append((item, handler))
@@ -103,7 +105,8 @@ class Driver:
             for item, h in pairs:
                 h._fpp_where = QUEUED
                 h._fpp_driver = self
-            if self.idle and not self.queue and len(self.inflight) + len(pairs) <= self.mif:
+            if (self.idle and not self.queue and len(self.inflight) + len(pairs) <= self.mif
+                    and self.lent is None):
                 failed = self._submit([self._ticket(item, h) for item, h in pairs])
             else:
                 self.queue.extend(pairs)
@@ -130,6 +133,46 @@ class Driver:
             self.idle_cond.notify()
         else:
             self.mgr.wake()
+
+    def lend(self, closer):
+        """Hands the Manager to the calling thread for a run of its own (a journaled map, whose
+        task ids must be its chunk positions): waits until everything submitted before has
+        finished and the collector sleeps, ends the pool's run and returns the Manager. Until
+        give_back(), tasks put are queued (they run after it) and the collector stays off the
+        Manager. closer(): stops the borrower (called by shutdown and terminate)."""
+        while True:
+            with self.lock:
+                self._check_locked()
+                if self.lent is not None:
+                    raise RuntimeError("this pool is running a journaled map already (one at a "
+                                       "time): finish or close it first")
+                if self.idle and not self.queue and not self.inflight and not self.handing:
+                    self.lent = closer
+                    self.mgr.reset()
+                    return self.mgr
+            time.sleep(0.002)
+
+    def give_back(self):
+        """Ends the borrower's run (unfinished tasks cancelled; the journal written and
+        closed) and lets the collector have the Manager again."""
+        with self.lock:
+            if self.lent is None:
+                return
+            try:
+                if self.pid == os.getpid():
+                    self.mgr.reset()
+            finally:
+                self.lent = None
+                if self.queue or self.closed:
+                    self._wake_locked()
+
+    def _stop_borrower(self):
+        closer = self.lent
+        if closer is not None:
+            try:
+                closer()
+            except Exception:  # it runs in another thread now: shutdown waits for it
+                pass
 
     def cancel(self, handler):
         """True: the task will not run (the caller tells its handler); False: it runs or ran."""
@@ -189,9 +232,12 @@ class Driver:
         """No new tasks; the collector finishes what is queued and running, then stops the
         workers. wait: until then. cancel_futures: what has not started is cancelled first,
         but for the tasks next in line, one per worker (the oldest not finished), which run:
-        as in concurrent.futures, whose workers' next tasks count as started."""
+        as in concurrent.futures, whose workers' next tasks count as started. A journaled map
+        still being read is closed (its unfinished chunks cancelled; the journal keeps what
+        finished)."""
         with self.lock:
             self.closed = True
+        self._stop_borrower()
         if cancel_futures:
             for h in self.cancel_all(spare=self.mgr.workers):
                 h._fpp_skipped()
@@ -203,6 +249,7 @@ class Driver:
         with self.lock:
             self.closed = True
             self.kill = True
+        self._stop_borrower()
         for h in self.cancel_all():
             h._fpp_skipped()
         self._end(True)
@@ -238,6 +285,13 @@ class Driver:
         there is nothing to do."""
         batch = []
         while True:
+            if self.lent is not None:  # a journaled map has the Manager: wait for it
+                self.idle = True
+                try:
+                    self.idle_cond.wait()
+                finally:
+                    self.idle = False
+                continue
             if self.kill:
                 return None
             room = self.mif - len(self.inflight)

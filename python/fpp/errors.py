@@ -55,6 +55,18 @@ class ResultTooBig(FppError, ValueError):
     """A result that, pickled, is over the pool's ``max_result_size``."""
 
 
+class JournalError(FppError):
+    """The task journal cannot be written or read: it cannot be opened, created or locked
+    (another run holds it), is no fpp journal, or is damaged before its end (FPP_EJOURNAL).
+    The message has fpp's log line, which names the file and the error."""
+
+
+class JournalMismatch(JournalError):
+    """The journal file holds the journal of another run (another function, key or chunk
+    size: FPP_EMISMATCH). It is never applied: nothing ran. Use another file, or the same
+    function, key and chunksize as the run that wrote it."""
+
+
 class RemoteTraceback(Exception):
     """The traceback text of an exception raised in a worker (set as its ``__cause__``)."""
 
@@ -156,4 +168,8 @@ def make_error(code, what):
         return InitializerFailed(text, code, name)
     if name == "FPP_ENOMEM":
         return MemoryError(text)
+    if name == "FPP_EMISMATCH":
+        return JournalMismatch(text, code, name)
+    if name == "FPP_EJOURNAL":
+        return JournalError(text, code, name)
     return FppError(text, code, name)

@@ -39,6 +39,7 @@ import atexit
 import concurrent.futures as cf
 import itertools
 import os
+import pickle
 import queue
 import sys
 import threading
@@ -316,6 +317,159 @@ class _Map:
                 ch._fpp_driver.cancel(ch)
 
 
+# ------------------------------------------------------------------------ journaled maps
+
+
+def _journal_key(fn, chunksize, star, key):
+    """The run's fingerprint for fpp's journal: what the ids mean (the function, the chunking)
+    and the caller's key."""
+    name = "%s:%s" % (getattr(fn, "__module__", None) or "?",
+                      getattr(fn, "__qualname__", None) or type(fn).__qualname__)
+    return "fpp.ProcessPool.map %s chunksize=%d star=%d key=%s" % (name, chunksize, int(star), key)
+
+
+def _replayed(rec):
+    """(code, value) of a chunk an earlier run finished, from its journal record."""
+    status, sig, _attempts, data, rlen, error = rec
+    if status == _fpp.DONE:
+        if not data or len(data) != rlen:
+            return _fpp.CODE_FPP + _fpp.FAILED, (
+                "fpp: an earlier run finished this chunk but the journal holds no result for it "
+                "(%d bytes)" % rlen, 0)
+        view = memoryview(data)
+        if data[0] == _codec._R:
+            return _fpp.CODE_OK, pickle.loads(view[1:])
+        return _codec.decode(view)
+    return _fpp.CODE_FPP + status, (error or "failed in an earlier run", sig)
+
+
+class _JournalMap:
+    """A map with fpp's task journal: it runs in a run of its own on the pool's Manager,
+    driven by the thread that reads it (lent by the collector: see Driver.lend), so that its
+    task ids are its chunk positions. Chunks an earlier run finished are not run again: their
+    outcome (results, or the exception) is read back from the journal."""
+
+    def __init__(self, pool, fn, it, chunksize, ordered, star, timeout, journal, key,
+                 rerun_failed, flush_ms):
+        self.pool = pool
+        self.fn = fn
+        self.it = it
+        self.cs = chunksize
+        self.ordered = ordered
+        self.star = star
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.journal = os.fspath(journal)
+        self.key = _journal_key(fn, chunksize, star, key)
+        self.rerun_failed = bool(rerun_failed)
+        self.flush_ms = int(flush_ms)
+        self.skipped = 0  # chunks an earlier run finished (read back, not run)
+        self.ran = 0      # chunks this run submitted
+        self.gen = None
+
+    def close(self):
+        g = self.gen
+        if g is not None:
+            g.close()
+
+    def results(self):
+        driver = self.pool._driver
+        mgr = driver.lend(self.close)
+        try:
+            mgr.open(self.pool._mif, journal=self.journal, journal_key=self.key,
+                     rerun_failed=self.rerun_failed,
+                     journal_result_max=min(self.pool._max_result, _GIB),
+                     journal_flush_ms=self.flush_ms)
+            yield from self._loop(mgr)
+        finally:
+            self.it = None
+            driver.give_back()
+
+    def _loop(self, mgr):
+        window = self.pool._mif
+        encode, fn, star, cs = _codec.encode_chunk, self.fn, self.star, self.cs
+        live = set()   # chunk ids in fpp
+        ready = {}     # chunk id -> (code, value)
+        want = 0       # ordered: the next chunk to hand out
+        index = 0      # the next chunk id
+        exhausted = False
+        skipped = mgr.skipped
+        while True:
+            # Hand out what is ready.
+            while ready:
+                if self.ordered:
+                    if want not in ready:
+                        break
+                    code, value = ready.pop(want)
+                    want += 1
+                else:
+                    code, value = ready.pop(next(iter(ready)))
+                results, err = _chunk_outcome(code, value)
+                del value
+                yield from results
+                del results
+                if err is not None:
+                    raise err
+            # Read and send chunks up to the window (every chunk id its input position).
+            while not exhausted and len(live) + len(ready) < window:
+                items = list(itertools.islice(self.it, cs))
+                if not items:
+                    exhausted = True
+                    break
+                try:
+                    # No budget: a chunk is one task, never split (its results must fit
+                    # max_result_size), or the ids after it would move.
+                    tid = mgr.submit(encode(fn, items, star, 0))
+                except Exception as exc:  # cannot be pickled, too big: the map ends there
+                    ready[index] = (_fpp.CODE_EXC, exc)
+                    exhausted = True
+                    break
+                if tid != index:
+                    raise RuntimeError("fpp: journaled map chunk %d got task id %d" % (index, tid))
+                index += 1
+                now = mgr.skipped
+                if now != skipped:  # an earlier run finished it: its outcome is in the journal
+                    skipped = now
+                    self.skipped += 1
+                    rec = mgr.journal_find(tid)
+                    if rec is None:
+                        raise RuntimeError("fpp: chunk %d skipped but not in the journal" % tid)
+                    ready[tid] = _replayed(rec)
+                else:
+                    self.ran += 1
+                    live.add(tid)
+            if ready and (not self.ordered or want in ready):
+                continue
+            if not live:
+                if exhausted and not ready:
+                    return
+                continue
+            timeout = None
+            if self.deadline is not None:
+                timeout = self.deadline - time.monotonic()
+                if timeout <= 0:
+                    raise TimeoutError()
+            got = mgr.collect(timeout)
+            if got is None:
+                raise RuntimeError("fpp: %d chunk(s) lost by the journaled map" % len(live))
+            if not got and timeout is not None:
+                raise TimeoutError()
+            for tid, code, value in got:
+                live.discard(tid)
+                ready[tid] = (code, value)
+            del got
+
+
+def _chunk_outcome(code, value):
+    """(results, exception or None) of a finished chunk."""
+    if code == _fpp.CODE_OK:
+        return value, None
+    if code == _fpp.CODE_PARTIAL:
+        return value
+    if code == _codec.CODE_SKIPPED:
+        return (), TaskCancelled("cancelled: the pool was shut down or terminated")
+    return (), outcome(code, value)[1]
+
+
 def _map_iterator(m):
     """The generator a map hands out; a map dropped unstarted is closed when it goes."""
     gen = m._results()
@@ -431,14 +585,26 @@ class ProcessPool(cf.Executor):
         self._driver.put(parts, fut)
         return fut
 
-    def map(self, fn, *iterables, timeout=None, chunksize=1):
+    def map(self, fn, *iterables, timeout=None, chunksize=1, journal=None, journal_key="",
+            rerun_failed=False, journal_flush_ms=0):
         """fn(*args) for args in zip(*iterables), results in order: an iterator (lazy: see the
         module's text). timeout: seconds from this call after which ``__next__`` raises
         TimeoutError for a result not ready (and the map is cancelled). chunksize: items per
-        task."""
+        task.
+
+        journal: a file (fpp's task journal) that makes the map resumable: each chunk's outcome
+        is recorded there as it finishes, and a rerun of the same map (the same function,
+        chunksize and journal_key) over the same input runs only the chunks not recorded,
+        reading the others' results (or exception) back from the file, so it yields the same
+        complete sequence. rerun_failed: chunks recorded as failed (worker crashed, timed
+        out, fpp failed it) run again; otherwise they fail again as recorded. A journal of
+        another map raises :class:`fpp.JournalMismatch`; one that cannot be used
+        :class:`fpp.JournalError`. See the README ("Resumable maps")."""
         if len(iterables) == 1:
-            return self._map(fn, iterables[0], chunksize, True, False, timeout)
-        return self._map(fn, zip(*iterables), chunksize, True, True, timeout)
+            return self._map(fn, iterables[0], chunksize, True, False, timeout, journal,
+                             journal_key, rerun_failed, journal_flush_ms)
+        return self._map(fn, zip(*iterables), chunksize, True, True, timeout, journal,
+                         journal_key, rerun_failed, journal_flush_ms)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         """No more tasks; what was submitted finishes, then the workers stop. wait: return only
@@ -456,17 +622,18 @@ class ProcessPool(cf.Executor):
 
     # ----------------------------------------------------------------- multiprocessing.Pool
 
-    def imap(self, fn, iterable, chunksize=1):
-        """fn(item) for each item, in order; lazy (multiprocessing's imap)."""
-        return self._map(fn, iterable, chunksize, True, False, None)
+    def imap(self, fn, iterable, chunksize=1, **journal):
+        """fn(item) for each item, in order; lazy (multiprocessing's imap). journal,
+        journal_key, rerun_failed, journal_flush_ms: as map's."""
+        return self._map(fn, iterable, chunksize, True, False, None, **journal)
 
-    def imap_unordered(self, fn, iterable, chunksize=1):
+    def imap_unordered(self, fn, iterable, chunksize=1, **journal):
         """Like imap, results as they finish (the items of a chunk stay together)."""
-        return self._map(fn, iterable, chunksize, False, False, None)
+        return self._map(fn, iterable, chunksize, False, False, None, **journal)
 
-    def starmap(self, fn, iterable, chunksize=1):
+    def starmap(self, fn, iterable, chunksize=1, **journal):
         """[fn(*args) for args in iterable], a list (multiprocessing's starmap)."""
-        return list(self._map(fn, iterable, chunksize, True, True, None))
+        return list(self._map(fn, iterable, chunksize, True, True, None, **journal))
 
     def close(self):
         """No more tasks; the workers stop once the pending ones are done (call join() to
@@ -489,13 +656,24 @@ class ProcessPool(cf.Executor):
 
     # ----------------------------------------------------------------- the rest
 
-    def _map(self, fn, iterable, chunksize, ordered, star, timeout):
+    def _map(self, fn, iterable, chunksize, ordered, star, timeout, journal=None,
+             journal_key="", rerun_failed=False, journal_flush_ms=0):
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError("chunksize must be >= 1")
         if _interpreter_exiting:
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         _codec.check_sendable(fn)
-        return _map_iterator(_Map(self, fn, iter(iterable), chunksize, ordered, star, timeout))
+        if journal is None:
+            return _map_iterator(_Map(self, fn, iter(iterable), chunksize, ordered, star, timeout))
+        if self._driver.closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if self._mgr.kind != "process":
+            raise NotImplementedError("journal= is for fpp.ProcessPool's process workers, "
+                                      "not %s" % type(self).__name__)
+        jm = _JournalMap(self, fn, iter(iterable), chunksize, ordered, star, timeout, journal,
+                         str(journal_key), rerun_failed, journal_flush_ms)
+        jm.gen = jm.results()
+        return jm.gen
 
     def __del__(self):
         try:

@@ -515,6 +515,8 @@ typedef struct {
     uint64_t ctab_n;
     unsigned char *stage;   /* submit()'s payload is laid out here, then copied by fpp */
     size_t stage_cap;
+    char *jpath;            /* the run's journal (open(journal=...)), or NULL */
+    fpp_journal *jr;        /* it, opened read-only by journal_find() (what earlier runs wrote) */
 } Manager;
 
 /* A staging buffer larger than this is freed after the task that needed it. */
@@ -678,8 +680,17 @@ out:
     return ret;
 }
 
+static void free_journal(Manager *m)
+{
+    fpp_journal_close(m->jr);
+    m->jr = NULL;
+    PyMem_Free(m->jpath);
+    m->jpath = NULL;
+}
+
 static void free_tm(Manager *m)
 {
+    free_journal(m);
     fpp_tm *tm = m->tm;
     m->tm = NULL; /* before the GIL goes: stats() in another thread sees NULL from now on */
     if (!tm)
@@ -694,6 +705,7 @@ static void free_tm(Manager *m)
 static void free_all(Manager *m)
 {
     if (m->pid != getpid()) { /* a forked copy: the executor is the parent's */
+        free_journal(m);
         m->tm = NULL;
         m->ex = NULL;
         free(m->stage);
@@ -731,11 +743,20 @@ static void Manager_dealloc(Manager *m)
     Py_TYPE(m)->tp_free((PyObject *)m);
 }
 
-PyDoc_STRVAR(open_doc, "open(max_in_flight): start a run (create the task manager).");
-static PyObject *Manager_open(Manager *m, PyObject *args)
+PyDoc_STRVAR(open_doc, "open(max_in_flight, journal=None, journal_key='', rerun_failed=False, "
+                       "journal_result_max=0, journal_flush_ms=0): start a run (create the task "
+                       "manager), with fpp's task journal if journal is a path.");
+static PyObject *Manager_open(Manager *m, PyObject *args, PyObject *kw)
 {
+    static char *names[] = {"max_in_flight", "journal", "journal_key", "rerun_failed",
+                            "journal_result_max", "journal_flush_ms", NULL};
     Py_ssize_t mif;
-    if (!PyArg_ParseTuple(args, "n", &mif))
+    PyObject *jpath_o = Py_None;
+    const char *jkey = NULL;
+    int rerun_failed = 0, flush_ms = 0;
+    Py_ssize_t rmax = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "n|Ozpni", names, &mif, &jpath_o, &jkey,
+                                     &rerun_failed, &rmax, &flush_ms))
         return NULL;
     if (enter(m, 0))
         return NULL;
@@ -747,6 +768,13 @@ static PyObject *Manager_open(Manager *m, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "max_in_flight must be >= 1");
         return NULL;
     }
+    if (rmax < 0) {
+        PyErr_SetString(PyExc_ValueError, "journal_result_max must be >= 0");
+        return NULL;
+    }
+    PyObject *jbytes = NULL;
+    if (jpath_o != Py_None && !PyUnicode_FSConverter(jpath_o, &jbytes))
+        return NULL;
     fpp_tm_opts o;
     memset(&o, 0, sizeof o);
     /* Policies, the monitor and Ctrl-C are the Python layer's: a Python exception is a
@@ -755,6 +783,24 @@ static PyObject *Manager_open(Manager *m, PyObject *args)
     o.monitor_interval_ms = -1;
     o.max_in_flight = (size_t)mif;
     o.flags = FPP_TM_NO_SIGINT;
+    char *jpath = NULL;
+    if (jbytes) {
+        const char *p = PyBytes_AS_STRING(jbytes);
+        size_t n = strlen(p) + 1;
+        jpath = PyMem_Malloc(n);
+        if (!jpath) {
+            Py_DECREF(jbytes);
+            return PyErr_NoMemory();
+        }
+        memcpy(jpath, p, n);
+        Py_DECREF(jbytes);
+        o.journal = jpath;
+        o.journal_key = jkey;
+        o.journal_result_max = (size_t)rmax;
+        o.journal_flush_ms = flush_ms;
+        if (rerun_failed)
+            o.flags |= FPP_TM_RERUN_FAILED;
+    }
     fpp_tm *tm = NULL;
     int rc;
     m->busy = 1;
@@ -762,10 +808,63 @@ static PyObject *Manager_open(Manager *m, PyObject *args)
     rc = fpp_tm_create(&tm, m->ex, &o);
     Py_END_ALLOW_THREADS
     m->busy = 0;
-    if (rc)
-        return raise_fpp(rc, "starting a run");
+    if (rc) {
+        int journal = jpath != NULL;
+        PyMem_Free(jpath);
+        return raise_fpp(rc, journal ? "starting a run on the task journal" : "starting a run");
+    }
     m->tm = tm;
+    m->jpath = jpath;
+    deliver_logs();
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(journal_find_doc,
+             "journal_find(id) -> None if the run's journal holds no outcome for task id (as "
+             "it was when the run began), else (status, signal, attempts, result bytes or None, "
+             "result_len, error or None).");
+static PyObject *Manager_journal_find(Manager *m, PyObject *arg)
+{
+    long long id = PyLong_AsLongLong(arg);
+    if (id == -1 && PyErr_Occurred())
+        return NULL;
+    if (enter(m, 1))
+        return NULL;
+    if (!m->jpath) {
+        PyErr_SetString(PyExc_RuntimeError, "this run has no journal");
+        return NULL;
+    }
+    int rc;
+    if (!m->jr) {
+        fpp_journal *j = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        rc = fpp_journal_open(&j, m->jpath);
+        Py_END_ALLOW_THREADS
+        if (rc)
+            return raise_fpp(rc, "reading the task journal");
+        m->jr = j;
+    }
+    fpp_journal_rec r;
+    memset(&r, 0, sizeof r);
+    Py_BEGIN_ALLOW_THREADS
+    rc = fpp_journal_find(m->jr, (int64_t)id, &r);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        return raise_fpp(rc, "reading the task journal");
+    deliver_logs();
+    if (rc == 0)
+        Py_RETURN_NONE;
+    PyObject *res;
+    if (r.result && r.result_len)
+        res = PyBytes_FromStringAndSize(r.result, (Py_ssize_t)r.result_len);
+    else {
+        res = Py_None;
+        Py_INCREF(res);
+    }
+    if (!res)
+        return NULL;
+    return Py_BuildValue("(iiINKz)", (int)r.status, r.signo, r.attempts, res,
+                         (unsigned long long)r.result_len, r.error);
 }
 
 PyDoc_STRVAR(reset_doc, "reset(): end the run: unfinished tasks are cancelled (busy process "
@@ -1148,6 +1247,16 @@ static PyObject *Manager_stats(Manager *m, PyObject *unused)
                          (unsigned long long)s.worker_restarts, (Py_ssize_t)s.in_flight);
 }
 
+static PyObject *Manager_get_skipped(Manager *m, void *c)
+{
+    (void)c;
+    if (!m->tm || m->pid != getpid())
+        return PyLong_FromLong(0);
+    fpp_stats s;
+    fpp_tm_stats(m->tm, &s);
+    return PyLong_FromUnsignedLongLong(s.skipped);
+}
+
 static PyObject *Manager_get_workers(Manager *m, void *c)
 {
     (void)c;
@@ -1179,7 +1288,8 @@ static PyObject *Manager_get_running(Manager *m, void *c)
 }
 
 static PyMethodDef Manager_methods[] = {
-    {"open", (PyCFunction)Manager_open, METH_VARARGS, open_doc},
+    {"open", (PyCFunction)(void (*)(void))Manager_open, METH_VARARGS | METH_KEYWORDS, open_doc},
+    {"journal_find", (PyCFunction)Manager_journal_find, METH_O, journal_find_doc},
     {"reset", (PyCFunction)Manager_reset, METH_NOARGS, reset_doc},
     {"close", (PyCFunction)Manager_close, METH_NOARGS, close_doc},
     {"submit", (PyCFunction)(void (*)(void))Manager_submit, METH_VARARGS | METH_KEYWORDS, submit_doc},
@@ -1194,6 +1304,7 @@ static PyMethodDef Manager_methods[] = {
 
 static PyGetSetDef Manager_getset[] = {
     {"workers", (getter)Manager_get_workers, NULL, "number of workers", NULL},
+    {"skipped", (getter)Manager_get_skipped, NULL, "ids of this run the journal says an earlier run finished (fpp_stats.skipped)", NULL},
     {"kind", (getter)Manager_get_kind, NULL, "'process' or 'thread'", NULL},
     {"closed", (getter)Manager_get_closed, NULL, "True once close() ran", NULL},
     {"running", (getter)Manager_get_running, NULL, "True while a run is open", NULL},

@@ -128,6 +128,7 @@ class _FutureProofExecutor:
             self._kind, workers=max_workers, queue_capacity=_pow2(self._max_in_flight),
             max_arg_size=max_arg_size, max_result_size=max_result_size, keep_fds=keep_fds,
             init=init, **_limits(task_timeout, max_tasks_per_worker, max_worker_rss_mib)))
+        self._max_result = max_result_size
         self._owner = None
         self._monitor = None
         self._driver = None  # submit()'s collector, made at the first submit
@@ -182,7 +183,7 @@ class _FutureProofExecutor:
         if self._driver is not None and not self._driver.wait_idle_exit():
             raise RuntimeError("futures from this executor's submit() are unfinished; wait for "
                                "them before running a TaskManager on it")
-        self._mgr.open(self._max_in_flight)
+        self._mgr.open(self._max_in_flight, **owner._run_options())
         self._owner = owner
         if self._monitor_interval:
             self._monitor = _Monitor(self._monitor_interval, self._mgr.stats)

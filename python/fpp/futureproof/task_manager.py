@@ -21,11 +21,13 @@ died fails alone with :class:`fpp.WorkerCrashed`; one Ctrl-C (a KeyboardInterrup
 waiting) stops everything in milliseconds.
 """
 import logging
+import os
 from collections import deque
 from enum import Enum
 
 from .. import _codec, _fpp
 from ..errors import task_error
+from ..pool import _replayed
 from . import executors
 
 logger = logging.getLogger("futureproof.task_manager")
@@ -69,9 +71,22 @@ class TaskManager:
     :param executor: the executor; one task manager runs on it at a time.
     :param error_policy: ``ErrorPolicyEnum`` or its value as a string (any case).
     :param retain_completed: keep finished tasks in ``completed_tasks`` (default True, as
-        futureproof); False keeps memory constant however many tasks run."""
+        futureproof); False keeps memory constant however many tasks run.
+    :param journal: a file (fpp's task journal; process executors only) that makes the run
+        resumable: each task's outcome is recorded under its position in submission order
+        (submit and map items alike), and a task manager made again on the same journal, with
+        the same ``journal_key`` and queuing the same functions, does not run the tasks
+        recorded as finished: they complete with the recorded result (or exception) and are
+        yielded by ``as_completed`` as if they had run. With a journal the run stays open
+        until ``join()`` (or the end of the ``with`` block), so that ids keep counting.
+    :param journal_key: your part of the run's fingerprint (e.g. the input's name).
+    :param rerun_failed: tasks recorded as failed by fpp (worker crashed, timed out) run
+        again; otherwise they fail again as recorded. A Python exception is a recorded result:
+        it is replayed, not run again.
+    A journal of another run raises :class:`fpp.JournalMismatch` when the run starts."""
 
-    def __init__(self, executor, error_policy=ErrorPolicyEnum.RAISE, retain_completed=True):
+    def __init__(self, executor, error_policy=ErrorPolicyEnum.RAISE, retain_completed=True, *,
+                 journal=None, journal_key="", rerun_failed=False, journal_flush_ms=0):
         if not isinstance(executor, executors._FutureProofExecutor):
             raise TypeError("executor must be fpp.futureproof's ThreadPoolExecutor or "
                             "ProcessPoolExecutor, not %r" % (executor,))
@@ -91,6 +106,31 @@ class TaskManager:
         self._shutdown = False
         self._submitted_task_count = 0
         self.completed_tasks = []
+        self._journal = None if journal is None else os.fspath(journal)
+        if self._journal is not None and not self._process:
+            raise ValueError("journal= needs a ProcessPoolExecutor (a thread's result is no "
+                             "bytes the journal could keep)")
+        self._journal_key = str(journal_key)
+        self._rerun_failed = bool(rerun_failed)
+        self._journal_flush_ms = int(journal_flush_ms)
+        self._fn_names = []  # journal: the functions queued, in first-queued order (the key)
+        self.skipped_count = 0  # journal: tasks an earlier run finished (not run again)
+
+    def _note_fn(self, fn):
+        if self._journal is not None:
+            name = "%s:%s" % (getattr(fn, "__module__", None) or "?",
+                              getattr(fn, "__qualname__", None) or type(fn).__qualname__)
+            if name not in self._fn_names:
+                self._fn_names.append(name)
+
+    def _run_options(self):
+        """The Manager.open() options of this task manager's run (its journal)."""
+        if self._journal is None:
+            return {}
+        key = "fpp.futureproof.TaskManager fns=%s key=%s" % (",".join(self._fn_names), self._journal_key)
+        return dict(journal=self._journal, journal_key=key, rerun_failed=self._rerun_failed,
+                    journal_result_max=min(self._executor._max_result, 1 << 30),
+                    journal_flush_ms=self._journal_flush_ms)
 
     def __enter__(self):
         return self
@@ -130,6 +170,7 @@ class TaskManager:
         elif not callable(fn):
             raise TypeError("%r is not callable" % (fn,))
         task = Task(fn, args, kwargs)
+        self._note_fn(fn)
         if not self._pending or self._pending[-1] is not self._singles_iter:
             self._singles = deque()
             self._singles_iter = _drain(self._singles)
@@ -140,6 +181,7 @@ class TaskManager:
     def map(self, fn, iterable):
         """Queues fn(item) for each item (fn(*item) for a tuple item), read lazily."""
         self._check(fn)
+        self._note_fn(fn)
         self._pending.append(_map_tasks(fn, iterable))
 
     def _next_task(self):
@@ -171,8 +213,8 @@ class TaskManager:
         except BaseException:
             self._abort()
             raise
-        if not self._inflight and not self._ready and not self._pending:
-            ex._close(self)
+        if not self._inflight and not self._ready and not self._pending and self._journal is None:
+            ex._close(self)  # (a journaled run stays open until join(): its ids go on counting)
 
     def _loop(self, ex):
         mgr = ex._mgr
@@ -184,6 +226,8 @@ class TaskManager:
         thread_submit = _codec.thread_submit
         seqs = self._seqs
         CODE_OK, CODE_EXC, CODE_FPP = _fpp.CODE_OK, _fpp.CODE_EXC, _fpp.CODE_FPP
+        journaled = self._journal is not None
+        skipped = mgr.skipped if journaled else 0
         while True:
             while ready:
                 task, ok = ready.popleft()
@@ -211,6 +255,14 @@ class TaskManager:
                     ready.append((task, False))
                     break
                 self._submitted_task_count += 1
+                if journaled and mgr.skipped != skipped:  # an earlier run finished it
+                    skipped = mgr.skipped
+                    self.skipped_count += 1
+                    rec = mgr.journal_find(tid)
+                    if rec is None:
+                        raise RuntimeError("fpp: task %d skipped but not in the journal" % tid)
+                    self._complete(task, *_replayed(rec))
+                    continue
                 inflight[tid] = task
             if ready:
                 continue
@@ -223,18 +275,21 @@ class TaskManager:
                 task = inflight.pop(tid)
                 if not process:
                     del seqs[tid]
-                if code == CODE_OK:
-                    task.result = value
-                    ok = True
-                elif code == CODE_EXC:
-                    task.result = value
-                    ok = False
-                else:
-                    message, sig = value
-                    task.result = task_error(code - CODE_FPP, message, sig)
-                    ok = False
-                task.complete = True
-                ready.append((task, ok))
+                self._complete(task, code, value)
+
+    def _complete(self, task, code, value):
+        if code == _fpp.CODE_OK:
+            task.result = value
+            ok = True
+        elif code == _fpp.CODE_EXC:
+            task.result = value
+            ok = False
+        else:
+            message, sig = value
+            task.result = task_error(code - _fpp.CODE_FPP, message, sig)
+            ok = False
+        task.complete = True
+        self._ready.append((task, ok))
 
     def _failed(self, task):
         if self._error_policy == ErrorPolicyEnum.RAISE:
