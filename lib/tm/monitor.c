@@ -13,9 +13,16 @@
  * names it shows (a labelled task holding ordered results back, the progress line's last
  * failure) are copied into the counters under text_mu by the driving thread when they change,
  * so the monitor never touches a task. It
- * sleeps on a condition variable (CLOCK_MONOTONIC), so stopping it is immediate and never
- * delays the caller: fpp__monitor_stop only signals; fpp__monitor_join waits for a thread that
- * is already on its way out. Lock order: `mu` is never held while logging or drawing. */
+ * sleeps on a condition variable (CLOCK_MONOTONIC) between ticks, from the task manager's first
+ * busy period to fpp_tm_free, and shows something only while a period is active: the driving
+ * thread starts and ends a period with two atomic stores and logs "Starting executor monitor"
+ * and "Shutting down monitor..." itself (or claims and clears the progress line), so a lone
+ * task into an idle task manager wakes no thread and starts none (0.2 started and joined a
+ * thread per busy period: about 50 us a lone task). An idle task manager's monitor ticks once
+ * an interval (10 times a second for the progress line) and does nothing else. A line of the
+ * period may rarely follow its "Shutting down" (read as active just before the end).
+ *
+ * Lock order: `mu` is never held while logging or drawing. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -31,9 +38,15 @@
 
 struct fpp__monitor {
     pthread_t th;
-    pthread_mutex_t mu;
+    pthread_mutex_t mu; /* with cv: only for ending the thread */
     pthread_cond_t cv;
-    bool stop;
+    bool quit;
+    /* A busy period, as the driving thread starts and ends it (fpp__monitor_resume/stop): no
+     * lock, no wake-up; the thread reads them at its next tick. */
+    _Atomic bool active;
+    _Atomic uint64_t gen;          /* bumped by each resume */
+    _Atomic int64_t start_ns;      /* the period's start, and the count then */
+    _Atomic uint64_t start_finished;
     fpp__counters *c;
     int interval_ms;
     bool progress;
@@ -41,14 +54,14 @@ struct fpp__monitor {
 
 static uint64_t ld(const _Atomic uint64_t *a) { return atomic_load_explicit(a, memory_order_relaxed); }
 
-/* Sleeps until due_ns or a stop; returns false on a stop. */
+/* Sleeps until due_ns; false once the thread is to end. */
 static bool sleep_until(fpp__monitor *m, int64_t due_ns)
 {
     struct timespec ts = {.tv_sec = due_ns / 1000000000, .tv_nsec = due_ns % 1000000000};
     pthread_mutex_lock(&m->mu);
-    while (!m->stop && pthread_cond_timedwait(&m->cv, &m->mu, &ts) == 0)
+    while (!m->quit && pthread_cond_timedwait(&m->cv, &m->mu, &ts) == 0)
         ;
-    bool go = !m->stop;
+    bool go = !m->quit;
     pthread_mutex_unlock(&m->mu);
     return go;
 }
@@ -101,21 +114,31 @@ static void waiting_line(fpp__counters *c, int64_t now, int interval_ms)
              (unsigned long long)held);
 }
 
+/* A line each interval of a busy period ("Starting" and "Shutting down" are the driving
+ * thread's, at its start and end). A period that began since the last tick is counted from
+ * its start. */
 static void run_lines(fpp__monitor *m)
 {
-    fpp__log(FPP_LOG_INFO, "Starting executor monitor");
-    uint64_t last = ld(&m->c->finished);
-    int64_t t0 = fpp__now_ns();
-    while (sleep_until(m, t0 + (int64_t)m->interval_ms * 1000000)) {
-        uint64_t now_n = ld(&m->c->finished);
+    uint64_t seen = 0, last = 0;
+    int64_t t0 = 0, tick = fpp__now_ns();
+    while (sleep_until(m, tick + (int64_t)m->interval_ms * 1000000)) {
         int64_t t1 = fpp__now_ns();
+        tick = t1;
+        uint64_t now_n = ld(&m->c->finished);
+        uint64_t gen = atomic_load_explicit(&m->gen, memory_order_acquire);
+        if (!atomic_load_explicit(&m->active, memory_order_acquire))
+            continue;
+        if (gen != seen) {
+            seen = gen;
+            t0 = atomic_load_explicit(&m->start_ns, memory_order_relaxed);
+            last = atomic_load_explicit(&m->start_finished, memory_order_relaxed);
+        }
         fpp__log(FPP_LOG_INFO, "%llu task(s) completed in the last %.2f second(s)",
                  (unsigned long long)(now_n - last), (double)(t1 - t0) / 1e9);
         waiting_line(m->c, t1, m->interval_ms);
         last = now_n;
         t0 = t1;
     }
-    fpp__log(FPP_LOG_INFO, "Shutting down monitor...");
 }
 
 static uint64_t ended(const fpp__counters *c)
@@ -129,13 +152,22 @@ static void run_progress(fpp__monitor *m)
     fpp__counters *c = m->c;
     int64_t st[RATE_SAMPLES];
     uint64_t sn[RATE_SAMPLES];
-    int head = 0, count = 1;
+    int head = 0, count = 0;
+    uint64_t seen = 0;
     int64_t last = fpp__now_ns();
-    st[0] = last;
-    sn[0] = ended(c);
     while (sleep_until(m, last + (int64_t)FPP__PROGRESS_TICK_MS * 1000000)) {
         int64_t now = fpp__now_ns();
         last = now;
+        uint64_t gen = atomic_load_explicit(&m->gen, memory_order_acquire);
+        if (!atomic_load_explicit(&m->active, memory_order_acquire))
+            continue;
+        if (gen != seen) { /* a new period: the rate from its first tick */
+            seen = gen;
+            head = 0;
+            count = 1;
+            st[0] = now;
+            sn[0] = ended(c);
+        }
         uint64_t e = ended(c);
         head = (head + 1) % RATE_SAMPLES;
         st[head] = now;
@@ -170,6 +202,10 @@ static void run_progress(fpp__monitor *m)
     }
 }
 
+/* One thread for the task manager's life, from its first busy period to fpp_tm_free: it ticks
+ * every interval (lines) or FPP__PROGRESS_TICK_MS (the progress line) and shows something only
+ * in a busy period, so a lone task into an idle task manager wakes nothing and pays for no
+ * thread (0.2 started and joined one per busy period: about 50 us a lone task). */
 static void *run(void *arg)
 {
     fpp__monitor *m = arg;
@@ -178,6 +214,21 @@ static void *run(void *arg)
     else
         run_lines(m);
     return NULL;
+}
+
+/* A busy period starts: its start for the rates, then active (release: the thread that sees it
+ * active sees the start); "Starting executor monitor" or the progress line claimed, on the
+ * driving thread. No lock, no wake-up. */
+static void begin_period(fpp__monitor *m)
+{
+    atomic_store_explicit(&m->start_ns, fpp__now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&m->start_finished, ld(&m->c->finished), memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->gen, 1, memory_order_release);
+    atomic_store_explicit(&m->active, true, memory_order_release);
+    if (m->progress)
+        fpp__status_claim(m); /* if another task manager holds the line, this one stays quiet */
+    else
+        fpp__log(FPP_LOG_INFO, "Starting executor monitor");
 }
 
 int fpp__monitor_start(fpp__monitor **out, fpp__counters *c, int interval_ms, bool progress)
@@ -194,12 +245,10 @@ int fpp__monitor_start(fpp__monitor **out, fpp__counters *c, int interval_ms, bo
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&m->cv, &ca);
     pthread_condattr_destroy(&ca);
-    if (progress)
-        fpp__status_claim(m); /* if another task manager holds the line, this one stays quiet */
+    begin_period(m);
     int e = pthread_create(&m->th, NULL, run, m);
     if (e) {
-        if (progress)
-            fpp__status_release(m);
+        fpp__monitor_stop(m);
         pthread_cond_destroy(&m->cv);
         pthread_mutex_destroy(&m->mu);
         fpp__free(m);
@@ -212,21 +261,26 @@ int fpp__monitor_start(fpp__monitor **out, fpp__counters *c, int interval_ms, bo
 
 void fpp__monitor_stop(fpp__monitor *m)
 {
-    if (!m)
+    if (!m || !atomic_load_explicit(&m->active, memory_order_relaxed))
         return;
-    pthread_mutex_lock(&m->mu);
-    m->stop = true;
-    pthread_cond_signal(&m->cv);
-    pthread_mutex_unlock(&m->mu);
+    atomic_store_explicit(&m->active, false, memory_order_release);
     if (m->progress)
         fpp__status_release(m); /* now, on the caller's thread: the line is gone on return */
+    else
+        fpp__log(FPP_LOG_INFO, "Shutting down monitor...");
 }
+
+void fpp__monitor_resume(fpp__monitor *m) { begin_period(m); }
 
 void fpp__monitor_join(fpp__monitor *m)
 {
     if (!m)
         return;
     fpp__monitor_stop(m);
+    pthread_mutex_lock(&m->mu);
+    m->quit = true;
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
     pthread_join(m->th, NULL);
     pthread_cond_destroy(&m->cv);
     pthread_mutex_destroy(&m->mu);

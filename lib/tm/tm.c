@@ -76,13 +76,13 @@ void fpp__tm_monitor_check(fpp_tm *tm)
     bool want = tm->opts.monitor_interval_ms >= 0 || tm->progress;
     bool busy = (tm->unfinished > 0 || tm->maps) && !fpp__tm_stopped(tm);
     if (busy && !tm->mon_running && want) {
-        if (tm->mon) {
-            fpp__monitor_join(tm->mon);
-            tm->mon = NULL;
-        }
         int iv = tm->opts.monitor_interval_ms ? tm->opts.monitor_interval_ms : 1000;
-        if (fpp__monitor_start(&tm->mon, &tm->c, iv, tm->progress) == 0)
+        if (tm->mon) {
+            fpp__monitor_resume(tm->mon); /* parked since the last busy period */
             tm->mon_running = true;
+        } else if (fpp__monitor_start(&tm->mon, &tm->c, iv, tm->progress) == 0) {
+            tm->mon_running = true;
+        }
     } else if (!busy && tm->mon_running) {
         fpp__monitor_stop(tm->mon);
         tm->mon_running = false;

@@ -123,8 +123,10 @@ FPP__HIDDEN void fpp__sigint_forget(fpp__sigint_reg *r); /* another process: dro
 typedef struct fpp__monitor fpp__monitor;
 FPP__HIDDEN int fpp__monitor_start(fpp__monitor **out, fpp__counters *c, int interval_ms,
                                    bool progress);
-FPP__HIDDEN void fpp__monitor_stop(fpp__monitor *m); /* asks it to stop (clears the progress
-                                                        line at once); does not wait */
+FPP__HIDDEN void fpp__monitor_stop(fpp__monitor *m); /* ends its busy period (clears the
+                                                        progress line at once) and parks the
+                                                        thread; does not wait */
+FPP__HIDDEN void fpp__monitor_resume(fpp__monitor *m); /* a new busy period, same thread */
 FPP__HIDDEN void fpp__monitor_join(fpp__monitor *m); /* waits for it and frees it */
 FPP__HIDDEN void fpp__monitor_forget(fpp__monitor *m); /* another process: free, no join */
 
