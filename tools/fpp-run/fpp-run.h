@@ -31,6 +31,7 @@
                                              (so -k holds at most window x 128 KiB) */
 #define FPPR_MAX_CMD ((size_t)2 << 20)    /* the command line returned for the joblog */
 #define FPPR_MPI_MAX_RESULT ((size_t)64 << 20)
+#define JOURNAL_SUFFIX ".fppj" /* --joblog FILE: fpp's task journal is FILE.fppj */
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -214,7 +215,14 @@ typedef struct exec_setup {
     const char *tmpdir;      /* for the capture files */
     const char *spill_dir;   /* made on first use */
     pid_t run_pid;           /* fpp-run itself: $PARALLEL_PID */
+    bool journal;            /* the run keeps a task journal: a failed job fails its task
+                                (error text: EXEC_FAIL_TAG, the header in hex, the spill file
+                                names), a job never started is never a finished task */
 } exec_setup;
+#define EXEC_FAIL_TAG "fpp-run job failed: "
+/* Decodes a failed task's error text written with EXEC_FAIL_TAG into a result as exec_job
+ * returns it (header, then the spill file names) in *res: true, or false (another error). */
+bool exec_fail_decode(const char *err, strbuf *res);
 
 extern exec_setup g_exec;
 
@@ -270,6 +278,12 @@ void progress_clear(progress *p);
 void progress_free(progress *p);
 
 /* ------------------------------------------------------------------ run.c */
+
+/* A task that runs nothing: a job an earlier run finished by its joblog but not by its journal
+ * (killed between the two) takes its id, so that the journal records it; argument "F": it
+ * failed (the task fails), else it succeeded. */
+int noop_job(const void *arg, size_t len, fpp_out *out);
+extern int g_noop_fn;
 
 /* Runs the jobs on ex (made by main: a process executor, or MPI's) and returns the exit status.
  * fn: the registered function (exec_job's id in exec mode). */

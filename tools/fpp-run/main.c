@@ -500,6 +500,11 @@ int main(int argc, char **argv)
             return run_dry(&t);
     }
 
+    /* The no-op task (run.c: a job the joblog has and the journal lacks keeps its id). */
+    g_noop_fn = fpp_register("fpp-run:logged", noop_job);
+    if (g_noop_fn < 0)
+        die("cannot register the no-op function: %s", fpp_strerror(g_noop_fn));
+
     /* What the workers need, before the executor exists. */
     static char spill_dir[4096];
     snprintf(spill_dir, sizeof spill_dir, "%s/fpp-run.%ld.%lx", tmpdir(), (long)getpid(),
@@ -512,7 +517,8 @@ int main(int argc, char **argv)
                           .inline_max = g_cfg.mpi ? FPPR_MPI_MAX_RESULT - FPPR_MAX_CMD - (64 << 10) : FPPR_INLINE_MAX,
                           .tmpdir = tmpdir(),
                           .spill_dir = spill_dir,
-                          .run_pid = getpid()};
+                          .run_pid = getpid(),
+                          .journal = g_cfg.joblog && strcmp(g_cfg.joblog, "-") != 0 && !g_cfg.mpi};
     slots_create(g_cfg.jobs);
 
     fpp_executor_opts eo = {.workers = g_cfg.mpi && !jobs_given ? 0 : g_cfg.jobs, .max_arg_size = FPPR_MAX_ARG};
