@@ -126,7 +126,8 @@ wait $pid
 eq "Ctrl-C: ends by SIGINT" "$?" 130
 wait_for no_job_left
 journaled=$("$JOBLOG_TOOL" "$T/c.log.fppj" 2>/dev/null | tail -n +2 | cut -f1 | sort -n)
-eq "Ctrl-C: the journal has what the joblog has" "$(echo $journaled)" "$(seqs "$T/c.log" | sed 's/ $//')"
+# (The journal may have more: jobs finished but not yet written out when the signal came.)
+eq "Ctrl-C: the journal has every job of the joblog" "$(seqs "$T/c.log" | tr ' ' '\n' | grep . | comm -23 - <(echo "$journaled" | sort) | wc -l)" 0
 "$FPP_RUN" -j2 --resume --joblog "$T/c.log" "$cmd" ::: $(seq $N) >/dev/null 2>&1
 again=0; never=0
 for i in $journaled; do [ "$(runs "$i")" -eq 1 ] || again=$((again + 1)); done
