@@ -117,7 +117,18 @@ rm -f "$M"/*
 eq "a new run: runs every job, --resume then none" "$(runs 1) $(runs 2) $(runs 3)" "1 1 1"
 rm -f "$M"/*
 
-# 7. One Ctrl-C: what finished is journaled; --resume runs the rest, nothing journaled twice.
+# 7. Function mode: the journal knows failures and crashes of the function itself.
+if [ -n "$TESTJOB" ]; then
+    printf 'a\nfail\nsegv\nb\n' >"$T/in.txt"
+    "$FPP_RUN" -k --joblog "$T/fn.log" --lib "$TESTJOB" --fn act <"$T/in.txt" >"$T/fn.out" 2>/dev/null
+    eq "function mode: 2 failed" "$?" 2
+    "$FPP_RUN" -k --resume --joblog "$T/fn.log" --lib "$TESTJOB" --fn act <"$T/in.txt" >"$T/fn.out" 2>/dev/null
+    eq "function mode, --resume: runs nothing" "$?:$(wc -c <"$T/fn.out"):$(seqs "$T/fn.log")" "0:0:1 2 3 4 "
+    "$FPP_RUN" -k --resume-failed --joblog "$T/fn.log" --lib "$TESTJOB" --fn act <"$T/in.txt" >/dev/null 2>&1
+    eq "function mode, --resume-failed: the two failed jobs again" "$?:$(tail -n +6 "$T/fn.log" | cut -f1,8 | tr '\t\n' ': ')" "2:2:0 3:11 "
+fi
+
+# 8. One Ctrl-C: what finished is journaled; --resume runs the rest, nothing journaled twice.
 "$FPP_RUN" -j2 --joblog "$T/c.log" "$cmd" ::: $(seq $N) >/dev/null 2>&1 &
 pid=$!
 wait_for log_has "$T/c.log" 5

@@ -10,6 +10,7 @@
  *   run.c       the parent's loop: the lazy map, ordered output, --tag, failure lines,
  *               --halt, Ctrl-C, the exit status
  *   joblog.c    the joblog (GNU parallel's format, flushed every 10 ms) and resume_load
+ *               (run.c keeps fpp's task journal beside it, FILE.fppj, and resumes from that)
  *   results.c   --results DIR
  *   progress.c  --bar / --eta: the progress line
  *   util.c      buffers, messages, clocks, sizes
@@ -251,10 +252,10 @@ void joblog_add(joblog *j, uint64_t seq, int64_t start_ns, int64_t runtime_ns, u
 void joblog_flush(joblog *j, bool force);
 void joblog_close(joblog *j);
 
-/* Resume: the set of sequence numbers a previous run finished. This is the one place that
- * knows where that comes from: today the joblog's Seq, Exitval and Signal columns (a joblog
- * written by GNU parallel works too); a task journal can take its place behind the same three
- * calls. */
+/* Resume from a joblog: the set of sequence numbers it records, from its Seq, Exitval and
+ * Signal columns (a joblog written by GNU parallel works too). With fpp's journal beside the
+ * joblog, the journal decides (run.c); this set then only finds the jobs the joblog has and
+ * the journal lacks. */
 typedef struct seqset seqset;
 /* failed_too: --resume-failed (only jobs with Exitval 0 and Signal 0 count as finished).
  * A missing file is an empty set. Exits with a message on a malformed line. */

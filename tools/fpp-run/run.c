@@ -17,7 +17,16 @@
  * (fpp_tm_interrupt, FPP_TM_NO_SIGINT: fpp-run keeps SIGINT for itself); the loop then gives
  * the jobs 50 ms, sends SIGKILL to what is left, frees the pool (whose fork server kills
  * anything jobs left behind), flushes the output and the joblog, and ends by the same signal.
- * A second signal ends fpp-run at once (the fork server still kills every job). */
+ * A second signal ends fpp-run at once (the fork server still kills every job).
+ *
+ * The journal (--joblog FILE: fpp's task journal in FILE.fppj, fpp_tm_opts.journal): every
+ * input is a map item, so a task's id is its job's seq - 1. --resume / --resume-failed with a
+ * journal: the task manager skips what it recorded (FPP_TM_RERUN_FAILED for --resume-failed);
+ * a journal of another run (another key: journal_key) is refused. The journal and the joblog
+ * are written apart, so a SIGKILL can leave a job in one only: one the journal has gets its
+ * joblog line written from the journal (recover_line); one the joblog has takes its id as a
+ * no-op task (fpp-run:logged) that the journal then records. Neither runs again. fpp's library
+ * syncs the journal on Ctrl-C (fpp_tm_interrupt) and in fpp_tm_free. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
