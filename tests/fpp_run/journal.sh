@@ -3,7 +3,8 @@
 # FILE). Every job appends a line to a marker file of its own, so the checks count how often
 # each job ran; no timing is asserted.
 #  - killed (SIGKILL) midway, --resume runs only the jobs the journal lacks: every job ran,
-#    none the journal had ran again, the joblog (appended) has every job once;
+#    none the journal had ran again, the joblog (appended) has every job once; with -k, jobs
+#    journaled but never written out run again (no output lost);
 #  - --resume-failed runs exactly the failed jobs again, and then nothing;
 #  - -k, and -k with --halt, resume in order past the skipped jobs;
 #  - a changed command with the same joblog is refused, naming the option, running nothing;
@@ -45,6 +46,28 @@ rm -f "$M"/*
 "$FPP_RUN" -j2 --resume --joblog "$T/k.log" "$cmd" ::: $(seq $N) >/dev/null 2>&1
 eq "--resume of a finished run: exit status" "$?" 0
 eq "--resume of a finished run: runs nothing" "$(ls "$M" | wc -l)" 0
+
+# 1b. -k, killed while job 3 holds the others back: jobs after it are journaled but never
+# written out. --resume runs them again (their output is not lost), nothing else twice.
+rm -f "$M"/*
+kcmd="[ {} -ne 3 ] || while [ ! -e $T/go ]; do sleep 0.02; done; echo {}; echo >>$M/{}; : $marker"
+journal_has() { [ -f "$1" ] && [ "$("$JOBLOG_TOOL" "$1" 2>/dev/null | tail -n +2 | wc -l)" -ge "$2" ]; }
+"$FPP_RUN" -k -j2 --joblog "$T/h.log" "$kcmd" ::: $(seq 12) >"$T/h1.out" 2>/dev/null &
+pid=$!
+wait_for journal_has "$T/h.log.fppj" 8
+kill -KILL $pid
+wait $pid 2>/dev/null
+touch "$T/go"
+wait_for no_job_left
+logged=$(seqs "$T/h.log")
+"$FPP_RUN" -k -j2 --resume --joblog "$T/h.log" "$kcmd" ::: $(seq 12) >"$T/h2.out" 2>"$T/err"
+eq "-k, killed, --resume: exit status" "$?" 0
+eq "-k, killed, --resume: every job's output written" "$(cat "$T/h1.out" "$T/h2.out" | sort -n | uniq | tr '\n' ' ')" "$(seq 12 | tr '\n' ' ')"
+eq "-k, killed, --resume: every job in the joblog once" "$(seqs "$T/h.log")" "$(seq 12 | tr '\n' ' ')"
+again=0
+for i in $logged; do [ "$(runs "$i")" -eq 1 ] || again=$((again + 1)); done
+eq "-k, killed, --resume: no job of the joblog ran again" "$again" 0
+rm -f "$T/go" "$M"/*
 
 # 2. --resume-failed: jobs 4, 8, 12 fail until $T/fixed exists.
 rm -f "$M"/*

@@ -23,9 +23,11 @@
  * input is a map item, so a task's id is its job's seq - 1. --resume / --resume-failed with a
  * journal: the task manager skips what it recorded (FPP_TM_RERUN_FAILED for --resume-failed);
  * a journal of another run (another key: journal_key) is refused. The journal and the joblog
- * are written apart, so a SIGKILL can leave a job in one only: one the journal has gets its
- * joblog line written from the journal (recover_line); one the joblog has takes its id as a
- * no-op task (fpp-run:logged) that the journal then records. Neither runs again. fpp's library
+ * are written apart, so a SIGKILL can leave a job in one only: one the joblog has takes its id
+ * as a no-op task (fpp-run:logged) that the journal then records, and does not run again; one
+ * the journal has (finished, its output never written: with -k, jobs wait for their turn) is
+ * skipped by the task manager and runs again after the others, on a second task manager
+ * without the journal (lost_job, rerun_lost), so that no output is lost. fpp's library
  * syncs the journal on Ctrl-C (fpp_tm_interrupt) and in fpp_tm_free. */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -58,7 +60,10 @@ typedef struct run_state {
     seqset *logged;        /* with rj: the seqs the joblog has a line for */
     seqset *logged_ok;     /* ... a line of success for */
     int noop_pending;      /* 0, or 'O' / 'F': a no-op task to submit before the next map */
-    uint64_t recovered;    /* journaled, but not in the joblog: lines written from the journal */
+    strbuf lost;           /* jobs journaled but not in the joblog: (u64 seq, u64 len, item)... */
+    size_t lost_at;
+    uint64_t nlost;
+    fpp_next iter;         /* the map's iterator: next_item, then next_lost */
     joblog *jl;
     progress *prog;
     strbuf arg, cmd, tmp, vbuf, fres;
@@ -134,41 +139,13 @@ static bool journal_skips(run_state *R, int64_t id, fpp_journal_rec *rec)
     return rec->status == FPP_DONE || g_cfg.resume != RESUME_FAILED;
 }
 
-static void command_of(run_state *R, const job_vals *jv, bool have_vals);
-
-/* A job the journal has but the joblog does not (the earlier run was killed between the two,
- * or stopped by --halt now, Ctrl-C): it is not run again, so its joblog line is written from
- * the journal's record (its output was never written and is lost). */
-static void recover_line(run_state *R, int64_t id, const job_vals *jv)
+/* A job the journal has but the joblog does not (the earlier run was killed after fpp
+ * recorded it, before fpp-run wrote it out: with -k, jobs wait for their turn): the task
+ * manager skips it, but its output was never written. Such jobs run again after the others,
+ * without the journal (next_lost). */
+static bool lost_job(run_state *R, int64_t id, uint64_t seq)
 {
-    fpp_journal_rec rec;
-    if (!journal_skips(R, id, &rec) || seqset_has(R->logged, jv->seq) || !R->jl)
-        return;
-    int exitval = 0, sig = 0;
-    int64_t start = rec.start_ns, runtime = rec.runtime_ns;
-    uint64_t received = rec.status == FPP_DONE && g_cfg.mode == MODE_FN ? rec.result_len : 0;
-    if (rec.status == FPP_FAILED && g_cfg.mode == MODE_EXEC && exec_fail_decode(rec.error, &R->fres)) {
-        exec_res_hdr h;
-        memcpy(&h, R->fres.p, sizeof h);
-        exitval = h.exitval;
-        sig = h.signal;
-        start = h.start_ns;
-        runtime = h.runtime_ns;
-        received = h.out_len;
-    } else if (rec.status == FPP_FAILED) {
-        exitval = g_cfg.mode == MODE_FN ? 1 : 255;
-    } else if (rec.status == FPP_CRASHED) {
-        sig = rec.signo;
-        exitval = sig ? 0 : 255;
-    } else if (rec.status == FPP_TIMEOUT) {
-        exitval = -1;
-        sig = SIGTERM;
-    } else if (rec.status == FPP_DONE && g_cfg.mode == MODE_EXEC && rec.detail) {
-        received = 0; /* unknown: the output is not in the journal */
-    }
-    command_of(R, jv, true);
-    joblog_add(R->jl, jv->seq, start, runtime, received, exitval, sig, R->cmd.p, R->cmd.len);
-    R->recovered++;
+    return journal_skips(R, id, NULL) && !seqset_has(R->logged, seq);
 }
 
 /* -k with --halt: the ids the task manager skips never come back; step over them. */
@@ -268,6 +245,15 @@ int noop_job(const void *arg, size_t len, fpp_out *out)
 
 /* ------------------------------------------------------------ the map's iterator */
 
+static void save_lost(run_state *R, uint64_t seq, const void *arg, size_t len)
+{
+    uint64_t n = len;
+    sb_add(&R->lost, &seq, sizeof seq);
+    sb_add(&R->lost, &n, sizeof n);
+    sb_add(&R->lost, arg, len);
+    R->nlost++;
+}
+
 static side *side_of(run_state *R, int64_t id)
 {
     side *s = &R->ring[(uint64_t)id % R->ring_cap];
@@ -300,9 +286,9 @@ static int next_item(void *state, const void **arg, size_t *len)
         }
         if (seqset_has(R->done_before, jv.seq))
             continue;
-        bool noop = false;
+        bool noop = false, lost = false;
         if (R->rj) {
-            recover_line(R, R->next_id, &jv);
+            lost = lost_job(R, R->next_id, jv.seq);
             /* The joblog has it, the journal not (the earlier run was killed between the two):
              * not run again; a no-op task takes its id (the map ends for it). */
             noop = seqset_has(R->logged, jv.seq) && !journal_skips(R, R->next_id, NULL) &&
@@ -323,6 +309,8 @@ static int next_item(void *state, const void **arg, size_t *len)
         if (g_cfg.mode == MODE_FN) {
             *arg = jv.v[0];
             *len = jv.len[0];
+            if (lost)
+                save_lost(R, jv.seq, *arg, *len);
             return 1;
         }
         exec_arg_hdr h = {.seq = jv.seq, .nvals = (uint32_t)jv.n, .flags = 0};
@@ -340,8 +328,38 @@ static int next_item(void *state, const void **arg, size_t *len)
         }
         *arg = R->arg.p;
         *len = R->arg.len;
+        if (lost) {
+            h.flags &= ~(uint32_t)EXEC_KEEP_STDIN; /* stdin is read by then */
+            memcpy(R->arg.p, &h, sizeof h);
+            save_lost(R, jv.seq, *arg, *len);
+        }
         return 1;
     }
+}
+
+/* The map's iterator of the second pass: the lost jobs, in input order. */
+static int next_lost(void *state, const void **arg, size_t *len)
+{
+    run_state *R = state;
+    if (R->halted || g_stop || R->lost_at >= R->lost.len) {
+        R->map_active = false;
+        R->input_eof = true;
+        return 0;
+    }
+    uint64_t seq, n;
+    memcpy(&seq, R->lost.p + R->lost_at, sizeof seq);
+    memcpy(&n, R->lost.p + R->lost_at + 8, sizeof n);
+    *arg = R->lost.p + R->lost_at + 16;
+    *len = (size_t)n;
+    R->lost_at += 16 + (size_t)n;
+    side *s = &R->ring[(uint64_t)R->next_id % R->ring_cap];
+    s->id = R->next_id++;
+    s->seq = seq;
+    s->noop = false;
+    s->start_ns = now_real_ns();
+    s->t0_ns = now_mono_ns();
+    R->started++;
+    return 1;
 }
 
 /* The values of a finished task, decoded from its argument (NULL: it was too big to keep). */
@@ -855,6 +873,121 @@ static int final_status(run_state *R)
     return (int)(R->failed < 101 ? R->failed : 101);
 }
 
+/* Runs the maps of R->iter on R->tm until the input ends, --halt or a signal stops it, then
+ * kills what is left as --halt now or Ctrl-C want and frees the task manager. Returns 0, or
+ * the error that stopped the run. */
+static int drive(run_state *R)
+{
+    int stop_rc = 0, rc;
+    for (;;) {
+        if (g_stop)
+            break;
+        if (R->noop_pending) {
+            char a = (char)R->noop_pending;
+            R->noop_pending = 0;
+            int64_t id = fpp_submit(R->tm, g_noop_fn, &a, 1);
+            if (id == FPP_EINTR)
+                break;
+            if (id < 0)
+                die("cannot start the jobs: %s", fpp_strerror((int)id));
+            if (id != R->next_id - 1)
+                die("internal error: task id %lld for job %lld", (long long)id, (long long)R->next_id);
+        }
+        if (!R->map_active && !R->input_eof && !R->halted &&
+            (!R->held || (size_t)(R->next_id - R->next_emit) < R->held_max)) {
+            R->map_active = true;
+            R->input_pending = false;
+            rc = fpp_map(R->tm, R->fn, R->iter, R);
+            if (rc == FPP_EINTR)
+                break;
+            if (rc < 0)
+                die("cannot start the jobs: %s", fpp_strerror(rc));
+        }
+        fpp_task *task;
+        rc = fpp_as_completed_for(R->tm, &task, 0);
+        if (rc == FPP_ETIMEDOUT) {
+            flush_all(R);
+            progress_update(R->prog, R->completed, R->failed, false);
+            int wait_ms = R->prog ? 100 : -1;
+            if (R->input_pending && !R->input_eof && !R->halted)
+                wait_ms = 10; /* look at the input again soon */
+            rc = fpp_as_completed_for(R->tm, &task, wait_ms);
+        }
+        if (rc == 1) {
+            handle(R, task);
+            if (R->halted == HALT_NOW)
+                break;
+            joblog_flush(R->jl, false);
+            continue;
+        }
+        if (rc == FPP_ETIMEDOUT)
+            continue;
+        if (rc == 0) {
+            if (R->input_eof || R->halted)
+                break;
+            /* Nothing running: wait for input. */
+            flush_all(R);
+            inputs_wait(R->in, R->prog ? 100 : -1);
+            continue;
+        }
+        if (rc == FPP_EINTR)
+            break;
+        stop_rc = rc;
+        warnx_("the run stopped: %s", fpp_strerror(rc));
+        break;
+    }
+    if (R->halted == HALT_NOW)
+        slots_kill_jobs(false);
+    if (g_stop) {
+        /* Ctrl-C: the jobs had SIGTERM from the handler; 50 ms, then SIGKILL. */
+        for (int waited = 0; waited < 50 && slots_jobs_alive(); waited += 5) {
+            struct timespec ts = {0, 5000000};
+            nanosleep(&ts, NULL);
+        }
+        slots_signal_jobs(SIGKILL);
+    }
+    fpp_stats fs;
+    fpp_tm_stats(R->tm, &fs);
+    R->started -= fs.skipped < R->started ? fs.skipped : R->started;
+    block_signals(true);
+    g_tm = NULL;
+    fpp_tm_free(R->tm);
+    R->tm = NULL;
+    block_signals(false);
+    return stop_rc;
+}
+
+/* The second pass: the lost jobs (lost_job) run again, on a task manager of their own without
+ * the journal (which has them already). Killed meanwhile, they are still missing from the
+ * joblog, so the next --resume runs them again. */
+static int rerun_lost(run_state *R, fpp_executor *ex, const fpp_tm_opts *to)
+{
+    warnx_("%llu job(s) of the earlier run finished but were never written out (it was killed): running "
+           "them again, after the others",
+           (unsigned long long)R->nlost);
+    fpp_tm_opts o = *to;
+    o.journal = NULL;
+    o.journal_key = NULL;
+    o.flags &= ~(unsigned)FPP_TM_RERUN_FAILED;
+    if (g_cfg.keep_order)
+        o.flags |= FPP_TM_ORDERED;
+    free(R->held);
+    R->held = NULL;
+    for (size_t i = 0; i < R->ring_cap; i++)
+        R->ring[i].id = -1;
+    fpp_journal_close(R->rj);
+    R->rj = NULL;
+    R->next_id = R->next_emit = 0;
+    R->map_active = R->input_pending = R->input_eof = false;
+    R->noop_pending = 0;
+    int rc = fpp_tm_create(&R->tm, ex, &o);
+    if (rc)
+        die("cannot create the task manager: %s", fpp_strerror(rc));
+    R->iter = next_lost;
+    g_tm = R->tm;
+    return drive(R);
+}
+
 int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
 {
     run_state R_, *R = &R_;
@@ -938,82 +1071,10 @@ int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
         R->jl = joblog_open(g_cfg.joblog, g_cfg.joblog_append || g_cfg.resume != RESUME_NONE);
     g_tm = R->tm;
     install_signals();
-
-    int stop_rc = 0;
-    for (;;) {
-        if (g_stop)
-            break;
-        if (R->noop_pending) {
-            char a = (char)R->noop_pending;
-            R->noop_pending = 0;
-            int64_t id = fpp_submit(R->tm, g_noop_fn, &a, 1);
-            if (id == FPP_EINTR)
-                break;
-            if (id < 0)
-                die("cannot start the jobs: %s", fpp_strerror((int)id));
-            if (id != R->next_id - 1)
-                die("internal error: task id %lld for job %lld", (long long)id, (long long)R->next_id);
-        }
-        if (!R->map_active && !R->input_eof && !R->halted &&
-            (!R->held || (size_t)(R->next_id - R->next_emit) < R->held_max)) {
-            R->map_active = true;
-            R->input_pending = false;
-            rc = fpp_map(R->tm, fn, next_item, R);
-            if (rc == FPP_EINTR)
-                break;
-            if (rc < 0)
-                die("cannot start the jobs: %s", fpp_strerror(rc));
-        }
-        fpp_task *task;
-        rc = fpp_as_completed_for(R->tm, &task, 0);
-        if (rc == FPP_ETIMEDOUT) {
-            flush_all(R);
-            progress_update(R->prog, R->completed, R->failed, false);
-            int wait_ms = R->prog ? 100 : -1;
-            if (R->input_pending && !R->input_eof && !R->halted)
-                wait_ms = 10; /* look at the input again soon */
-            rc = fpp_as_completed_for(R->tm, &task, wait_ms);
-        }
-        if (rc == 1) {
-            handle(R, task);
-            if (R->halted == HALT_NOW)
-                break;
-            joblog_flush(R->jl, false);
-            continue;
-        }
-        if (rc == FPP_ETIMEDOUT)
-            continue;
-        if (rc == 0) {
-            if (R->input_eof || R->halted)
-                break;
-            /* Nothing running: wait for input. */
-            flush_all(R);
-            inputs_wait(R->in, R->prog ? 100 : -1);
-            continue;
-        }
-        if (rc == FPP_EINTR)
-            break;
-        stop_rc = rc;
-        warnx_("the run stopped: %s", fpp_strerror(rc));
-        break;
-    }
-    if (R->halted == HALT_NOW)
-        slots_kill_jobs(false);
-    if (g_stop) {
-        /* Ctrl-C: the jobs had SIGTERM from the handler; 50 ms, then SIGKILL. */
-        for (int waited = 0; waited < 50 && slots_jobs_alive(); waited += 5) {
-            struct timespec ts = {0, 5000000};
-            nanosleep(&ts, NULL);
-        }
-        slots_signal_jobs(SIGKILL);
-    }
-    fpp_stats fs;
-    fpp_tm_stats(R->tm, &fs);
-    R->started -= fs.skipped < R->started ? fs.skipped : R->started;
-    block_signals(true);
-    g_tm = NULL;
-    fpp_tm_free(R->tm);
-    block_signals(false);
+    R->iter = next_item;
+    int stop_rc = drive(R);
+    if (!stop_rc && !g_stop && !R->halted && R->lost.len)
+        stop_rc = rerun_lost(R, ex, &to);
     progress_free(R->prog);
     flush_all(R);
     joblog_close(R->jl);
@@ -1026,10 +1087,6 @@ int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
         status = FPPR_EXIT_ERROR;
     }
     inputs_close(R->in);
-    if (R->recovered)
-        warnx_("%llu job(s) of the earlier run finished just before it was killed: their joblog lines were "
-               "written from the journal, their output is lost; they were not run again",
-               (unsigned long long)R->recovered);
     seqset_free(R->done_before);
     seqset_free(R->logged);
     seqset_free(R->logged_ok);
@@ -1037,6 +1094,7 @@ int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
     free(jpath);
     sb_free(&key);
     sb_free(&R->fres);
+    sb_free(&R->lost);
     free(R->ring);
     free(R->held);
     free(R->vals);
