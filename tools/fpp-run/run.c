@@ -1128,6 +1128,7 @@ int run_dry(const tmpl *t)
             mismatch(jpath, key.p);
         /* The joblog's lines count too (a run killed between the two): as run_jobs does. */
         done = resume_load(g_cfg.joblog, g_cfg.resume == RESUME_FAILED);
+        R->logged = resume_load(g_cfg.joblog, false);
     } else if (g_cfg.resume != RESUME_NONE) {
         done = resume_load(g_cfg.joblog, g_cfg.resume == RESUME_FAILED);
     }
@@ -1141,7 +1142,10 @@ int run_dry(const tmpl *t)
         }
         if (k < 0)
             break;
-        if (seqset_has(done, jv.seq) || journal_skips(R, (int64_t)jv.seq - 1, NULL))
+        /* As run_jobs: a job the journal skips runs only if the joblog lacks it (lost_job); one
+         * the journal does not skip, only if the joblog does not count it as done. */
+        if (R->rj && journal_skips(R, (int64_t)jv.seq - 1, NULL) ? seqset_has(R->logged, jv.seq)
+                                                                 : seqset_has(done, jv.seq))
             continue;
         /* What GNU parallel's --dry-run prints for {%}: its jobs "end" at once, so one slot
          * (-j1) or two alternate, whatever -j is. */
@@ -1159,6 +1163,7 @@ int run_dry(const tmpl *t)
     }
     sb_free(&cmd);
     seqset_free(done);
+    seqset_free(R->logged);
     fpp_journal_close(R->rj);
     free(jpath);
     sb_free(&key);
