@@ -138,6 +138,9 @@ rm -f "$M"/*
 "$FPP_RUN" --joblog "$T/o.log" "echo >>$M/{}" ::: 1 2 3 >/dev/null 2>&1
 "$FPP_RUN" --resume --joblog "$T/o.log" "echo >>$M/{}" ::: 1 2 3 >/dev/null 2>&1
 eq "a new run: runs every job, --resume then none" "$(runs 1) $(runs 2) $(runs 3)" "1 1 1"
+rm "$T/o.log"
+"$FPP_RUN" --resume --joblog "$T/o.log" "echo >>$M/{}" ::: 1 2 3 4 >/dev/null 2>&1
+eq "the joblog removed, the journal kept: --resume runs the new job only" "$(runs 1) $(runs 2) $(runs 3) $(runs 4)" "1 1 1 1"
 rm -f "$M"/*
 
 # 7. Function mode: the journal knows failures and crashes of the function itself.

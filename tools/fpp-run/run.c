@@ -142,10 +142,11 @@ static bool journal_skips(run_state *R, int64_t id, fpp_journal_rec *rec)
 /* A job the journal has but the joblog does not (the earlier run was killed after fpp
  * recorded it, before fpp-run wrote it out: with -k, jobs wait for their turn): the task
  * manager skips it, but its output was never written. Such jobs run again after the others,
- * without the journal (next_lost). */
+ * without the journal (next_lost). R->logged is NULL when there is no joblog file. */
 static bool lost_job(run_state *R, int64_t id, uint64_t seq)
 {
-    return journal_skips(R, id, NULL) && !seqset_has(R->logged, seq);
+    /* No joblog at all (removed by hand): the journal alone decides. */
+    return R->logged && journal_skips(R, id, NULL) && !seqset_has(R->logged, seq);
 }
 
 /* -k with --halt: the ids the task manager skips never come back; step over them. */
@@ -1017,8 +1018,10 @@ int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
         if (jrc)
             die("%s: cannot read the journal %s: %s", g_cfg.resume == RESUME_FAILED ? "--resume-failed" : "--resume",
                 jpath, fpp_strerror(jrc));
-        R->logged = resume_load(g_cfg.joblog, false);
-        R->logged_ok = resume_load(g_cfg.joblog, true);
+        if (access(g_cfg.joblog, F_OK) == 0) {
+            R->logged = resume_load(g_cfg.joblog, false);
+            R->logged_ok = resume_load(g_cfg.joblog, true);
+        }
     }
     strbuf key = {0};
     journal_key(&key);
@@ -1128,7 +1131,8 @@ int run_dry(const tmpl *t)
             mismatch(jpath, key.p);
         /* The joblog's lines count too (a run killed between the two): as run_jobs does. */
         done = resume_load(g_cfg.joblog, g_cfg.resume == RESUME_FAILED);
-        R->logged = resume_load(g_cfg.joblog, false);
+        if (access(g_cfg.joblog, F_OK) == 0)
+            R->logged = resume_load(g_cfg.joblog, false);
     } else if (g_cfg.resume != RESUME_NONE) {
         done = resume_load(g_cfg.joblog, g_cfg.resume == RESUME_FAILED);
     }
@@ -1144,7 +1148,7 @@ int run_dry(const tmpl *t)
             break;
         /* As run_jobs: a job the journal skips runs only if the joblog lacks it (lost_job); one
          * the journal does not skip, only if the joblog does not count it as done. */
-        if (R->rj && journal_skips(R, (int64_t)jv.seq - 1, NULL) ? seqset_has(R->logged, jv.seq)
+        if (R->rj && journal_skips(R, (int64_t)jv.seq - 1, NULL) ? !R->logged || seqset_has(R->logged, jv.seq)
                                                                  : seqset_has(done, jv.seq))
             continue;
         /* What GNU parallel's --dry-run prints for {%}: its jobs "end" at once, so one slot
