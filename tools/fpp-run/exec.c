@@ -522,8 +522,8 @@ int exec_job(const void *arg, size_t len, fpp_out *out)
             fpp_out_fail(out, "%s", msg);
             return 1;
         }
-        /* Too long for an error text (a long $TMPDIR): an ordinary result after all. */
-        r.out_name_len = r.err_name_len = 0;
+        /* Too long for an error text (a $TMPDIR of hundreds of bytes): an ordinary result
+         * after all (the journal then counts the job as done). */
     }
     size_t clen = g_exec.want_cmd ? (cmd.len < FPPR_MAX_CMD ? cmd.len : FPPR_MAX_CMD) : 0;
     r.cmd_len = (uint32_t)clen;

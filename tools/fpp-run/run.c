@@ -211,10 +211,12 @@ static char *journal_path(void)
     return p;
 }
 
+/* fpp's log lines, as main's sink; user: a text whose lines are left out (fpp-run says it). */
 static void log_sink_run(fpp_log_level level, const char *msg, void *user)
 {
     (void)level;
-    (void)user;
+    if (user && strstr(msg, (const char *)user))
+        return;
     warnx_("%s", msg);
 }
 
@@ -1062,7 +1064,7 @@ int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
             to.flags |= FPP_TM_RERUN_FAILED;
     }
     if (R->rj)
-        fpp_log_set(NULL, NULL, FPP_LOG_OFF); /* a refusal is said below, in fpp-run's words */
+        fpp_log_set(log_sink_run, (void *)"belongs to another run", FPP_LOG_WARN); /* said below */
     int rc = fpp_tm_create(&R->tm, ex, &to);
     fpp_log_set(log_sink_run, NULL, FPP_LOG_WARN);
     if (rc == FPP_EMISMATCH)
