@@ -36,6 +36,9 @@ for sig in INT TERM; do
     eq "SIG$sig: their output was written" "$(tr '\n' ' ' <"$T/out")" "quick 1 quick 2 quick 3 quick 4 quick 5 "
     eq "SIG$sig: nothing left in TMPDIR" "$(ls -A "$T/tmp" | wc -l)" 0
 done
+# Another command (GNU parallel's way): on the joblog alone, without fpp's journal, which would
+# refuse it (journal.sh checks the journal after a Ctrl-C).
+rm -f "$T/log.fppj"
 "$FPP_RUN" -k -j2 --resume --joblog "$T/log" echo again ::: $(seq 8) >"$T/out" 2>&1
 eq "--resume after SIGTERM: runs the unfinished jobs" "$(tr '\n' ' ' <"$T/out")" "again 6 again 7 again 8 "
 finish

@@ -1,5 +1,6 @@
 #!/bin/bash
-# resume.sh: --resume and --resume-failed, GNU parallel and fpp-run on each other's joblogs.
+# resume.sh: --resume and --resume-failed, GNU parallel and fpp-run on each other's joblogs
+# (fpp-run's own runs resume from its journal beside the joblog; journal.sh tests it alone).
 #  - after a complete run with failures, --resume-failed runs again exactly the failed jobs, as
 #    GNU parallel does (same output, same joblog but the times), also on GNU parallel's log;
 #  - after fpp-run is killed (SIGKILL) in the middle, nothing of its jobs is left running, and
@@ -74,7 +75,8 @@ eq "fpp-run --resume on GNU parallel's joblog: no logged job ran again" "$ran_ag
 # --resume-failed after a kill: every third job failed; the second pass (where all succeed)
 # runs the failed ones and the ones never run, the same set as GNU parallel's second pass on a
 # copy of the same log.
-fcmd="sleep 0.2; [ \$(( {} % 3 )) -ne 0 ] && echo {} $marker"
+# The same command for both passes (fpp's journal refuses another): $T/pass2 makes all succeed.
+fcmd="sleep 0.2; { [ -e $T/pass2 ] || [ \$(( {} % 3 )) -ne 0 ]; } && echo {} $marker"
 "$FPP_RUN" -j2 --joblog "$T/rf.log" "$fcmd" ::: $(seq $N) >/dev/null 2>&1 &
 pid=$!
 wait_for log_has "$T/rf.log" 9
@@ -83,8 +85,9 @@ wait $pid 2>/dev/null
 wait_for no_job_left
 cp "$T/rf.log" "$T/rp.log"
 n0=$(wc -l <"$T/rf.log")
-"$FPP_RUN" -j2 --resume-failed --joblog "$T/rf.log" 'echo {}' ::: $(seq $N) >/dev/null 2>&1
-$PAR -j2 --resume-failed --joblog "$T/rp.log" 'echo {}' ::: $(seq $N) >/dev/null 2>&1
+touch "$T/pass2"
+"$FPP_RUN" -j2 --resume-failed --joblog "$T/rf.log" "$fcmd" ::: $(seq $N) >/dev/null 2>&1
+$PAR -j2 --resume-failed --joblog "$T/rp.log" "$fcmd" ::: $(seq $N) >/dev/null 2>&1
 second() { tail -n +$((n0 + 1)) "$1" | cut -f1 | sort -n | tr '\n' ' '; }
 want=$(comm -23 <(seq $N | sort) <(tail -n +2 "$T/rp.log" | head -n $((n0 - 1)) | awk -F'\t' '$7 == 0 && $8 == 0 {print $1}' | sort) | sort -n | tr '\n' ' ')
 eq "--resume-failed after a kill: runs the failed and the unrun jobs" "$(second "$T/rf.log")" "$want"

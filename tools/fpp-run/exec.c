@@ -415,6 +415,15 @@ int exec_job(const void *arg, size_t len, fpp_out *out)
     memset(&r, 0, sizeof r);
     r.magic = EXEC_MAGIC;
     if (g_slots && atomic_load(&g_slots->stop)) {
+        if (g_exec.journal) {
+            /* The run is stopping (Ctrl-C, --halt now): this job never started, and must not
+             * be journaled as finished. The parent cancels it (killing this worker) within
+             * moments; a task that is cancelled is not recorded. Should that not happen, it
+             * ends as a failure (which --resume-failed runs again). */
+            for (int i = 0; i < 2000; i++)
+                sleep_ms(5);
+            return fpp_out_fail(out, "not started: the run was stopping"), 1;
+        }
         r.flags = RES_SKIPPED;
         return fpp_out_set(out, &r, sizeof r) ? 1 : 0;
     }
@@ -472,7 +481,11 @@ int exec_job(const void *arg, size_t len, fpp_out *out)
     r.err_len = esz;
     oname.len = ename.len = 0;
     outb.len = errb.len = 0;
-    if (osz + esz <= g_exec.inline_max) {
+    /* With a journal, a failed job is a failed task (so that the journal knows it, and
+     * --resume-failed runs it again): its output goes to spill files, its header in the
+     * task's error text (fpp keeps no result for a failed task). */
+    bool as_failure = g_exec.journal && g_exec.spill && failed(&a);
+    if (osz + esz <= g_exec.inline_max && !as_failure) {
         if (osz)
             slurp(a.outfd, osz, &outb);
         if (esz)
@@ -492,6 +505,26 @@ int exec_job(const void *arg, size_t len, fpp_out *out)
         r.flags |= RES_TOO_BIG;
     }
     close_attempt(&a);
+    if (as_failure && !(r.flags & RES_TOO_BIG)) {
+        r.out_name_len = (uint32_t)oname.len;
+        r.err_name_len = (uint32_t)ename.len;
+        char msg[512];
+        size_t at = (size_t)snprintf(msg, sizeof msg, "%s", EXEC_FAIL_TAG);
+        const unsigned char *hp = (const unsigned char *)&r;
+        if (at + 2 * sizeof r + oname.len + ename.len < sizeof msg - 1) {
+            for (size_t i = 0; i < sizeof r; i++)
+                at += (size_t)snprintf(msg + at, sizeof msg - at, "%02x", hp[i]);
+            memcpy(msg + at, oname.p ? oname.p : "", oname.len);
+            at += oname.len;
+            memcpy(msg + at, ename.p ? ename.p : "", ename.len);
+            at += ename.len;
+            msg[at] = 0;
+            fpp_out_fail(out, "%s", msg);
+            return 1;
+        }
+        /* Too long for an error text (a $TMPDIR of hundreds of bytes): an ordinary result
+         * after all (the journal then counts the job as done). */
+    }
     size_t clen = g_exec.want_cmd ? (cmd.len < FPPR_MAX_CMD ? cmd.len : FPPR_MAX_CMD) : 0;
     r.cmd_len = (uint32_t)clen;
     r.out_name_len = (uint32_t)oname.len;
@@ -525,4 +558,27 @@ int exec_job(const void *arg, size_t len, fpp_out *out)
     if (errb.cap > ((size_t)4 << 20))
         sb_free(&errb);
     return 0;
+}
+
+bool exec_fail_decode(const char *err, strbuf *res)
+{
+    const char *p = err ? strstr(err, EXEC_FAIL_TAG) : NULL;
+    if (!p)
+        return false;
+    p += strlen(EXEC_FAIL_TAG);
+    exec_res_hdr h;
+    unsigned char *hp = (unsigned char *)&h;
+    for (size_t i = 0; i < sizeof h; i++) {
+        unsigned v;
+        if (!p[0] || !p[1] || sscanf(p, "%2x", &v) != 1)
+            return false;
+        hp[i] = (unsigned char)v;
+        p += 2;
+    }
+    if (h.magic != EXEC_MAGIC || h.cmd_len || strlen(p) != (size_t)h.out_name_len + h.err_name_len)
+        return false;
+    res->len = 0;
+    sb_add(res, &h, sizeof h);
+    sb_adds(res, p);
+    return true;
 }

@@ -10,6 +10,7 @@
  *   run.c       the parent's loop: the lazy map, ordered output, --tag, failure lines,
  *               --halt, Ctrl-C, the exit status
  *   joblog.c    the joblog (GNU parallel's format, flushed every 10 ms) and resume_load
+ *               (run.c keeps fpp's task journal beside it, FILE.fppj, and resumes from that)
  *   results.c   --results DIR
  *   progress.c  --bar / --eta: the progress line
  *   util.c      buffers, messages, clocks, sizes
@@ -31,6 +32,7 @@
                                              (so -k holds at most window x 128 KiB) */
 #define FPPR_MAX_CMD ((size_t)2 << 20)    /* the command line returned for the joblog */
 #define FPPR_MPI_MAX_RESULT ((size_t)64 << 20)
+#define JOURNAL_SUFFIX ".fppj" /* --joblog FILE: fpp's task journal is FILE.fppj */
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -214,7 +216,14 @@ typedef struct exec_setup {
     const char *tmpdir;      /* for the capture files */
     const char *spill_dir;   /* made on first use */
     pid_t run_pid;           /* fpp-run itself: $PARALLEL_PID */
+    bool journal;            /* the run keeps a task journal: a failed job fails its task
+                                (error text: EXEC_FAIL_TAG, the header in hex, the spill file
+                                names), a job never started is never a finished task */
 } exec_setup;
+#define EXEC_FAIL_TAG "fpp-run job failed: "
+/* Decodes a failed task's error text written with EXEC_FAIL_TAG into a result as exec_job
+ * returns it (header, then the spill file names) in *res: true, or false (another error). */
+bool exec_fail_decode(const char *err, strbuf *res);
 
 extern exec_setup g_exec;
 
@@ -243,10 +252,10 @@ void joblog_add(joblog *j, uint64_t seq, int64_t start_ns, int64_t runtime_ns, u
 void joblog_flush(joblog *j, bool force);
 void joblog_close(joblog *j);
 
-/* Resume: the set of sequence numbers a previous run finished. This is the one place that
- * knows where that comes from: today the joblog's Seq, Exitval and Signal columns (a joblog
- * written by GNU parallel works too); a task journal can take its place behind the same three
- * calls. */
+/* Resume from a joblog: the set of sequence numbers it records, from its Seq, Exitval and
+ * Signal columns (a joblog written by GNU parallel works too). With fpp's journal beside the
+ * joblog, the journal decides (run.c); this set then only finds the jobs the joblog has and
+ * the journal lacks. */
 typedef struct seqset seqset;
 /* failed_too: --resume-failed (only jobs with Exitval 0 and Signal 0 count as finished).
  * A missing file is an empty set. Exits with a message on a malformed line. */
@@ -270,6 +279,12 @@ void progress_clear(progress *p);
 void progress_free(progress *p);
 
 /* ------------------------------------------------------------------ run.c */
+
+/* A task that runs nothing: a job an earlier run finished by its joblog but not by its journal
+ * (killed between the two) takes its id, so that the journal records it; argument "F": it
+ * failed (the task fails), else it succeeded. */
+int noop_job(const void *arg, size_t len, fpp_out *out);
+extern int g_noop_fn;
 
 /* Runs the jobs on ex (made by main: a process executor, or MPI's) and returns the exit status.
  * fn: the registered function (exec_job's id in exec mode). */

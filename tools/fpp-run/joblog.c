@@ -14,8 +14,10 @@
  * most the last 10 ms of finished jobs, which --resume then runs again. A line cut by a kill is
  * ignored by resume_load, and cut off before appending.
  *
- * resume_load is the seam for the task journal (issue 17): it answers "which sequence numbers
- * did a previous run finish" and is all that run.c asks. */
+ * resume_load answers "which sequence numbers did a previous run's joblog record": run.c resumes
+ * from it alone when the joblog has no fpp journal beside it (FILE.fppj, e.g. a joblog GNU
+ * parallel wrote), and otherwise uses it next to the journal, to find the jobs one of the two
+ * has and the other lacks (a run killed between writing them). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>

@@ -53,9 +53,11 @@ static const char usage_text[] =
     "  --retries N           run a failing job up to N times in all (0: until it succeeds)\n"
     "  --halt WHEN,WHY=N     stop early: WHEN now|soon, WHY fail|success|done, N a count\n"
     "                        or a percentage (N%); also never, 0, 1, 2, -1, -2, N%\n"
-    "  --joblog FILE         GNU parallel's joblog (+FILE appends; - is stdout)\n"
-    "  --resume              with --joblog: skip the jobs it lists\n"
-    "  --resume-failed       with --joblog: skip the jobs it lists as succeeded\n"
+    "  --joblog FILE         GNU parallel's joblog (+FILE appends; - is stdout), and fpp's\n"
+    "                        task journal beside it in FILE.fppj\n"
+    "  --resume              with --joblog: skip the jobs the journal (else the joblog)\n"
+    "                        has; another command than the journal's is refused\n"
+    "  --resume-failed       with --joblog: also run again the jobs that failed\n"
     "  --results DIR         each job's stdout, stderr and seq under DIR/1/<value>/...\n"
     "  --bar, --eta          a progress line with the ETA (when stderr is a terminal)\n"
     "  --dry-run             print the commands, run nothing\n"
@@ -68,8 +70,8 @@ static const char usage_text[] =
     "Each failed job gets one line on stderr: its number, its input, its exit status or\n"
     "signal, and its attempts. Exit status: 0 when every job succeeded, else the number of\n"
     "failed jobs up to 101 (or as --halt says); 255 for an error of fpp-run's own.\n"
-    "One Ctrl-C kills every running job's process group and ends the run; the joblog is\n"
-    "flushed, so --resume carries on from there.\n"
+    "One Ctrl-C kills every running job's process group and ends the run; the joblog and\n"
+    "the journal are written, so --resume carries on from there.\n"
     "\n"
     "Examples:\n"
     "  find . -name '*.gz' | fpp-run -k gzip -t      # one job per line of stdin\n"
@@ -500,6 +502,11 @@ int main(int argc, char **argv)
             return run_dry(&t);
     }
 
+    /* The no-op task (run.c: a job the joblog has and the journal lacks keeps its id). */
+    g_noop_fn = fpp_register("fpp-run:logged", noop_job);
+    if (g_noop_fn < 0)
+        die("cannot register the no-op function: %s", fpp_strerror(g_noop_fn));
+
     /* What the workers need, before the executor exists. */
     static char spill_dir[4096];
     snprintf(spill_dir, sizeof spill_dir, "%s/fpp-run.%ld.%lx", tmpdir(), (long)getpid(),
@@ -512,7 +519,8 @@ int main(int argc, char **argv)
                           .inline_max = g_cfg.mpi ? FPPR_MPI_MAX_RESULT - FPPR_MAX_CMD - (64 << 10) : FPPR_INLINE_MAX,
                           .tmpdir = tmpdir(),
                           .spill_dir = spill_dir,
-                          .run_pid = getpid()};
+                          .run_pid = getpid(),
+                          .journal = g_cfg.joblog && strcmp(g_cfg.joblog, "-") != 0 && !g_cfg.mpi};
     slots_create(g_cfg.jobs);
 
     fpp_executor_opts eo = {.workers = g_cfg.mpi && !jobs_given ? 0 : g_cfg.jobs, .max_arg_size = FPPR_MAX_ARG};

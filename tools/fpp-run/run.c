@@ -17,7 +17,18 @@
  * (fpp_tm_interrupt, FPP_TM_NO_SIGINT: fpp-run keeps SIGINT for itself); the loop then gives
  * the jobs 50 ms, sends SIGKILL to what is left, frees the pool (whose fork server kills
  * anything jobs left behind), flushes the output and the joblog, and ends by the same signal.
- * A second signal ends fpp-run at once (the fork server still kills every job). */
+ * A second signal ends fpp-run at once (the fork server still kills every job).
+ *
+ * The journal (--joblog FILE: fpp's task journal in FILE.fppj, fpp_tm_opts.journal): every
+ * input is a map item, so a task's id is its job's seq - 1. --resume / --resume-failed with a
+ * journal: the task manager skips what it recorded (FPP_TM_RERUN_FAILED for --resume-failed);
+ * a journal of another run (another key: journal_key) is refused. The journal and the joblog
+ * are written apart, so a SIGKILL can leave a job in one only: one the joblog has takes its id
+ * as a no-op task (fpp-run:logged) that the journal then records, and does not run again; one
+ * the journal has (finished, its output never written: with -k, jobs wait for their turn) is
+ * skipped by the task manager and runs again after the others, on a second task manager
+ * without the journal (lost_job, rerun_lost), so that no output is lost. fpp's library
+ * syncs the journal on Ctrl-C (fpp_tm_interrupt) and in fpp_tm_free. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -26,6 +37,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +46,7 @@
 typedef struct side {
     int64_t id;
     uint64_t seq;
+    bool noop;
     int64_t start_ns, t0_ns;
 } side;
 
@@ -42,10 +55,18 @@ typedef struct run_state {
     int fn;
     const tmpl *t;
     inputs *in;
-    seqset *done_before;
+    seqset *done_before;   /* resume from a joblog (no journal) */
+    fpp_journal *rj;       /* resume from the journal: what the earlier run recorded */
+    seqset *logged;        /* with rj: the seqs the joblog has a line for */
+    seqset *logged_ok;     /* ... a line of success for */
+    int noop_pending;      /* 0, or 'O' / 'F': a no-op task to submit before the next map */
+    strbuf lost;           /* jobs journaled but not in the joblog: (u64 seq, u64 len, item)... */
+    size_t lost_at;
+    uint64_t nlost;
+    fpp_next iter;         /* the map's iterator: next_item, then next_lost */
     joblog *jl;
     progress *prog;
-    strbuf arg, cmd, tmp, vbuf;
+    strbuf arg, cmd, tmp, vbuf, fres;
     bool map_active, input_pending, input_eof;
     int halted;            /* HALT_SOON or HALT_NOW once --halt's condition is met */
     bool have_exit;
@@ -101,7 +122,140 @@ static void block_signals(bool block)
     sigprocmask(block ? SIG_BLOCK : SIG_UNBLOCK, &s, NULL);
 }
 
+/* ------------------------------------------------------------ the journal */
+
+/* With a journal, a task's id is its job's seq - 1: every input is a map item, those the
+ * journal has are skipped by the task manager. */
+
+/* Whether the task manager skips id (resuming from the journal): the journal has its outcome,
+ * a success, or a failure without --resume-failed. fill: the record. */
+static bool journal_skips(run_state *R, int64_t id, fpp_journal_rec *rec)
+{
+    fpp_journal_rec r_;
+    if (!rec)
+        rec = &r_;
+    if (!R->rj || fpp_journal_find(R->rj, id, rec) != 1)
+        return false;
+    return rec->status == FPP_DONE || g_cfg.resume != RESUME_FAILED;
+}
+
+/* A job the journal has but the joblog does not (the earlier run was killed after fpp
+ * recorded it, before fpp-run wrote it out: with -k, jobs wait for their turn): the task
+ * manager skips it, but its output was never written. Such jobs run again after the others,
+ * without the journal (next_lost). R->logged is NULL when there is no joblog file. */
+static bool lost_job(run_state *R, int64_t id, uint64_t seq)
+{
+    /* No joblog at all (removed by hand): the journal alone decides. */
+    return R->logged && journal_skips(R, id, NULL) && !seqset_has(R->logged, seq);
+}
+
+/* -k with --halt: the ids the task manager skips never come back; step over them. */
+static void skip_emitted(run_state *R)
+{
+    while (R->rj && R->next_emit < R->next_id && journal_skips(R, R->next_emit, NULL))
+        R->next_emit++;
+}
+
+/* The run's fingerprint for the journal: what makes a job what it is (the mode, the command
+ * or the function, the input sources' kinds and files and how they are split), not how it is
+ * run (-j, --timeout, --retries, -k, --halt...), nor the inputs themselves: as with GNU
+ * parallel, inputs added at the end of a source are run by --resume. Readable, shortened, with
+ * a hash of the whole. */
+static void journal_key(strbuf *k)
+{
+    strbuf d = {0};
+    if (g_cfg.mode == MODE_FN) {
+        sb_adds(&d, "--lib ");
+        shell_quote(&d, g_cfg.lib, strlen(g_cfg.lib));
+        sb_adds(&d, " --fn ");
+        shell_quote(&d, g_cfg.fn, strlen(g_cfg.fn));
+    } else {
+        for (int i = 0; i < g_cfg.ncmd; i++) {
+            if (i)
+                sb_addc(&d, ' ');
+            shell_quote(&d, g_cfg.cmd[i], strlen(g_cfg.cmd[i]));
+        }
+    }
+    if (g_cfg.delim != '\n')
+        sb_printf(&d, " -d 0x%02x", (unsigned char)g_cfg.delim);
+    for (int i = 0; i < g_cfg.nsources; i++) {
+        const source *src = &g_cfg.sources[i];
+        if (src->kind == SRC_STDIN) {
+            sb_adds(&d, " < stdin");
+        } else if (src->kind == SRC_FILE) {
+            sb_adds(&d, " :::: ");
+            shell_quote(&d, src->path, strlen(src->path));
+        } else {
+            sb_adds(&d, " ::: ..."); /* not the values: inputs added at the end resume */
+        }
+    }
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < d.len; i++)
+        h = (h ^ (unsigned char)d.p[i]) * 1099511628211ull;
+    k->len = 0;
+    sb_adds(k, "fpp-run 1: ");
+    sb_add_short(k, d.p ? d.p : "", d.len, 1024);
+    sb_printf(k, " [%016llx]", (unsigned long long)h);
+    sb_free(&d);
+}
+
+/* The journal's file beside the joblog (none for --joblog -). */
+static char *journal_path(void)
+{
+    if (!g_cfg.joblog || strcmp(g_cfg.joblog, "-") == 0)
+        return NULL;
+    size_t n = strlen(g_cfg.joblog);
+    char *p = xmalloc(n + sizeof JOURNAL_SUFFIX);
+    memcpy(p, g_cfg.joblog, n);
+    memcpy(p + n, JOURNAL_SUFFIX, sizeof JOURNAL_SUFFIX);
+    return p;
+}
+
+/* fpp's log lines, as main's sink; user: a text whose lines are left out (fpp-run says it). */
+static void log_sink_run(fpp_log_level level, const char *msg, void *user)
+{
+    (void)level;
+    if (user && strstr(msg, (const char *)user))
+        return;
+    warnx_("%s", msg);
+}
+
+static _Noreturn void mismatch(const char *path, const char *key)
+{
+    fpp_journal *j = NULL;
+    fpp_journal_info info;
+    strbuf m = {0};
+    if (fpp_journal_open(&j, path) == 0 && fpp_journal_stat(j, &info) == 0) {
+        sb_adds(&m, "; it holds: ");
+        sb_add_short(&m, info.key, strlen(info.key), 300);
+    }
+    fpp_journal_close(j);
+    die("%s: the journal %s beside --joblog %s is another run's (another command, input or mode); "
+        "this run is: %s%s. Resume with the same command and inputs, or give a new --joblog "
+        "(or remove %s and %s to start again)",
+        g_cfg.resume == RESUME_FAILED ? "--resume-failed" : "--resume", path, g_cfg.joblog, key, m.p ? m.p : "",
+        g_cfg.joblog, path);
+}
+
+int g_noop_fn = -1;
+
+int noop_job(const void *arg, size_t len, fpp_out *out)
+{
+    if (len == 1 && *(const char *)arg == 'F')
+        return fpp_out_fail(out, "finished by an earlier run: failed (by the joblog)"), 1;
+    return 0;
+}
+
 /* ------------------------------------------------------------ the map's iterator */
+
+static void save_lost(run_state *R, uint64_t seq, const void *arg, size_t len)
+{
+    uint64_t n = len;
+    sb_add(&R->lost, &seq, sizeof seq);
+    sb_add(&R->lost, &n, sizeof n);
+    sb_add(&R->lost, arg, len);
+    R->nlost++;
+}
 
 static side *side_of(run_state *R, int64_t id)
 {
@@ -135,15 +289,31 @@ static int next_item(void *state, const void **arg, size_t *len)
         }
         if (seqset_has(R->done_before, jv.seq))
             continue;
+        bool noop = false, lost = false;
+        if (R->rj) {
+            lost = lost_job(R, R->next_id, jv.seq);
+            /* The joblog has it, the journal not (the earlier run was killed between the two):
+             * not run again; a no-op task takes its id (the map ends for it). */
+            noop = seqset_has(R->logged, jv.seq) && !journal_skips(R, R->next_id, NULL) &&
+                   (g_cfg.resume == RESUME_ANY || seqset_has(R->logged_ok, jv.seq));
+        }
         side *s = &R->ring[(uint64_t)R->next_id % R->ring_cap];
         s->id = R->next_id++;
         s->seq = jv.seq;
+        s->noop = noop;
+        if (noop) {
+            R->noop_pending = seqset_has(R->logged_ok, jv.seq) ? 'O' : 'F';
+            R->map_active = false;
+            return 0;
+        }
         s->start_ns = now_real_ns();
         s->t0_ns = now_mono_ns();
         R->started++;
         if (g_cfg.mode == MODE_FN) {
             *arg = jv.v[0];
             *len = jv.len[0];
+            if (lost)
+                save_lost(R, jv.seq, *arg, *len);
             return 1;
         }
         exec_arg_hdr h = {.seq = jv.seq, .nvals = (uint32_t)jv.n, .flags = 0};
@@ -161,8 +331,38 @@ static int next_item(void *state, const void **arg, size_t *len)
         }
         *arg = R->arg.p;
         *len = R->arg.len;
+        if (lost) {
+            h.flags &= ~(uint32_t)EXEC_KEEP_STDIN; /* stdin is read by then */
+            memcpy(R->arg.p, &h, sizeof h);
+            save_lost(R, jv.seq, *arg, *len);
+        }
         return 1;
     }
+}
+
+/* The map's iterator of the second pass: the lost jobs, in input order. */
+static int next_lost(void *state, const void **arg, size_t *len)
+{
+    run_state *R = state;
+    if (R->halted || g_stop || R->lost_at >= R->lost.len) {
+        R->map_active = false;
+        R->input_eof = true;
+        return 0;
+    }
+    uint64_t seq, n;
+    memcpy(&seq, R->lost.p + R->lost_at, sizeof seq);
+    memcpy(&n, R->lost.p + R->lost_at + 8, sizeof n);
+    *arg = R->lost.p + R->lost_at + 16;
+    *len = (size_t)n;
+    R->lost_at += 16 + (size_t)n;
+    side *s = &R->ring[(uint64_t)R->next_id % R->ring_cap];
+    s->id = R->next_id++;
+    s->seq = seq;
+    s->noop = false;
+    s->start_ns = now_real_ns();
+    s->t0_ns = now_mono_ns();
+    R->started++;
+    return 1;
 }
 
 /* The values of a finished task, decoded from its argument (NULL: it was too big to keep). */
@@ -478,6 +678,8 @@ static int decode(run_state *R, fpp_task *t, job_done *d)
     if (st == FPP_CANCELLED)
         return 0;
     side *sd = side_of(R, fpp_task_id(t));
+    if (sd && sd->noop)
+        return 0;
     uint64_t seq = sd ? sd->seq : 0;
     job_vals *jv = &d->jv;
     job_end *e = &d->e;
@@ -486,9 +688,12 @@ static int decode(run_state *R, fpp_task *t, job_done *d)
     e->attempts = fpp_task_attempts(t);
     e->start_ns = sd ? sd->start_ns : now_real_ns();
     e->runtime_ns = sd ? now_mono_ns() - sd->t0_ns : 0;
-    if (g_cfg.mode == MODE_EXEC && st == FPP_DONE) {
+    bool as_failure = g_cfg.mode == MODE_EXEC && st == FPP_FAILED && exec_fail_decode(fpp_task_error(t), &R->fres);
+    if (g_cfg.mode == MODE_EXEC && (st == FPP_DONE || as_failure)) {
         size_t len;
-        const unsigned char *r = fpp_task_result(t, &len);
+        const unsigned char *r = as_failure ? (const unsigned char *)R->fres.p : fpp_task_result(t, &len);
+        if (as_failure)
+            len = R->fres.len;
         exec_res_hdr h;
         if (!r || len < sizeof h)
             goto bad;
@@ -582,6 +787,7 @@ static int decode(run_state *R, fpp_task *t, job_done *d)
 static void emit_held(run_state *R)
 {
     for (;;) {
+        skip_emitted(R);
         fpp_task **slot = &R->held[(uint64_t)R->next_emit % R->ring_cap];
         if (!*slot || fpp_task_id(*slot) != R->next_emit)
             return;
@@ -600,10 +806,14 @@ static void emit_held(run_state *R)
 static void handle(run_state *R, fpp_task *t)
 {
     job_done d;
+    side *sd = side_of(R, fpp_task_id(t));
+    bool noop = sd && sd->noop;
     if (R->held) {
         /* -k with --halt: jobs come in completion order, so that --halt sees each at once; they
          * are written in order. */
-        int is_job = decode(R, t, &d);
+        int is_job = noop ? 0 : decode(R, t, &d);
+        if (noop)
+            memset(&d, 0, sizeof d);
         job_end e = d.e;
         done_free(&d);
         fpp_task *k = fpp_task_keep(t);
@@ -612,10 +822,12 @@ static void handle(run_state *R, fpp_task *t)
         emit_held(R);
         if (is_job)
             account(R, &e);
-        else if (fpp_task_status(t) != FPP_CANCELLED)
+        else if (fpp_task_status(t) != FPP_CANCELLED && !noop)
             R->started--; /* never started: halting */
         return;
     }
+    if (noop)
+        return;
     if (!decode(R, t, &d)) {
         if (fpp_task_status(t) != FPP_CANCELLED)
             R->started--;
@@ -664,65 +876,31 @@ static int final_status(run_state *R)
     return (int)(R->failed < 101 ? R->failed : 101);
 }
 
-int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
+/* Runs the maps of R->iter on R->tm until the input ends, --halt or a signal stops it, then
+ * kills what is left as --halt now or Ctrl-C want and frees the task manager. Returns 0, or
+ * the error that stopped the run. */
+static int drive(run_state *R)
 {
-    run_state R_, *R = &R_;
-    memset(R, 0, sizeof *R);
-    R->fn = fn;
-    R->t = t;
-    R->stdin_tty = isatty(0);
-    bool need_total = g_cfg.bar || g_cfg.eta || (g_cfg.halt.when != HALT_NEVER && g_cfg.halt.pct);
-    R->in = inputs_open(&g_cfg, need_total);
-    R->total = inputs_total(R->in);
-    if (g_cfg.resume != RESUME_NONE)
-        R->done_before = resume_load(g_cfg.joblog, g_cfg.resume == RESUME_FAILED);
-    if (g_cfg.joblog)
-        R->jl = joblog_open(g_cfg.joblog, g_cfg.joblog_append || g_cfg.resume != RESUME_NONE);
-    if (g_cfg.bar || g_cfg.eta)
-        R->prog = progress_new(R->total, g_cfg.bar);
-    static char outbuf[1 << 16], errbuf[1 << 16];
-    setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
-    setvbuf(stderr, errbuf, _IOFBF, sizeof errbuf);
-
-    int workers = fpp_executor_workers(ex);
-    if (workers < 1)
-        workers = g_cfg.jobs;
-    /* With --halt, a job starts only when a slot's last job has been looked at (as GNU
-     * parallel does), so no job starts after the condition is met. */
-    size_t window = g_cfg.halt.when != HALT_NEVER ? (size_t)workers
-                                                  : (size_t)(workers * 64 < 128 ? 128 : workers * 64) + 2 * (size_t)workers;
-    /* -k with --halt: fpp-run orders the output itself, so that --halt sees every job as it
-     * finishes (GNU parallel halts on completion, not in output order); the jobs held back
-     * are bounded like FPP_TM_ORDERED's window. */
-    bool own_order = g_cfg.keep_order && g_cfg.halt.when != HALT_NEVER;
-    R->held_max = own_order ? (size_t)workers * 64 + 16 : 0;
-    R->ring_cap = 4 * (window + R->held_max) + 16;
-    R->ring = xcalloc(R->ring_cap, sizeof *R->ring);
-    for (size_t i = 0; i < R->ring_cap; i++)
-        R->ring[i].id = -1;
-    if (own_order)
-        R->held = xcalloc(R->ring_cap, sizeof *R->held);
-    fpp_tm_opts to = {.error_policy = FPP_IGNORE, .monitor_interval_ms = -1, .max_in_flight = window,
-                      .flags = FPP_TM_NO_SIGINT | (g_cfg.keep_order && !own_order ? FPP_TM_ORDERED : 0)};
-    if (g_cfg.mode == MODE_FN && g_cfg.attempts != 1) {
-        to.retries = g_cfg.attempts == 0 ? 1000 : g_cfg.attempts - 1;
-        to.flags |= FPP_TM_RETRY_FAILED;
-    }
-    int rc = fpp_tm_create(&R->tm, ex, &to);
-    if (rc)
-        die("cannot create the task manager: %s", fpp_strerror(rc));
-    g_tm = R->tm;
-    install_signals();
-
-    int stop_rc = 0;
+    int stop_rc = 0, rc;
     for (;;) {
         if (g_stop)
             break;
+        if (R->noop_pending) {
+            char a = (char)R->noop_pending;
+            R->noop_pending = 0;
+            int64_t id = fpp_submit(R->tm, g_noop_fn, &a, 1);
+            if (id == FPP_EINTR)
+                break;
+            if (id < 0)
+                die("cannot start the jobs: %s", fpp_strerror((int)id));
+            if (id != R->next_id - 1)
+                die("internal error: task id %lld for job %lld", (long long)id, (long long)R->next_id);
+        }
         if (!R->map_active && !R->input_eof && !R->halted &&
             (!R->held || (size_t)(R->next_id - R->next_emit) < R->held_max)) {
             R->map_active = true;
             R->input_pending = false;
-            rc = fpp_map(R->tm, fn, next_item, R);
+            rc = fpp_map(R->tm, R->fn, R->iter, R);
             if (rc == FPP_EINTR)
                 break;
             if (rc < 0)
@@ -771,10 +949,137 @@ int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
         }
         slots_signal_jobs(SIGKILL);
     }
+    fpp_stats fs;
+    fpp_tm_stats(R->tm, &fs);
+    R->started -= fs.skipped < R->started ? fs.skipped : R->started;
     block_signals(true);
     g_tm = NULL;
     fpp_tm_free(R->tm);
+    R->tm = NULL;
     block_signals(false);
+    return stop_rc;
+}
+
+/* The second pass: the lost jobs (lost_job) run again, on a task manager of their own without
+ * the journal (which has them already). Killed meanwhile, they are still missing from the
+ * joblog, so the next --resume runs them again. */
+static int rerun_lost(run_state *R, fpp_executor *ex, const fpp_tm_opts *to)
+{
+    warnx_("%llu job(s) of the earlier run finished but were never written out (it was killed): running "
+           "them again, after the others",
+           (unsigned long long)R->nlost);
+    fpp_tm_opts o = *to;
+    o.journal = NULL;
+    o.journal_key = NULL;
+    o.flags &= ~(unsigned)FPP_TM_RERUN_FAILED;
+    if (g_cfg.keep_order)
+        o.flags |= FPP_TM_ORDERED;
+    free(R->held);
+    R->held = NULL;
+    for (size_t i = 0; i < R->ring_cap; i++)
+        R->ring[i].id = -1;
+    fpp_journal_close(R->rj);
+    R->rj = NULL;
+    R->next_id = R->next_emit = 0;
+    R->map_active = R->input_pending = R->input_eof = false;
+    R->noop_pending = 0;
+    int rc = fpp_tm_create(&R->tm, ex, &o);
+    if (rc)
+        die("cannot create the task manager: %s", fpp_strerror(rc));
+    R->iter = next_lost;
+    g_tm = R->tm;
+    return drive(R);
+}
+
+int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
+{
+    run_state R_, *R = &R_;
+    memset(R, 0, sizeof *R);
+    R->fn = fn;
+    R->t = t;
+    R->stdin_tty = isatty(0);
+    bool need_total = g_cfg.bar || g_cfg.eta || (g_cfg.halt.when != HALT_NEVER && g_cfg.halt.pct);
+    R->in = inputs_open(&g_cfg, need_total);
+    R->total = inputs_total(R->in);
+    /* The journal: resumed when --resume finds one, else made anew. A joblog with no journal
+     * beside it (GNU parallel's) is resumed from its lines, without a journal. */
+    char *jpath = g_cfg.mpi ? NULL : journal_path();
+    bool jexists = jpath && access(jpath, F_OK) == 0;
+    if (g_cfg.resume != RESUME_NONE && !jexists) {
+        R->done_before = resume_load(g_cfg.joblog, g_cfg.resume == RESUME_FAILED);
+        struct stat st;
+        if (stat(g_cfg.joblog, &st) == 0 && st.st_size > 0) {
+            free(jpath); /* ids would not be seqs: no journal for this run */
+            jpath = NULL;
+        }
+    }
+    if (jpath && g_cfg.resume == RESUME_NONE && jexists && unlink(jpath) != 0)
+        die("cannot remove the old journal %s: %s", jpath, strerror(errno));
+    if (jpath && g_cfg.resume != RESUME_NONE && jexists) {
+        int jrc = fpp_journal_open(&R->rj, jpath);
+        if (jrc)
+            die("%s: cannot read the journal %s: %s", g_cfg.resume == RESUME_FAILED ? "--resume-failed" : "--resume",
+                jpath, fpp_strerror(jrc));
+        if (access(g_cfg.joblog, F_OK) == 0) {
+            R->logged = resume_load(g_cfg.joblog, false);
+            R->logged_ok = resume_load(g_cfg.joblog, true);
+        }
+    }
+    strbuf key = {0};
+    journal_key(&key);
+    if (g_cfg.bar || g_cfg.eta)
+        R->prog = progress_new(R->total, g_cfg.bar);
+    static char outbuf[1 << 16], errbuf[1 << 16];
+    setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+    setvbuf(stderr, errbuf, _IOFBF, sizeof errbuf);
+
+    int workers = fpp_executor_workers(ex);
+    if (workers < 1)
+        workers = g_cfg.jobs;
+    /* With --halt, a job starts only when a slot's last job has been looked at (as GNU
+     * parallel does), so no job starts after the condition is met. */
+    size_t window = g_cfg.halt.when != HALT_NEVER ? (size_t)workers
+                                                  : (size_t)(workers * 64 < 128 ? 128 : workers * 64) + 2 * (size_t)workers;
+    /* -k with --halt: fpp-run orders the output itself, so that --halt sees every job as it
+     * finishes (GNU parallel halts on completion, not in output order); the jobs held back
+     * are bounded like FPP_TM_ORDERED's window. */
+    bool own_order = g_cfg.keep_order && g_cfg.halt.when != HALT_NEVER;
+    R->held_max = own_order ? (size_t)workers * 64 + 16 : 0;
+    R->ring_cap = 4 * (window + R->held_max) + 16;
+    R->ring = xcalloc(R->ring_cap, sizeof *R->ring);
+    for (size_t i = 0; i < R->ring_cap; i++)
+        R->ring[i].id = -1;
+    if (own_order)
+        R->held = xcalloc(R->ring_cap, sizeof *R->held);
+    fpp_tm_opts to = {.error_policy = FPP_IGNORE, .monitor_interval_ms = -1, .max_in_flight = window,
+                      .flags = FPP_TM_NO_SIGINT | (g_cfg.keep_order && !own_order ? FPP_TM_ORDERED : 0)};
+    if (g_cfg.mode == MODE_FN && g_cfg.attempts != 1) {
+        to.retries = g_cfg.attempts == 0 ? 1000 : g_cfg.attempts - 1;
+        to.flags |= FPP_TM_RETRY_FAILED;
+    }
+    if (jpath) {
+        to.journal = jpath;
+        to.journal_key = key.p;
+        if (g_cfg.resume == RESUME_FAILED)
+            to.flags |= FPP_TM_RERUN_FAILED;
+    }
+    if (R->rj)
+        fpp_log_set(log_sink_run, (void *)"belongs to another run", FPP_LOG_WARN); /* said below */
+    int rc = fpp_tm_create(&R->tm, ex, &to);
+    fpp_log_set(log_sink_run, NULL, FPP_LOG_WARN);
+    if (rc == FPP_EMISMATCH)
+        mismatch(jpath, key.p);
+    if (rc)
+        die("cannot create the task manager%s%s: %s", jpath ? " with the journal " : "", jpath ? jpath : "",
+            fpp_strerror(rc));
+    if (g_cfg.joblog)
+        R->jl = joblog_open(g_cfg.joblog, g_cfg.joblog_append || g_cfg.resume != RESUME_NONE);
+    g_tm = R->tm;
+    install_signals();
+    R->iter = next_item;
+    int stop_rc = drive(R);
+    if (!stop_rc && !g_stop && !R->halted && R->lost.len)
+        stop_rc = rerun_lost(R, ex, &to);
     progress_free(R->prog);
     flush_all(R);
     joblog_close(R->jl);
@@ -788,6 +1093,13 @@ int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
     }
     inputs_close(R->in);
     seqset_free(R->done_before);
+    seqset_free(R->logged);
+    seqset_free(R->logged_ok);
+    fpp_journal_close(R->rj);
+    free(jpath);
+    sb_free(&key);
+    sb_free(&R->fres);
+    sb_free(&R->lost);
     free(R->ring);
     free(R->held);
     free(R->vals);
@@ -804,7 +1116,28 @@ int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
 int run_dry(const tmpl *t)
 {
     inputs *in = inputs_open(&g_cfg, false);
-    seqset *done = g_cfg.resume != RESUME_NONE ? resume_load(g_cfg.joblog, g_cfg.resume == RESUME_FAILED) : NULL;
+    seqset *done = NULL;
+    run_state R_, *R = &R_;
+    memset(R, 0, sizeof *R);
+    char *jpath = journal_path();
+    strbuf key = {0};
+    if (g_cfg.resume != RESUME_NONE && jpath && access(jpath, F_OK) == 0) {
+        /* As the task manager would: the same run's journal, or a refusal. */
+        journal_key(&key);
+        fpp_journal_info info;
+        int jrc = fpp_journal_open(&R->rj, jpath);
+        if (jrc || fpp_journal_stat(R->rj, &info) != 0)
+            die("%s: cannot read the journal %s: %s", g_cfg.resume == RESUME_FAILED ? "--resume-failed" : "--resume",
+                jpath, fpp_strerror(jrc ? jrc : FPP_EJOURNAL));
+        if (strcmp(info.key, key.p) != 0)
+            mismatch(jpath, key.p);
+        /* The joblog's lines count too (a run killed between the two): as run_jobs does. */
+        done = resume_load(g_cfg.joblog, g_cfg.resume == RESUME_FAILED);
+        if (access(g_cfg.joblog, F_OK) == 0)
+            R->logged = resume_load(g_cfg.joblog, false);
+    } else if (g_cfg.resume != RESUME_NONE) {
+        done = resume_load(g_cfg.joblog, g_cfg.resume == RESUME_FAILED);
+    }
     strbuf cmd = {0};
     job_vals jv;
     int k;
@@ -815,7 +1148,10 @@ int run_dry(const tmpl *t)
         }
         if (k < 0)
             break;
-        if (seqset_has(done, jv.seq))
+        /* As run_jobs: a job the journal skips runs only if the joblog lacks it (lost_job); one
+         * the journal does not skip, only if the joblog does not count it as done. */
+        if (R->rj && journal_skips(R, (int64_t)jv.seq - 1, NULL) ? !R->logged || seqset_has(R->logged, jv.seq)
+                                                                 : seqset_has(done, jv.seq))
             continue;
         /* What GNU parallel's --dry-run prints for {%}: its jobs "end" at once, so one slot
          * (-j1) or two alternate, whatever -j is. */
@@ -833,6 +1169,10 @@ int run_dry(const tmpl *t)
     }
     sb_free(&cmd);
     seqset_free(done);
+    seqset_free(R->logged);
+    fpp_journal_close(R->rj);
+    free(jpath);
+    sb_free(&key);
     inputs_close(in);
     if (fflush(stdout) != 0) {
         warnx_("writing the output: %s", strerror(errno));
