@@ -15,6 +15,8 @@ JOBLOG_TOOL=$(dirname "$FPP_RUN")/fpp-joblog
 marker=fpp-run-journal-$$
 no_job_left() { ! pgrep -f "$marker" >/dev/null; }
 log_has() { [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ]; }
+# The journal trails the joblog by up to a flush period (more on a loaded machine): wait for it.
+journal_has() { [ -f "$1" ] && [ "$("$JOBLOG_TOOL" "$1" 2>/dev/null | tail -n +2 | grep -c .)" -ge "$2" ]; }
 seqs() { tail -n +2 "$1" | cut -f1 | sort -n | tr '\n' ' '; }
 runs() { [ -f "$M/$1" ] && wc -l <"$M/$1" || echo 0; } # how often job $1 ran
 M=$T/m
@@ -26,6 +28,7 @@ cmd="sleep 0.1; echo >>$M/{}; : $marker"
 "$FPP_RUN" -j2 --joblog "$T/k.log" "$cmd" ::: $(seq $N) >/dev/null 2>&1 &
 pid=$!
 wait_for log_has "$T/k.log" 7
+wait_for journal_has "$T/k.log.fppj" 6
 kill -KILL $pid
 wait $pid 2>/dev/null
 if wait_for no_job_left; then ok "killed: no job left running"; else bad "killed: no job left running"; pkill -f "$marker"; fi
