@@ -186,9 +186,17 @@ static bool over_cap(rss_watch *r, bool force)
  * finish and keep its result (SPEC: "replaced after the task that crossed it"); with the
  * limit at the cap itself no allocating task could ever cross it, and address space that is
  * reserved but never resident (a thread's stack, a malloc arena) would count in full. */
+#if defined(__SANITIZE_ADDRESS__)
+#define FPP__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FPP__ASAN 1
+#endif
+#endif
+
 static void cap_address_space(size_t cap_kib)
 {
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef FPP__ASAN
     /* AddressSanitizer reserves terabytes of address space for its shadow: an address-space
      * limit would only break it. The resident-memory check still applies. */
     (void)cap_kib;
