@@ -56,17 +56,16 @@ uint32_t fpp__ec_arm(fpp__ec *e)
     return v;
 }
 
-void fpp__ec_post(fpp__ec *e)
+bool fpp__ec_post(fpp__ec *e)
 {
     atomic_thread_fence(memory_order_seq_cst);
     uint32_t x = atomic_load_explicit(&e->w, memory_order_relaxed);
     while (x & ARMED) {
         if (atomic_compare_exchange_weak_explicit(&e->w, &x, (x & ~ARMED) + 2, memory_order_seq_cst,
-                                                  memory_order_relaxed)) {
-            syscall(SYS_futex, (uint32_t *)&e->w, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
-            return;
-        }
+                                                  memory_order_relaxed))
+            return syscall(SYS_futex, (uint32_t *)&e->w, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0) > 0;
     }
+    return false;
 }
 
 void fpp__ec_bump(fpp__ec *e)

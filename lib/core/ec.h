@@ -18,7 +18,8 @@
 typedef struct fpp__ec { _Atomic uint32_t w; } fpp__ec;
 
 FPP__BACKEND uint32_t fpp__ec_arm(fpp__ec *e);
-FPP__BACKEND void fpp__ec_post(fpp__ec *e);
+/* Returns true when the post woke a sleeper (FUTEX_WAKE reported one). */
+FPP__BACKEND bool fpp__ec_post(fpp__ec *e);
 /* A post that always counts (fpp__ec_count moves): for rare events polled by count. */
 FPP__HIDDEN void fpp__ec_bump(fpp__ec *e);
 /* Sleeps while the word still holds armed, until deadline_ns (CLOCK_MONOTONIC). */

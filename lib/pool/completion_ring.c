@@ -187,7 +187,7 @@ static bool ring_ready(void *arg, bool armed)
     return ring_room(r->b, r->ctail);
 }
 
-void fpp__completion_publish(fpp__wblock *b, uint64_t *ctail, const fpp__crec *r, bool (*stop)(void *arg),
+bool fpp__completion_publish(fpp__wblock *b, uint64_t *ctail, const fpp__crec *r, bool (*stop)(void *arg),
                              void *arg)
 {
     static const fpp__wait_policy room = {
@@ -199,12 +199,12 @@ void fpp__completion_publish(fpp__wblock *b, uint64_t *ctail, const fpp__crec *r
     fpp__waiter wt = {.ready = ring_ready, .arg = &rw, .words = &wake, .nwords = 1};
     while (!ring_room(b, *ctail)) {
         if (stop(arg))
-            return;
+            return false;
         fpp__ec_await(&wt, &room, INT64_MAX);
     }
     b->ring[*ctail & (FPP__CRING - 1)] = *r;
     (*ctail)++;
     /* R3: release; pairs with A3 above, publishes the record and the arena bytes it points to. */
     atomic_store_explicit(&b->ctail, *ctail, memory_order_release);
-    fpp__ec_post(&b->bell);
+    return fpp__ec_post(&b->bell);
 }

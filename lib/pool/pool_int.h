@@ -239,8 +239,9 @@ typedef struct fpp__server_args {
 FPP__HIDDEN void fpp__server_main(const fpp__server_args *a) __attribute__((noreturn));
 
 /* pool/completion_ring.c, the worker's half: publishes one record, waiting while the ring is
- * full (unless stop(arg) says to give up), and rings the parent's bell. */
-FPP__HIDDEN void fpp__completion_publish(fpp__wblock *b, uint64_t *ctail, const fpp__crec *r,
+ * full (unless stop(arg) says to give up), and rings the parent's bell. Returns true when the
+ * ring woke the parent from its sleep. */
+FPP__HIDDEN bool fpp__completion_publish(fpp__wblock *b, uint64_t *ctail, const fpp__crec *r,
                                          bool (*stop)(void *arg), void *arg);
 
 #endif /* FPP_POOL_POOL_INT_H */
