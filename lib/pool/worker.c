@@ -302,15 +302,17 @@ static bool claim_ready(void *arg, bool armed)
 
 /* Claims the next task of our queue: spin briefly, then yield, then sleep until the parent
  * posts (or FPP__WORKER_SLEEP_MAX_NS), and again. Returns 0 when told to stop or to retire.
- * yield_first: our last result woke the parent from its sleep. The scheduler most often wakes
- * it on this very core (it woke us from here), runnable behind us: with no next task to run,
- * our spin would make it wait the spin out. A lone task paid that 20 us on top of its two
- * wake-ups (29 us against 4 us for a semaphore round trip, fpp-bench's noop row). So, when
- * the queue is empty, the core goes to the parent first: one system call, and only after a
- * result the parent slept for (never in a stream, where it harvests without sleeping, nor
- * when the next task is queued: yielding then cost 20 us tasks 15% of their rate). */
+ * yield_first: our last result woke the parent from its sleep, or our last task woke us from
+ * ours (the parent hands out lone tasks, and waits for this one yielding, pool.c). Either way
+ * the parent is most likely runnable behind us on this very core (the scheduler wakes a
+ * sleeper where its waker runs): with no next task to run, our spin would make it wait the
+ * spin out. A lone task paid that 20 us on top of its two wake-ups (29 us against 4 us for a
+ * semaphore round trip, fpp-bench's noop row). So, when the queue is empty, the core goes to
+ * the parent first: one system call, never in a stream (where neither side sleeps) nor when
+ * the next task is queued (yielding after every result that woke the parent cost 20 us
+ * tasks 15% of their rate). *slept: set when this call slept. */
 static int next_task(fpp__wctx *w, fpp__wblock *b, fpp__cell *cells, uint64_t *head, fpp__cell *d,
-                     rss_watch *rss, bool *retire, bool yield_first)
+                     rss_watch *rss, bool *retire, bool yield_first, bool *slept)
 {
     static const fpp__wait_policy claim = {
         .spin_ns = FPP__CLAIM_SPIN_NS, .relax = FPP__CLAIM_RELAX, .yield_ns = FPP__WORKER_SLEEP_MAX_NS,
@@ -321,8 +323,10 @@ static int next_task(fpp__wctx *w, fpp__wblock *b, fpp__cell *cells, uint64_t *h
     fpp__waiter wt = {.ready = claim_ready, .arg = &c, .words = &wake, .nwords = 1};
     if (yield_first && !claim_ready(&c, false))
         sched_yield();
+    *slept = false;
     while (c.got < 0)
-        fpp__ec_await(&wt, &claim, INT64_MAX);
+        if (fpp__ec_await(&wt, &claim, INT64_MAX) == FPP__AWAIT_SLEPT)
+            *slept = true;
     *retire = c.retire;
     return c.got;
 }
@@ -365,12 +369,12 @@ static void worker_loop(fpp__wctx *w)
             cap_address_space(w->max_rss_kib);
         }
     }
-    bool retire = false, woke = false;
+    bool retire = false, woke = false, slept = false;
 
     for (;;) {
         fpp__cell d;
         crash_point(1);
-        if (!next_task(w, b, cells, &head, &d, rss.fd >= 0 ? &rss : NULL, &retire, woke))
+        if (!next_task(w, b, cells, &head, &d, rss.fd >= 0 ? &rss : NULL, &retire, woke || slept, &slept))
             break;
         crash_point(2);
 
