@@ -252,6 +252,36 @@ Test(process, a_task_over_its_timeout_is_killed_and_replaced, .fini = assert_cle
     fpp_executor_free(ex);
 }
 
+/* A task at a time (submit, wait for it, submit the next) goes to the worker whose task ended
+ * last, the one awake, not to each worker in turn (which woke a sleeping worker for every task
+ * while the last one spun on a core the parent needed). */
+Test(process, a_task_at_a_time_runs_on_the_worker_that_ran_the_last, .fini = assert_clean, .timeout = 30)
+{
+    fpp_executor_opts o = {.workers = 2};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_RAISE, 0);
+    int32_t first = 0;
+    int others = 0;
+    for (int i = 0; i < 50; i++) {
+        cr_assert_geq(fpp_submit(tm, F_PID, NULL, 0), 0);
+        fpp_task *t;
+        cr_assert_eq(fpp_as_completed(tm, &t), 1);
+        size_t len;
+        const int32_t *pid = fpp_task_result(t, &len);
+        cr_assert_eq(len, sizeof *pid);
+        if (i == 0)
+            first = *pid;
+        else if (*pid != first)
+            others++;
+        cr_assert_eq(fpp_as_completed(tm, &t), 0);
+    }
+    cr_expect_eq(others, 0, "%d of 49 lone tasks went to another worker than the first one's", others);
+    /* And a burst still goes round: both workers serve. */
+    every_slot_serves(tm, 2);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
 Test(process, workers_are_recycled_after_max_tasks, .fini = assert_clean, .timeout = 30)
 {
     fpp_executor_opts o = {.workers = 2, .max_tasks_per_worker = 10};

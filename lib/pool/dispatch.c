@@ -1,7 +1,8 @@
 /* pool/dispatch.c: choosing which worker gets each task, publishing it in that worker's queue
  * (pool/task_queue.c), and waking the workers that got some.
  *
- * Choosing a worker: round robin over the live workers with room, where room is a queue depth
+ * Choosing a worker: round robin over the live workers with room (with nothing in flight,
+ * starting at the worker whose task ended last: it is the one awake), where room is a queue depth
  * that adapts to the tasks (pool/completion_ring.c measures them): deep (the whole queue) for
  * tasks of microseconds, so that a worker never runs dry while the parent is busy; two for
  * tasks of a millisecond or more (one running, one ready), so that little waits behind a long
@@ -73,8 +74,13 @@ static int place(fpp__pool *p, fpp__job *j)
     int avoid = j->avoid_slot;
     if (avoid >= 0 && ((uint32_t)avoid >= W || !other_alive(p, (uint32_t)avoid)))
         avoid = -1;
+    /* Nothing in flight: start at the worker whose task ended last. It is the one spinning for
+     * its next task (for FPP__CLAIM_SPIN_NS), the others may sleep; a task at a time, submitted
+     * as each result comes back, then runs on one warm worker instead of waking the next in
+     * turn while the last one spins on a core the parent needs. */
+    uint32_t start = p->linked == 0 && p->last_w < W ? p->last_w : p->cursor;
     for (uint32_t k = 0; k < W; k++) {
-        uint32_t w = p->cursor + k < W ? p->cursor + k : p->cursor + k - W;
+        uint32_t w = start + k < W ? start + k : start + k - W;
         fpp__wpriv *wp = &p->wp[w];
         if (!wp->alive || wp->n >= wp->depth || (int)w == avoid)
             continue;

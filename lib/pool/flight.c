@@ -68,6 +68,7 @@ void fpp__flight_link(fpp__pool *p, uint32_t w, uint32_t tag)
         wp->first = tag;
     wp->last = tag;
     wp->n++;
+    p->linked++;
 }
 
 void fpp__flight_unlink(fpp__pool *p, uint32_t tag)
@@ -84,4 +85,6 @@ void fpp__flight_unlink(fpp__pool *p, uint32_t tag)
         wp->last = e->prev;
     e->prev = e->next = FPP__NIL;
     wp->n--;
+    p->linked--;
+    p->last_w = e->w;
 }

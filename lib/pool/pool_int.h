@@ -120,6 +120,8 @@ struct fpp__pool {
     uint64_t next_ticket;
     fpp__wpriv *wp;
     uint32_t cursor;        /* where the next dispatch starts looking */
+    uint32_t linked;        /* entries linked to a worker (the sum of the workers' n) */
+    uint32_t last_w;        /* the worker an entry was last unlinked from (its task ended) */
     size_t hold_min;        /* results from this size on are handed out zero-copy */
     uint32_t ntimed;        /* entries with a timeout */
     unsigned min_timeout_ms; /* the shortest of those since ntimed was last 0 */
