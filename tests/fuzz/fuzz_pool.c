@@ -82,15 +82,26 @@ static fpp__job *task_of(const fpp__pool *p, uint64_t ticket)
 static fpp__job *held[NT];
 static unsigned char held_fill[NT];
 static bool pinned_now[NT];
+static int held_w[NT];          /* the slot whose arena the result lies in */
+static unsigned held_gen[NT];   /* and the worker in it then (gen[w]) */
 static int nheld;
 static unsigned char fill_of[NT]; /* per task: the fill its honest result was written with */
 static fpp__pool *the_pool;
+
+/* Whether held result i is still one an honest worker guards: a worker that turned dishonest
+ * since (wrote its arena's words, claimed twice) may write anywhere in its own arena, results
+ * it handed out in place included; that is its own tasks' loss, and I1 is not about it. */
+static bool held_guarded(int i)
+{
+    int w = held_w[i];
+    return held_fill[i] && !(w >= 0 && w < W && gen[w] == held_gen[i] && dishonest[w]);
+}
 
 static void check_held(void)
 {
     for (int i = 0; i < nheld; i++) {
         fpp__job *j = held[i];
-        if (!j->hold || !held_fill[i])
+        if (!j->hold || !held_guarded(i))
             continue;
         for (size_t k = 0; k < j->result_len; k += 7)
             if (j->result[k] != held_fill[i])
@@ -103,6 +114,8 @@ static void forget_held(int i)
     held[i] = held[nheld - 1];
     held_fill[i] = held_fill[nheld - 1];
     pinned_now[i] = pinned_now[nheld - 1];
+    held_w[i] = held_w[nheld - 1];
+    held_gen[i] = held_gen[nheld - 1];
     nheld--;
 }
 
@@ -117,6 +130,8 @@ static void finished_hook(void *owner, fpp__job *t)
         held[nheld] = t;
         held_fill[nheld] = t->status == FPP_DONE ? fill_of[i] : 0;
         pinned_now[nheld] = false;
+        held_w[nheld] = t->slot;
+        held_gen[nheld] = t->slot >= 0 && t->slot < W ? gen[t->slot] : 0;
         nheld++;
         return;
     }
@@ -345,7 +360,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     fpp__job *j = held[i];
                     bool keep = how == 1;
                     fpp__pool_unpin(pool, j, keep);
-                    if (keep && held_fill[i] && j->status == FPP_DONE)
+                    if (keep && held_guarded(i) && j->status == FPP_DONE)
                         for (size_t k = 0; k < j->result_len; k++)
                             if (j->result[k] != held_fill[i])
                                 abort(); /* moved out wrong */
