@@ -20,6 +20,15 @@
 
 #include "fpp.h"
 
+/* AddressSanitizer builds: gcc says so with __SANITIZE_ADDRESS__, clang with __has_feature. */
+#if defined(__SANITIZE_ADDRESS__)
+#define FPP__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FPP__ASAN 1
+#endif
+#endif
+
 #define FPP__HIDDEN __attribute__((visibility("hidden")))
 /* Internal, but exported from libfpp for fpp's own out-of-library backends (libfpp_mpi): no
  * API promise, never declared in fpp.h. Keep this set small. Today: fpp__executor_create,

@@ -186,14 +186,6 @@ static bool over_cap(rss_watch *r, bool force)
  * finish and keep its result (SPEC: "replaced after the task that crossed it"); with the
  * limit at the cap itself no allocating task could ever cross it, and address space that is
  * reserved but never resident (a thread's stack, a malloc arena) would count in full. */
-#if defined(__SANITIZE_ADDRESS__)
-#define FPP__ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FPP__ASAN 1
-#endif
-#endif
-
 static void cap_address_space(size_t cap_kib)
 {
 #ifdef FPP__ASAN

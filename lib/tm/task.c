@@ -9,13 +9,6 @@
 
 #include "tm/tm.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define FPP__ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FPP__ASAN 1
-#endif
-#endif
 #ifdef FPP__ASAN
 #include <sanitizer/asan_interface.h>
 #define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
