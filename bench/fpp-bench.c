@@ -26,6 +26,10 @@
  * Uses only <fpp.h>. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
 #include <fpp.h>
 #include <math.h>
 #include <poll.h>
@@ -151,6 +155,7 @@ typedef struct row {
     long failed;
     double extra; /* bytes/s for bytes:N; respawn ms for crashy; noop: p50 into a sleeping pool */
     double wake_us; /* noop: p50 of a semaphore round trip between two sleeping processes */
+    double floor_us; /* noop: p50 of the least a pool can do (floor_round) */
     double extra2; /* +journal: the journal's bytes */
     double lo_tps, hi_tps; /* --repeat: the lowest and highest tasks/s of the repeats */
     int ok;
@@ -263,6 +268,59 @@ static void pingpong_stop(pingpong *p)
     munmap(p, sizeof *p);
 }
 
+/* The least any pool can do for a lone task when its worker sleeps, on this machine: one
+ * process wakes another asleep in futex_wait on a shared word (3 ms at least), then yields
+ * until the other has stored its answer and yielded back: a wake-up and a hand-over of the
+ * core both ways, no queue, no bookkeeping. (The scheduler wakes the sleeper on the waker's
+ * core, where it runs when the waker yields; woken on an idle core instead, the sleeper would
+ * cost that core's wake-up: tens of microseconds in a virtual machine.) fpp's lone task does
+ * exactly this, plus the task manager's and the pool's bookkeeping on both sides. */
+typedef struct wakefloor { _Atomic uint32_t go, ans; pid_t pid; } wakefloor;
+
+static wakefloor *floor_start(void)
+{
+    wakefloor *f = mmap(NULL, sizeof *f, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (f == MAP_FAILED)
+        return NULL;
+    f->go = f->ans = 0;
+    f->pid = fork();
+    if (f->pid == 0) {
+        uint32_t seen = 0;
+        for (;;) {
+            while (atomic_load(&f->go) == seen)
+                syscall(SYS_futex, (uint32_t *)&f->go, FUTEX_WAIT, seen, NULL, NULL, 0);
+            seen = atomic_load(&f->go);
+            if (seen == UINT32_MAX)
+                _exit(0);
+            atomic_store(&f->ans, seen);
+            sched_yield();
+        }
+    }
+    if (f->pid < 0) {
+        munmap(f, sizeof *f);
+        return NULL;
+    }
+    return f;
+}
+
+static uint64_t floor_round(wakefloor *f)
+{
+    uint64_t t0 = now_ns();
+    uint32_t v = atomic_fetch_add(&f->go, 1) + 1;
+    syscall(SYS_futex, (uint32_t *)&f->go, FUTEX_WAKE, 1, NULL, NULL, 0);
+    while (atomic_load(&f->ans) != v)
+        sched_yield();
+    return now_ns() - t0;
+}
+
+static void floor_stop(wakefloor *f)
+{
+    atomic_store(&f->go, UINT32_MAX);
+    syscall(SYS_futex, (uint32_t *)&f->go, FUTEX_WAKE, 1, NULL, NULL, 0);
+    waitpid(f->pid, NULL, 0);
+    munmap(f, sizeof *f);
+}
+
 /* variant: "" the defaults; "keep" each result kept (copied out of the worker's arena into the
  * task's memory) and released, the documented way to hold on to a result; "ordered"
  * FPP_TM_ORDERED; "journal" a task journal in a new file of journal_dir (removed after). */
@@ -318,8 +376,9 @@ static int run_fpp(int threads, const char *variant, const workload *w, int work
          * process-shared semaphores after both slept 3 ms, one round trip (two wake-ups, all
          * that is physically needed when both sides sleep). */
         int m = 200;
-        uint64_t *rt = calloc((size_t)m, sizeof *rt);
+        uint64_t *rt = calloc((size_t)m, sizeof *rt), *fl = calloc((size_t)m, sizeof *fl);
         pingpong *pp = pingpong_start();
+        wakefloor *wf = floor_start();
         for (int i = 0; i < m; i++) {
             struct timespec idle = {0, 3000000};
             nanosleep(&idle, NULL);
@@ -332,6 +391,10 @@ static int run_fpp(int threads, const char *variant, const workload *w, int work
                 nanosleep(&idle, NULL);
                 rt[i] = pingpong_round(pp);
             }
+            if (wf) {
+                nanosleep(&idle, NULL);
+                fl[i] = floor_round(wf);
+            }
         }
         qsort(lat, (size_t)m, sizeof *lat, cmp_u64);
         r->extra = (double)lat[m / 2] / 1e3;
@@ -340,7 +403,13 @@ static int run_fpp(int threads, const char *variant, const workload *w, int work
             r->wake_us = (double)rt[m / 2] / 1e3;
             pingpong_stop(pp);
         }
+        if (wf) {
+            qsort(fl, (size_t)m, sizeof *fl, cmp_u64);
+            r->floor_us = (double)fl[m / 2] / 1e3;
+            floor_stop(wf);
+        }
         free(rt);
+        free(fl);
     }
     free(lat);
 
@@ -774,6 +843,10 @@ int main(int argc, char **argv)
                 char note[192] = "";
                 if (w.kind == 2)
                     snprintf(note, sizeof note, "%.2f GB/s = %.2f x memcpy", r->extra / 1e9, r->extra / 1e9 / mc);
+                else if (w.kind == 0 && fast && r->wake_us > 0 && r->floor_us > 0)
+                    snprintf(note, sizeof note,
+                             "asleep: p50 %.1f us = %.2f x a wake-up round trip (%.1f us); least possible %.1f us = %.2f x",
+                             r->extra, r->extra / r->wake_us, r->wake_us, r->floor_us, r->floor_us / r->wake_us);
                 else if (w.kind == 0 && fast && r->wake_us > 0)
                     snprintf(note, sizeof note, "asleep: p50 %.1f us = %.2f x a wake-up round trip (%.1f us)", r->extra,
                              r->extra / r->wake_us, r->wake_us);
