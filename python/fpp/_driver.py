@@ -66,6 +66,8 @@ class Driver:
         self.previous = None      # an idle_exit collector on its way out
         self.error = None         # what broke the collector, if anything
         self.lent = None          # lend(): the closer of the journaled map that has the Manager
+        self.maps = weakref.WeakSet()  # plain maps still open: they may put chunks after shutdown
+        self.settled = threading.Condition(self.lock)  # the collector went idle or ended
         self.pid = os.getpid()
         self.gens = itertools.count(1)
         self.free = list(range(mgr.tickets, 0, -1)) if self.process else []
@@ -80,13 +82,14 @@ class Driver:
 
     # ------------------------------------------------------------ any thread
 
-    def put(self, item, handler):
+    def put(self, item, handler, from_map=None):
         """Queues a task: item is the payload parts (process) or (fn, args, kwargs) (threads).
-        Raises RuntimeError once shut down. While the collector sleeps (nothing was running),
-        this thread gives the task to fpp itself, so that it starts at once."""
+        Raises RuntimeError once shut down (but for a map opened before: from_map). While the
+        collector sleeps (nothing was running), this thread gives the task to fpp itself, so
+        that it starts at once."""
         failed = None
         with self.lock:
-            self._check_locked()
+            self._check_locked(from_map)
             handler._fpp_where = QUEUED
             handler._fpp_driver = self
             if self.idle and not self.queue and len(self.inflight) < self.mif and self.lent is None:
@@ -97,11 +100,11 @@ class Driver:
         if failed:
             self._fail(failed)
 
-    def put_many(self, pairs):
+    def put_many(self, pairs, from_map=None):
         """put() for several (item, handler) pairs: one lock, one wake."""
         failed = None
         with self.lock:
-            self._check_locked()
+            self._check_locked(from_map)
             for item, h in pairs:
                 h._fpp_where = QUEUED
                 h._fpp_driver = self
@@ -114,10 +117,10 @@ class Driver:
         if failed:
             self._fail(failed)
 
-    def _check_locked(self):
+    def _check_locked(self, from_map=None):
         if self.error is not None:
             raise RuntimeError("this fpp pool failed: %s: %s" % (type(self.error).__name__, self.error))
-        if self.closed:
+        if self.closed and (self.kill or from_map is None or from_map not in self.maps):
             raise RuntimeError("cannot schedule new futures after shutdown")
         if self.pid != os.getpid():
             raise RuntimeError("this fpp pool belongs to another process (it was created before "
@@ -165,6 +168,37 @@ class Driver:
                 self.lent = None
                 if self.queue or self.closed:
                     self._wake_locked()
+
+    # Plain maps (pool.py, _Map) read their input lazily, so a map opened before shutdown may
+    # still put chunks after it: shutdown waits for what was submitted, not for the rest of
+    # an open map's input (which may never end), and the workers stop when the last open map
+    # ends (read to its end, closed or dropped), as concurrent.futures' map, which submits
+    # everything at once, yields all after shutdown. terminate() ends them.
+
+    def map_open(self, m):
+        """Registers map m (it may put after shutdown); RuntimeError once shut down."""
+        with self.lock:
+            self._check_locked()
+            self.maps.add(m)
+
+    def map_done(self, m):
+        """Map m puts nothing more: the last one ends a shut-down pool."""
+        with self.lock:
+            if m not in self.maps:
+                return
+            self.maps.discard(m)
+            if self.closed and not self.maps and not self.finished:
+                self._wake_locked()
+
+    def end_maps(self):
+        """Closes every open map (at interpreter exit: nobody will read them)."""
+        with self.lock:
+            maps = list(self.maps)
+        for m in maps:
+            try:
+                m.close()
+            except Exception:
+                pass
 
     def _stop_borrower(self):
         closer = self.lent
@@ -261,13 +295,24 @@ class Driver:
                 prev, self.previous = self.previous, None
             else:
                 self._wake_locked()
-        if t is None:  # no collector: close here
+        if t is None:  # no collector: close here (or the last open map's end will)
             if prev is not None and prev is not threading.current_thread():
                 prev.join()
+            with self.lock:
+                if self.maps and not self.kill:
+                    return
             self._close()
             return
         if wait and t is not threading.current_thread():
-            t.join()
+            # Until the collector ends, or, with maps open, has nothing left to do (what an
+            # open map puts later is not waited for: it may be endless, read by this thread).
+            with self.lock:
+                while (self.maps and not self.kill and t.is_alive()
+                       and not (self.idle and not self.queue and not self.inflight and not self.handing)):
+                    self.settled.wait(0.05)
+                maps_open = self.maps and not self.kill
+            if not maps_open:
+                t.join()
 
     def _close(self):
         with self.lock:
@@ -305,7 +350,7 @@ class Driver:
             if batch or self.inflight:
                 self.handing = len(batch)
                 return batch
-            if self.closed:
+            if self.closed and not self.maps:
                 return None
             if self.idle_exit:
                 self.previous = self.thread
@@ -313,8 +358,10 @@ class Driver:
                 return None
             self.idle = True
             self.asleep.set()
+            self.settled.notify_all()
             try:
-                self.idle_cond.wait()
+                # Shut down with maps open: look again now and then (a map's end wakes us).
+                self.idle_cond.wait(1.0 if self.closed else None)
             finally:
                 self.idle = False
 
@@ -417,6 +464,7 @@ class Driver:
             while self.queue:
                 left.append(self.queue.popleft()[1])
             closing = self.closed
+            self.settled.notify_all()
         if left and not self.process:
             _codec.thread_forget([h._fpp_ticket for h in left if isinstance(h._fpp_ticket, int)])
         try:

@@ -25,8 +25,11 @@ What fpp adds:
 * ``map``/``imap``/``imap_unordered`` read their input lazily: at most ``max_in_flight``
   chunks ahead of the consumer (concurrent.futures reads it all at once), so a map over
   ``itertools.count()`` runs in constant memory; the first window is submitted when ``map`` is
-  called. ``shutdown`` waits for what was submitted; the rest of an unread map is read (and
-  run) only by iterating it.
+  called. ``shutdown`` waits for what was submitted; the rest of an open map is read (and
+  run) as it is iterated, also after shutdown (the workers stop when the last open map ends:
+  read to its end, closed or dropped), so that ``with ProcessPool() as p: it = p.map(...)``
+  then reading ``it`` yields everything, as in concurrent.futures. A journaled map is closed
+  by shutdown instead (what finished is in its journal).
 * Big buffers (numpy arrays, bytes, bytearrays) travel out of band both ways (pickle protocol
   5): copied once into fpp's shared memory and once out of it, never into a pickle.
 * One Ctrl-C stops everything: a KeyboardInterrupt out of a ``with`` block, or the program
@@ -190,11 +193,12 @@ class _Map:
         self._want = 0        # next chunk to hand out (ordered)
         self._exhausted = False
         self._closed = False
+        self._driver.map_open(self)
         self._fill()
 
     def _send(self, ch, items):
         ch.sent = len(items)
-        self._driver.put(_codec.encode_chunk(self._fn, items, self._star, self._budget), ch)
+        self._driver.put(_codec.encode_chunk(self._fn, items, self._star, self._budget), ch, self)
 
     def _fill(self):
         """Sends chunks up to the window: once it is a quarter empty, in one batch (one wake
@@ -216,12 +220,21 @@ class _Map:
                 self._exhausted = True
                 self._it = None
                 break
-            parts = encode(fn, items, star, budget)  # an item that cannot be pickled: raised here
             ch = _Chunk(self._q, self._index, items)
             self._index += 1
+            try:
+                parts = encode(fn, items, star, budget)
+            except Exception as exc:
+                # An item that cannot be pickled: its chunk fails with it, in its place (the
+                # chunks before it are sent and come out first), and the input ends there.
+                ch.code, ch.value = _fpp.CODE_EXC, exc
+                self._ready[ch.index] = ch
+                self._exhausted = True
+                self._it = None
+                break
             batch.append((parts, ch))
         if batch:
-            self._driver.put_many(batch)
+            self._driver.put_many(batch, self)
             for parts, ch in batch:
                 self._live[ch.index] = ch
 
@@ -289,7 +302,11 @@ class _Map:
                 if ch.acc:
                     results = ch.acc + list(results)
                 del ch, value
-                self._fill()
+                try:
+                    self._fill()  # before handing out this chunk: the workers go on meanwhile
+                except BaseException as exc:  # the pool ended: what came back still comes out
+                    if err is None:
+                        err = exc
                 if err is not None:
                     yield from results
                     raise err
@@ -309,6 +326,7 @@ class _Map:
             return
         self._closed = True
         self._it = None
+        self._driver.map_done(self)
         live, self._live = self._live, {}
         self._ready.clear()
         self._more.clear()
@@ -364,16 +382,26 @@ class _JournalMap:
         self.flush_ms = int(flush_ms)
         self.skipped = 0  # chunks an earlier run finished (read back, not run)
         self.ran = 0      # chunks this run submitted
-        self.gen = None
+        self.gen = None   # a weak reference to results(), the generator handed out
 
     def close(self):
-        g = self.gen
+        g = self.gen() if self.gen is not None else None
         if g is not None:
             g.close()
 
     def results(self):
         driver = self.pool._driver
-        mgr = driver.lend(self.close)
+        # Nothing but the caller may keep the map alive: the driver's closer and this object
+        # hold it weakly, so a map dropped unfinished (a break out of a for loop) is closed at
+        # once and gives the pool back.
+        close = weakref.WeakMethod(self.close)
+
+        def closer():
+            c = close()
+            if c is not None:
+                c()
+
+        mgr = driver.lend(closer)
         try:
             mgr.open(self.pool._mif, journal=self.journal, journal_key=self.key,
                      rerun_failed=self.rerun_failed,
@@ -632,7 +660,13 @@ class ProcessPool(cf.Executor):
         return self._map(fn, iterable, chunksize, False, False, None, **journal)
 
     def starmap(self, fn, iterable, chunksize=1, **journal):
-        """[fn(*args) for args in iterable], a list (multiprocessing's starmap)."""
+        """[fn(*args) for args in iterable], a list (multiprocessing's starmap; chunksize None:
+        its choice, about four chunks per worker)."""
+        if chunksize is None:
+            if not hasattr(iterable, "__len__"):
+                iterable = list(iterable)
+            chunksize, extra = divmod(len(iterable), self._max_workers * 4)
+            chunksize += bool(extra) or not chunksize
         return list(self._map(fn, iterable, chunksize, True, True, None, **journal))
 
     def close(self):
@@ -672,8 +706,9 @@ class ProcessPool(cf.Executor):
                                       "not %s" % type(self).__name__)
         jm = _JournalMap(self, fn, iter(iterable), chunksize, ordered, star, timeout, journal,
                          str(journal_key), rerun_failed, journal_flush_ms)
-        jm.gen = jm.results()
-        return jm.gen
+        gen = jm.results()
+        jm.gen = weakref.ref(gen)
+        return gen
 
     def __del__(self):
         try:
@@ -716,6 +751,7 @@ def _python_exit():
             if interrupted:
                 d.terminate()
             else:
+                d.end_maps()  # maps left open: nobody reads them now
                 d.shutdown(wait=True)
         except KeyboardInterrupt:
             interrupted = True

@@ -12,6 +12,7 @@ import pytest
 
 import fpp
 import fpp.futureproof as futureproof
+from helpers import square
 
 N = 40
 CHUNK = 3
@@ -314,3 +315,15 @@ def test_journaled_map_shares_the_pool(tmp_path, marks):
                              journal=tmp_path / "half.journal")) == [x * x for x in range(N)]
     assert not any(x in runs(marks) for x in range(6))
     assert set(runs(marks)) | set(half) == set(range(N))
+
+
+def test_a_journaled_map_left_by_a_break_gives_the_pool_back(tmp_path):
+    """Breaking out of a for loop over a journaled map drops it: the pool is the others'
+    again at once (before: the map stayed alive through the pool's reference to it, and every
+    later submit waited for ever, every later journaled map was refused)."""
+    with fpp.ProcessPool(2) as pool:
+        for r in pool.imap(square, range(1000), journal=tmp_path / "a.journal"):
+            if r > 100:
+                break
+        assert pool.submit(square, 3).result(timeout=30) == 9
+        assert list(pool.map(square, range(3), journal=tmp_path / "b.journal")) == [0, 1, 4]

@@ -1,6 +1,8 @@
 """fpp.ProcessPool: submit, map, imap, imap_unordered with chunks, laziness, errors, threads.
 (concurrent.futures behaviour: test_executor.py; CPython's own tests: test_cpython_executor.py.)"""
 import concurrent.futures as cf
+import gc
+import os
 import itertools
 import multiprocessing
 import threading
@@ -259,3 +261,98 @@ def test_map_item_that_cannot_be_pickled_is_raised_and_the_pool_goes_on(pool):
     with pytest.raises(TypeError, match="pickle"):
         list(pool.map(square, items, chunksize=2))
     assert list(pool.map(square, range(300))) == [i * i for i in range(300)]  # refills in batches
+
+
+def test_map_item_that_cannot_be_pickled_is_raised_at_its_position(pool):
+    """As concurrent.futures: map() itself does not raise, the items before the bad one come
+    out, then its exception (before: map() raised at once with 10 items, and with 1000 the
+    chunks sent in the bad item's batch ran but their results were dropped: 383 of 500)."""
+    for n, bad, chunksize, before in ((10, 5, 1, 5), (1000, 500, 1, 500), (10, 5, 4, 4)):
+        items = list(range(n))
+        items[bad] = threading.Lock()
+        it = pool.map(square, items, chunksize=chunksize)
+        got = []
+        with pytest.raises(TypeError, match="pickle"):
+            for r in it:
+                got.append(r)
+        assert got == [i * i for i in range(before)], (n, bad, chunksize)
+    assert list(pool.map(square, range(300))) == [i * i for i in range(300)]
+
+
+@pytest.mark.parametrize("end", ["with", "close_join", "collected", "shutdown_nowait"])
+def test_a_map_read_after_the_pool_ends_yields_everything(end):
+    """The concurrent.futures idiom `with Pool() as p: it = p.map(...)`, then reading `it`:
+    a map longer than the read-ahead window still yields every result (before: the first
+    window's, part of them, then RuntimeError "cannot schedule new futures after shutdown").
+    The workers stop once the map is read (the fixture checks none is left)."""
+    n = 1000  # > max_in_flight (128): most of it is read after the pool ended
+    if end == "with":
+        with fpp.ProcessPool(2) as p:
+            it = p.map(square, range(n))
+    elif end == "close_join":
+        p = fpp.ProcessPool(2)
+        it = p.imap(square, range(n))
+        p.close()
+        p.join()
+    elif end == "collected":
+        it = fpp.ProcessPool(2).imap_unordered(square, range(n), chunksize=3)
+        gc.collect()
+    else:
+        p = fpp.ProcessPool(2)
+        it = p.map(square, range(n))
+        p.shutdown(wait=False)
+    assert sorted(it) == [i * i for i in range(n)]
+
+
+def test_shutdown_does_not_wait_for_an_open_map_and_the_workers_stop_when_it_ends():
+    """An endless map left open: shutdown(wait=True) waits for what was submitted, not for the
+    map's input (it would never return); new work is refused; the map still reads on; the
+    workers stop when it is closed."""
+    from conftest import children
+
+    before = children()
+    p = fpp.ProcessPool(2)
+    it = p.imap(square, itertools.count())
+    assert next(it) == 0
+    p.shutdown(wait=True)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        p.submit(square, 2)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        p.map(square, range(3))
+    assert [next(it) for _ in range(500)] == [i * i for i in range(1, 501)]
+    assert children() - before  # the workers serve the open map
+    it.close()
+    deadline = time.monotonic() + 10
+    while children() - before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not children() - before
+
+
+def test_starmap_chunksize_none_as_multiprocessing():
+    with fpp.ProcessPool(2) as p:
+        assert p.starmap(add, [(i, 1) for i in range(100)], None) == list(range(1, 101))
+        assert p.starmap(add, iter([(i, 2) for i in range(10)]), None) == list(range(2, 12))
+
+
+def test_a_program_ending_with_an_endless_map_open_exits():
+    """At exit nobody reads an open map: it is closed, not run to its (endless) end."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import itertools, fpp
+        from helpers import square
+        p = fpp.ProcessPool(2)
+        it = p.imap(square, itertools.count())
+        assert next(it) == 0
+        with fpp.ProcessPool(2) as q:
+            it2 = q.map(square, itertools.count())
+        assert next(it2) == 0
+        print("end")
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, "-c", script], cwd=os.path.dirname(__file__), env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "end\n"
