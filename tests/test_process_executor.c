@@ -282,6 +282,29 @@ Test(process, a_task_at_a_time_runs_on_the_worker_that_ran_the_last, .fini = ass
     fpp_executor_free(ex);
 }
 
+/* The most workers a pool takes: their spawn requests fill the fork server's channel (a few
+ * hundred fit), which is no reason to think it dead. Before: every request past the channel's
+ * room failed with EAGAIN, the server was declared dead and replaced, and the new one was
+ * flooded the same way: from about 360 workers up not one task ever ran (fpp-run -j 500). */
+Test(process, the_most_workers_start_and_serve, .fini = assert_clean, .timeout = 120)
+{
+    capture_logs();
+    fpp_executor_opts o = {.workers = 1024};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    fpp_tm *tm = mk_tm(ex, FPP_RAISE, 0);
+    for (uint64_t i = 0; i < 4096; i++)
+        cr_assert_geq(fpp_submit(tm, F_SQUARE, &i, 8), 0);
+    cr_expect_eq(fpp_run(tm), 0);
+    fpp_stats st;
+    fpp_tm_stats(tm, &st);
+    cr_expect_eq(st.done, 4096);
+    cr_expect_eq(st.worker_restarts, 0, "workers started again: %llu", (unsigned long long)st.worker_restarts);
+    cr_expect_null(strstr(captured_logs(), "fork server"), "%s", captured_logs());
+    cr_expect_eq(fpp_executor_workers(ex), 1024);
+    fpp_tm_free(tm);
+    fpp_executor_free(ex);
+}
+
 Test(process, workers_are_recycled_after_max_tasks, .fini = assert_clean, .timeout = 30)
 {
     fpp_executor_opts o = {.workers = 2, .max_tasks_per_worker = 10};

@@ -265,8 +265,13 @@ static void spawn(proc *pr, uint32_t w)
     }
     s->gen++;
     s->dead_ns = 0;
-    if (fpp__fs_spawn(&pr->fs, w, s->gen, fpp__slotmem_fd(mem)) != 0) {
+    int rc = fpp__fs_spawn(&pr->fs, w, s->gen, fpp__slotmem_fd(mem));
+    if (rc != 0) {
         fpp__slotmem_unref(mem);
+        if (rc > 0) { /* the server has not read the requests before: this slot waits for */
+            s->gen--; /* the next look (spawn_due), after its answers to them */
+            return;
+        }
         fs_died(pr, "its channel failed");
         return;
     }
@@ -479,6 +484,8 @@ static bool watch_fs(proc *pr, int64_t now)
     if (!pr->ping_ns) {
         if (fpp__fs_ping(&pr->fs, ++pr->ping_seq) == 0)
             pr->ping_ns = now;
+        else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+            fpp__fs_continue_if_stopped(&pr->fs); /* its requests pile up: it may be stopped */
     } else if (now - pr->ping_ns > FPP__FS_STALL_NS) {
         fs_died(pr, "does not answer");
         return true;
@@ -709,6 +716,7 @@ int fpp__process_start(fpp_executor *ex)
     for (;;) {
         fpp__pool_mark(p);
         handle_fs(pr);
+        spawn_due(pr); /* the slots whose request found the server's channel full */
         if (pr->start_rc) {
             fpp__log(FPP_LOG_ERROR, "process executor: could not start %u workers: %s", n, pr->br.cause);
             rc = pr->start_rc;

@@ -371,8 +371,11 @@ void fpp__server_main(const fpp__server_args *a)
 int fpp__fs_spawn(fpp__fs *fs, uint32_t slot, uint32_t gen, int memfd)
 {
     fpp__fs_msg m = {.op = FPP__FS_SPAWN, .slot = slot, .gen = gen};
-    if (send_fd(fs->sock, &m, sizeof m, memfd) != 0)
+    if (send_fd(fs->sock, &m, sizeof m, memfd) != 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+            return 1; /* the channel is full (hundreds of requests the server has not read yet) */
         return fpp__sys_error("sendmsg", "to the fork server");
+    }
     return 0;
 }
 

@@ -231,12 +231,14 @@ FPP__HIDDEN int fpp__fs_start(fpp__fs *fs, const fpp__fs_config *cfg);
  * if the keeper is gone or does not answer, forks a new keeper from the program as it is now
  * (logged). 0 or an error. */
 FPP__HIDDEN int fpp__fs_replace(fpp__fs *fs);
-/* The parent's heartbeat: asks the server for a PONG carrying seq. 0 sent, -1 channel gone. */
+/* The parent's heartbeat: asks the server for a PONG carrying seq. 0 sent, -1 not sent (errno
+ * EAGAIN: the channel is full). */
 FPP__HIDDEN int fpp__fs_ping(fpp__fs *fs, uint32_t seq);
 /* Continues the server or the keeper if it is stopped (SIGCONT, with a log line); true if it
  * did. */
 FPP__HIDDEN bool fpp__fs_continue_if_stopped(fpp__fs *fs);
-/* Asks for a worker in slot (generation gen) on the slot memory behind memfd. */
+/* Asks for a worker in slot (generation gen) on the slot memory behind memfd: 0 asked, 1 the
+ * channel is full for now (nothing sent: ask again later), or an error (the channel failed). */
 FPP__HIDDEN int fpp__fs_spawn(fpp__fs *fs, uint32_t slot, uint32_t gen, int memfd);
 /* The next message: 1 (*pidfd: the descriptor it carried, or -1), 0 none now, -1 channel gone. */
 FPP__HIDDEN int fpp__fs_recv(fpp__fs *fs, fpp__fs_msg *m, int *pidfd);

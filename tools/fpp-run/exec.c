@@ -1,9 +1,8 @@
 /* exec.c: exec mode's worker side, the function "fpp-run:exec" that fpp runs in its worker
  * processes, one task per job. A task's argument is the job's sequence number and values; the
  * worker builds the command (template.c), starts it with posix_spawn in a process group of its
- * own (so the caller's size never matters: the worker is small), with stdin from /dev/null (the
- * first job keeps fpp-run's stdin when the inputs come from elsewhere and it is no terminal,
- * as GNU parallel does), stdout and stderr in two unnamed temporary files (a job that leaves a
+ * own (so the caller's size never matters: the worker is small), with stdin from /dev/null (as
+ * GNU parallel's jobs: a job reading stdin never eats a `while read` loop's input), stdout and stderr in two unnamed temporary files (a job that leaves a
  * process behind holding them never stalls the run, unlike pipes), $PARALLEL_SEQ,
  * $PARALLEL_JOBSLOT and $PARALLEL_PID set, and waits for it. --timeout and --retries live
  * here, per job: a job past its time gets GNU parallel's --term-seq on its whole process group
@@ -227,7 +226,7 @@ static int wait_exit(pid_t pid, int pidfd, int64_t deadline_ns)
     }
 }
 
-static void run_attempt(char *const *argv, const char *exe, bool use_path, bool keep_stdin, attempt *a)
+static void run_attempt(char *const *argv, const char *exe, bool use_path, attempt *a)
 {
     memset(a, 0, sizeof *a);
     a->outfd = capture_file();
@@ -244,7 +243,7 @@ static void run_attempt(char *const *argv, const char *exe, bool use_path, bool 
     }
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
-    if (!keep_stdin && devnull >= 0)
+    if (devnull >= 0)
         posix_spawn_file_actions_adddup2(&fa, devnull, 0);
     posix_spawn_file_actions_adddup2(&fa, a->outfd, 1);
     posix_spawn_file_actions_adddup2(&fa, a->errfd, 2);
@@ -261,6 +260,24 @@ static void run_attempt(char *const *argv, const char *exe, bool use_path, bool 
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
     pid_t pid;
     int rc = use_path ? posix_spawnp(&pid, exe, &fa, &at, argv, envp) : posix_spawn(&pid, exe, &fa, &at, argv, envp);
+    if (rc == ENOEXEC) {
+        /* A script without a #! line: a shell runs it, as execvp, xargs and GNU parallel do
+         * (posix_spawn does not). The shell finds it as the command was found. */
+        size_t n = 0;
+        while (argv[n])
+            n++;
+        char **sh = calloc(n + 4, sizeof *sh);
+        if (sh) {
+            sh[0] = (char *)"/bin/sh";
+            sh[1] = (char *)"-c";
+            sh[2] = (char *)"\"$0\" \"$@\"";
+            sh[3] = (char *)exe;
+            for (size_t i = 1; i < n; i++)
+                sh[3 + i] = argv[i];
+            rc = posix_spawn(&pid, "/bin/sh", &fa, &at, sh, envp);
+            free(sh);
+        }
+    }
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     if (rc != 0) {
@@ -462,7 +479,7 @@ int exec_job(const void *arg, size_t len, fpp_out *out)
     unsigned n = 0;
     for (;;) {
         n++;
-        run_attempt(argv, exe, use_path, (h.flags & EXEC_KEEP_STDIN) && n == 1, &a);
+        run_attempt(argv, exe, use_path, &a);
         if (!failed(&a) || (g_exec.attempts && n >= g_exec.attempts) || (g_slots && atomic_load(&g_slots->stop)))
             break;
         close_attempt(&a);

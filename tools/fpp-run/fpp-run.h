@@ -133,7 +133,6 @@ int inputs_next(inputs *in, job_vals *jv);
 int inputs_wait(inputs *in, int timeout_ms);
 /* The number of jobs, when counted (need_total), else 0. */
 uint64_t inputs_total(const inputs *in);
-bool inputs_from_stdin(const inputs *in);
 void inputs_close(inputs *in);
 
 /* ------------------------------------------------------------------ template.c */
@@ -183,9 +182,8 @@ void apply_mod(int mod, const char *s, size_t n, const job_vals *v, strbuf *out)
 typedef struct exec_arg_hdr {
     uint64_t seq;
     uint32_t nvals;
-    uint32_t flags; /* EXEC_KEEP_STDIN */
+    uint32_t flags; /* none yet: 0 */
 } exec_arg_hdr;
-enum { EXEC_KEEP_STDIN = 1 };
 
 /* An exec task's result: header, command line, then stdout and stderr (inline) or their
  * spill file names. */
@@ -266,6 +264,9 @@ void seqset_free(seqset *s);
 /* ------------------------------------------------------------------ results.c */
 
 /* --results DIR: DIR/1/<value>/2/<value>/{seq,stdout,stderr} as GNU parallel. */
+/* --results DIR: made if missing; 0, or -1 (errno) if it is no directory this run can write
+ * in (GNU parallel refuses to start then too). */
+int results_check(const char *dir);
 int results_write(const char *dir, const job_vals *v, const void *out, size_t out_len, const char *out_file,
                   const void *err, size_t err_len, const char *err_file);
 

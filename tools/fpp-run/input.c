@@ -43,7 +43,6 @@ typedef struct value_list {
 
 struct inputs {
     int nsrc;
-    bool from_stdin;
     reader r0;         /* source 0 when it is read */
     bool r0_used;
     value_list l0;     /* source 0 when it is a list */
@@ -260,7 +259,6 @@ inputs *inputs_open(const config *c, bool need_total)
     } else {
         const char *name;
         int fd = open_input(s0->kind == SRC_STDIN ? "-" : s0->path, &name);
-        in->from_stdin = fd == 0;
         if (need_total)
             total = count_values(&fd, c->delim, name);
         reader_init(&in->r0, fd, fd != 0, c->delim, name);
@@ -279,8 +277,6 @@ inputs *inputs_open(const config *c, bool need_total)
                 for (size_t k = 0; k < s->nvals; k++)
                     l->len[k] = strlen(s->vals[k]);
             } else {
-                if (s->kind == SRC_STDIN || strcmp(s->path, "-") == 0)
-                    in->from_stdin = true;
                 read_all(s->kind == SRC_STDIN ? "-" : s->path, c->delim, l);
                 l->owned = true;
             }
@@ -365,7 +361,6 @@ int inputs_wait(inputs *in, int timeout_ms)
 
 uint64_t inputs_total(const inputs *in) { return in->total; }
 
-bool inputs_from_stdin(const inputs *in) { return in->from_stdin; }
 
 void inputs_close(inputs *in)
 {

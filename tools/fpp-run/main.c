@@ -124,6 +124,8 @@ static unsigned parse_timeout(const char *s)
     double v = strtod(s, &end);
     if (end == s || errno)
         die("--timeout %s: not a duration (seconds, or with s, m, h, d)", s);
+    if (v == 0 && *end == 0)
+        return 0; /* GNU parallel's --timeout 0: none */
     if (*end == '%')
         die("--timeout %s: a timeout relative to the median run time is not supported", s);
     double mul = 1;
@@ -501,6 +503,8 @@ int main(int argc, char **argv)
         if (g_cfg.dry_run)
             return run_dry(&t);
     }
+    if (g_cfg.results && results_check(g_cfg.results) != 0)
+        die("--results %s: %s", g_cfg.results, strerror(errno));
 
     /* The no-op task (run.c: a job the joblog has and the journal lacks keeps its id). */
     g_noop_fn = fpp_register("fpp-run:logged", noop_job);

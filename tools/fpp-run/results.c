@@ -60,6 +60,26 @@ static int put_file(const char *path, const void *data, size_t len, const char *
     return rc;
 }
 
+int results_check(const char *dir)
+{
+    strbuf path = {0};
+    sb_adds(&path, dir);
+    while (path.len > 1 && path.p[path.len - 1] == '/')
+        path.p[--path.len] = 0;
+    int rc = mkdirs(&path);
+    struct stat st;
+    if (rc == 0 && stat(path.p, &st) != 0)
+        rc = -1;
+    if (rc == 0 && !S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        rc = -1;
+    }
+    if (rc == 0 && access(path.p, W_OK | X_OK) != 0)
+        rc = -1;
+    sb_free(&path);
+    return rc;
+}
+
 int results_write(const char *dir, const job_vals *v, const void *out, size_t out_len, const char *out_file,
                   const void *err, size_t err_len, const char *err_file)
 {

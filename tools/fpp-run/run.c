@@ -69,6 +69,7 @@ typedef struct run_state {
     strbuf arg, cmd, tmp, vbuf, fres;
     bool map_active, input_pending, input_eof;
     int halted;            /* HALT_SOON or HALT_NOW once --halt's condition is met */
+    int out_errno;         /* the output (stdout, --results) could not be written: why */
     bool have_exit;
     int exit_status;
     side *ring;
@@ -78,7 +79,6 @@ typedef struct run_state {
     const char **vals;
     size_t *lens;
     int nvals_cap;
-    bool stdin_tty;
     fpp_task **held;       /* -k with --halt: finished jobs waiting for their turn (kept) */
     int64_t next_emit;
     size_t held_max;
@@ -199,10 +199,16 @@ static void journal_key(strbuf *k)
     sb_free(&d);
 }
 
-/* The journal's file beside the joblog (none for --joblog -). */
+/* The journal's file beside the joblog: none for --joblog -, nor for a joblog that is not a
+ * regular file (/dev/stdout, /dev/null, a pipe from the shell's >(...)): no run resumes from
+ * those, and FILE.fppj beside them would be /dev/fd/63.fppj (no such directory) or a file
+ * left in /dev. */
 static char *journal_path(void)
 {
     if (!g_cfg.joblog || strcmp(g_cfg.joblog, "-") == 0)
+        return NULL;
+    struct stat st;
+    if (stat(g_cfg.joblog, &st) == 0 && !S_ISREG(st.st_mode))
         return NULL;
     size_t n = strlen(g_cfg.joblog);
     char *p = xmalloc(n + sizeof JOURNAL_SUFFIX);
@@ -317,11 +323,6 @@ static int next_item(void *state, const void **arg, size_t *len)
             return 1;
         }
         exec_arg_hdr h = {.seq = jv.seq, .nvals = (uint32_t)jv.n, .flags = 0};
-        /* GNU parallel gives the first job its stdin when the inputs come from elsewhere; not
-         * a terminal, though: a job in a process group of its own would stop (SIGTTIN) if it
-         * read from it. */
-        if (jv.seq == 1 && !inputs_from_stdin(R->in) && !g_cfg.mpi && !R->stdin_tty)
-            h.flags |= EXEC_KEEP_STDIN;
         R->arg.len = 0;
         sb_add(&R->arg, &h, sizeof h);
         for (int i = 0; i < jv.n; i++) {
@@ -331,11 +332,8 @@ static int next_item(void *state, const void **arg, size_t *len)
         }
         *arg = R->arg.p;
         *len = R->arg.len;
-        if (lost) {
-            h.flags &= ~(uint32_t)EXEC_KEEP_STDIN; /* stdin is read by then */
-            memcpy(R->arg.p, &h, sizeof h);
+        if (lost)
             save_lost(R, jv.seq, *arg, *len);
-        }
         return 1;
     }
 }
@@ -574,6 +572,22 @@ static void check_halt(run_state *R, const job_end *e, bool failed)
         slots_stop_starting();
 }
 
+/* The jobs' output cannot be written (stdout: a full disk, a reader gone with SIGPIPE
+ * ignored; --results: its files): the run stops as --halt now would (no output has anywhere
+ * to go), and fpp-run ends with an error (141 for a broken pipe, as if SIGPIPE had killed
+ * it; 255 otherwise). */
+static void output_failed(run_state *R, int err, const char *what)
+{
+    if (R->out_errno)
+        return;
+    R->out_errno = err ? err : EIO;
+    warnx_("%s: %s: the run stops (the jobs' output has nowhere to go)", what, strerror(R->out_errno));
+    if (R->halted != HALT_NOW) {
+        R->halted = HALT_NOW;
+        slots_stop_starting();
+    }
+}
+
 /* Writes a finished job out: its output (or --results files), its failure line, its joblog
  * line. */
 static void emit(run_state *R, const job_vals *jv, bool have_vals, const job_end *e)
@@ -581,8 +595,9 @@ static void emit(run_state *R, const job_vals *jv, bool have_vals, const job_end
     bool failed = e->exitval != 0 || e->signal != 0;
     progress_clear(R->prog);
     if (g_cfg.results) {
-        if (have_vals)
-            results_write(g_cfg.results, jv, e->out, e->out_len, e->out_file, e->err, e->err_len, e->err_file);
+        if (have_vals &&
+            results_write(g_cfg.results, jv, e->out, e->out_len, e->out_file, e->err, e->err_len, e->err_file) != 0)
+            output_failed(R, errno, "--results");
     } else {
         strbuf *tag = NULL;
         if (g_cfg.tag && have_vals) {
@@ -610,6 +625,8 @@ static void emit(run_state *R, const job_vals *jv, bool have_vals, const job_end
             fflush(stderr);
         }
     }
+    if (!g_cfg.results && ferror(stdout))
+        output_failed(R, errno, "writing the output");
     if (e->out_file)
         unlink(e->out_file);
     if (e->err_file)
@@ -857,7 +874,8 @@ static void remove_spill_dir(void)
 
 static void flush_all(run_state *R)
 {
-    fflush(stdout);
+    if (fflush(stdout) != 0 && !g_cfg.results)
+        output_failed(R, errno, "writing the output");
     fflush(stderr);
     joblog_flush(R->jl, true);
 }
@@ -997,7 +1015,6 @@ int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
     memset(R, 0, sizeof *R);
     R->fn = fn;
     R->t = t;
-    R->stdin_tty = isatty(0);
     bool need_total = g_cfg.bar || g_cfg.eta || (g_cfg.halt.when != HALT_NEVER && g_cfg.halt.pct);
     R->in = inputs_open(&g_cfg, need_total);
     R->total = inputs_total(R->in);
@@ -1088,9 +1105,13 @@ int run_jobs(fpp_executor *ex, int fn, const tmpl *t)
     if (stop_rc)
         status = FPPR_EXIT_ERROR;
     if (fflush(stdout) != 0 || ferror(stdout)) {
-        warnx_("writing the output: %s", strerror(errno));
-        status = FPPR_EXIT_ERROR;
+        int e = errno;
+        if (!R->out_errno)
+            warnx_("writing the output: %s", strerror(e ? e : EIO));
+        R->out_errno = R->out_errno ? R->out_errno : e ? e : EIO;
     }
+    if (R->out_errno)
+        status = R->out_errno == EPIPE ? 141 : FPPR_EXIT_ERROR;
     inputs_close(R->in);
     seqset_free(R->done_before);
     seqset_free(R->logged);

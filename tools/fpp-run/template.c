@@ -274,6 +274,14 @@ int tmpl_parse(tmpl *t, char **words, int n, char *err, size_t errlen)
             sb_addc(&line, ' ');
         sb_adds(&line, words[i]);
     }
+    const char *perl = strstr(line.p, "{=");
+    if (perl && strstr(perl + 2, "=}")) {
+        /* GNU parallel's Perl expressions: refused, not passed through as text (the job
+         * would run with the expression in its command and the value appended). */
+        snprintf(err, errlen, "perl replacement strings ({= ... =}) are not supported: %s", perl);
+        sb_free(&line);
+        return -1;
+    }
     for (size_t i = 0; i < line.len;) {
         int src, mod;
         size_t k = line.p[i] == '{' ? match_rpl(line.p + i, line.len - i, &src, &mod) : 0;
@@ -316,8 +324,6 @@ int tmpl_parse(tmpl *t, char **words, int n, char *err, size_t errlen)
     }
     t->why_shell = t->direct ? NULL : why;
     sb_free(&line);
-    (void)err;
-    (void)errlen;
     return 0;
 }
 
