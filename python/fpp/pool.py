@@ -227,7 +227,7 @@ class _Map:
             except Exception as exc:
                 # An item that cannot be pickled: its chunk fails with it, in its place (the
                 # chunks before it are sent and come out first), and the input ends there.
-                ch.code, ch.value = _fpp.CODE_EXC, exc
+                ch.code, ch.value, ch.sent = _fpp.CODE_EXC, exc, 0
                 self._ready[ch.index] = ch
                 self._exhausted = True
                 self._it = None
@@ -267,7 +267,12 @@ class _Map:
                     self._want += 1
                     return ch
             elif self._ready:
-                return self._ready.pop(next(iter(self._ready)))
+                # As they finish; an item that could not be sent (sent == 0) comes out last.
+                idx = next((i for i, c in self._ready.items() if c.sent), None)
+                if idx is None and not self._live and not self._more:
+                    idx = next(iter(self._ready))
+                if idx is not None:
+                    return self._ready.pop(idx)
             self._fill()
             if not self._live and not self._more:
                 if self._exhausted and not self._ready:

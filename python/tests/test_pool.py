@@ -276,6 +276,13 @@ def test_map_item_that_cannot_be_pickled_is_raised_at_its_position(pool):
             for r in it:
                 got.append(r)
         assert got == [i * i for i in range(before)], (n, bad, chunksize)
+    items = list(range(1000))
+    items[500] = threading.Lock()
+    got = []
+    with pytest.raises(TypeError, match="pickle"):
+        for r in pool.imap_unordered(square, items):
+            got.append(r)
+    assert sorted(got) == [i * i for i in range(500)]  # unordered: the ones before, then it
     assert list(pool.map(square, range(300))) == [i * i for i in range(300)]
 
 
