@@ -438,7 +438,9 @@ FPP_API int fpp_as_completed_for(fpp_tm *tm, fpp_task **task, int timeout_ms);
 /* From any thread or a signal handler (async-signal-safe: atomics and one futex wake; it never
  * logs or blocks): the blocking call in progress (fpp_submit waiting for room, fpp_wait,
  * fpp_as_completed[_for], fpp_run), or else the next call of those or fpp_submit, returns
- * FPP_EINTR as for Ctrl-C (process executor: within 100 ms, workers stopped; unfinished tasks
+ * FPP_EINTR as for Ctrl-C (process executor: within 100 ms, workers stopped; thread executor:
+ * once the functions running then have returned, as threads cannot be stopped, so a function
+ * that never returns keeps it waiting (a second Ctrl-C ends the program); unfinished tasks
  * cancelled; every later call returns FPP_EINTR until fpp_tm_free). Unlike Ctrl-C it leaves the
  * SIGINT disposition alone. Returns 0, FPP_EINVAL for NULL, FPP_ESTATE from another process or
  * after fpp_executor_free. Must not race with fpp_tm_free or fpp_executor_free. */

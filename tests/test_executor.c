@@ -224,3 +224,45 @@ BOTH_EXECUTORS(executor, zero_options_mean_defaults)
     cr_expect_eq(fpp_executor_workers(ex), (int)sysconf(_SC_NPROCESSORS_ONLN));
     fpp_executor_free(ex);
 }
+
+static _Atomic int null_lines;
+static void count_line(fpp_log_level level, const char *msg, void *user)
+{
+    (void)level;
+    (void)user;
+    (void)msg;
+    atomic_fetch_add(&null_lines, 1);
+}
+
+/* "Every call that can fail returns ... plus one log line saying why": these failed silently
+ * (fpp_task_keep(NULL) is even documented "with a log line"). */
+Test(executor, calls_given_null_say_why_in_a_log_line)
+{
+    fpp_log_set(count_line, NULL, FPP_LOG_DEBUG);
+    struct { const char *call; int rc; int lines; } got[8];
+    int n = 0;
+#define ONE(name, expr)                                                                                               \
+    do {                                                                                                             \
+        int before = atomic_load(&null_lines);                                                                        \
+        got[n].call = name;                                                                                          \
+        got[n].rc = (int)(expr);                                                                                     \
+        got[n].lines = atomic_load(&null_lines) - before;                                                            \
+        n++;                                                                                                         \
+    } while (0)
+    fpp_journal_info info;
+    fpp_journal_rec rec;
+    ONE("fpp_task_keep", fpp_task_keep(NULL) == NULL ? FPP_EINVAL : 0);
+    ONE("fpp_executor_workers", fpp_executor_workers(NULL));
+    ONE("fpp_journal_stat", fpp_journal_stat(NULL, &info));
+    ONE("fpp_journal_next", fpp_journal_next(NULL, &rec));
+    ONE("fpp_journal_find", fpp_journal_find(NULL, 0, &rec));
+    ONE("fpp_out_set", fpp_out_set(NULL, "x", 1));
+    ONE("fpp_out_alloc", fpp_out_alloc(NULL, 1) == NULL ? FPP_EINVAL : 0);
+    ONE("fpp_out_fail", fpp_out_fail(NULL, "x"));
+#undef ONE
+    fpp_log_set(NULL, NULL, FPP_LOG_WARN);
+    for (int i = 0; i < n; i++) {
+        cr_expect_eq(got[i].rc, FPP_EINVAL, "%s(NULL): %d", got[i].call, got[i].rc);
+        cr_expect_eq(got[i].lines, 1, "%s(NULL) wrote %d log lines", got[i].call, got[i].lines);
+    }
+}

@@ -611,6 +611,51 @@ Test(retries, a_task_that_segfaults_twice_succeeds_on_its_third_attempt_in_other
     fpp_executor_free(ex);
 }
 
+/* Task i's first attempt dies (SIGKILL); its retry returns i. Counts in T_SHARED[i]. */
+static int crash_once(const void *arg, size_t len, fpp_out *out)
+{
+    uint32_t i;
+    cr_assert_eq(len, sizeof i);
+    memcpy(&i, arg, sizeof i);
+    if (atomic_fetch_add(&T_SHARED[i], 1) == 0)
+        raise(SIGKILL);
+    return fpp_out_set(out, &i, sizeof i);
+}
+
+/* Retried tasks go out before new ones; a worker that got some and then a new task found no
+ * room was never woken (the callers flushed only after a dispatch that placed the new task):
+ * both workers slept with tasks queued until their sleep ran out (1 s: a run of 1000 took
+ * 1.2-58 s instead of 0.2). Here a worker sleeps 10 minutes at a time: such a wake-up lost
+ * hangs the test. */
+Test(retries, retried_crashes_never_wait_for_a_worker_to_wake_on_its_own, .fini = assert_clean, .timeout = 120)
+{
+    static int fn = -1;
+    if (fn < 0)
+        fn = fpp_register("crash_once", crash_once);
+    enum { N = 1000 };
+    setenv("FPP_TEST_WORKER_SLEEP_MS", "600000", 1);
+    fpp_executor_opts o = {.workers = 2};
+    fpp_executor *ex = mk_exec(PROC, &o);
+    unsetenv("FPP_TEST_WORKER_SLEEP_MS");
+    for (int round = 0; round < 3; round++) {
+        shared_reset();
+        fpp_tm_opts to = {.error_policy = FPP_IGNORE, .monitor_interval_ms = -1, .retries = 1};
+        fpp_tm *tm;
+        cr_assert_eq(fpp_tm_create(&tm, ex, &to), 0);
+        for (uint32_t i = 0; i < N; i++)
+            cr_assert_eq(fpp_submit(tm, fn, &i, sizeof i), (int64_t)i);
+        cr_expect_eq(fpp_run(tm), 0);
+        fpp_stats st;
+        fpp_tm_stats(tm, &st);
+        cr_expect_eq(st.done, N, "round %d: %llu done", round, (unsigned long long)st.done);
+        cr_expect_eq(st.retried, N);
+        for (int i = 0; i < N; i++)
+            cr_expect_eq(atomic_load(&T_SHARED[i]), 2, "task %d ran %ld times", i, atomic_load(&T_SHARED[i]));
+        fpp_tm_free(tm);
+    }
+    fpp_executor_free(ex);
+}
+
 Test(retries, the_final_error_names_the_attempts_and_the_policy_sees_it_once, .fini = assert_clean, .timeout = 60)
 {
     capture_logs();

@@ -14,7 +14,9 @@
  *   FPP_MPI_CHUNK=BYTES           libfpp_mpi cuts large messages in chunks of this size.
  *                                 mpi/executor.c.
  *   FPP_AUDIT_PAUSE_MS=N          the audit waits N ms between its harvest and its look at each
- *                                 worker's claims. pool/audit.c. */
+ *                                 worker's claims. pool/audit.c.
+ *   FPP_TEST_WORKER_SLEEP_MS=N    a worker process sleeps for its next task up to N ms, not 1 s
+ *                                 (a lost wake-up hangs the test). pool/worker.c. */
 #ifndef FPP_CORE_TESTING_H
 #define FPP_CORE_TESTING_H
 

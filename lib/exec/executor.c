@@ -185,8 +185,10 @@ void fpp_executor_free(fpp_executor *ex)
 
 int fpp_executor_workers(const fpp_executor *ex)
 {
-    if (!ex)
+    if (!ex) {
+        fpp__log(FPP_LOG_ERROR, "fpp_executor_workers: NULL executor");
         return FPP_EINVAL;
+    }
     int rc = check_caller(ex, "fpp_executor_workers");
     return rc ? rc : ex->opts.workers;
 }

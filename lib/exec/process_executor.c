@@ -584,8 +584,10 @@ static int p_poll(fpp_executor *ex, int64_t deadline)
     n += audit(pr, n);
     /* Tasks taken back from a worker go out again now, whether or not the task manager has
      * anything new to dispatch. */
-    if (fpp__pool_has_waiting(p) && !pr->paused && !fpp__exec_halted(ex) && fpp__pool_dispatch(p, NULL) == 0)
-        fpp__pool_flush(p);
+    if (fpp__pool_has_waiting(p) && !pr->paused && !fpp__exec_halted(ex)) {
+        fpp__pool_dispatch(p, NULL);
+        fpp__pool_flush(p); /* also when some found no room: the others were placed */
+    }
     return n;
 }
 

@@ -259,8 +259,10 @@ static int t_poll(fpp_executor *ex, int64_t deadline)
         t->last_progress_ns = now;
         n += fpp__pool_audit(p);
     }
-    if (fpp__pool_has_waiting(p) && !fpp__exec_halted(ex) && fpp__pool_dispatch(p, NULL) == 0)
-        fpp__pool_flush(p);
+    if (fpp__pool_has_waiting(p) && !fpp__exec_halted(ex)) {
+        fpp__pool_dispatch(p, NULL);
+        fpp__pool_flush(p); /* also when some found no room: the others were placed */
+    }
     return n;
 }
 

@@ -148,7 +148,9 @@ FPP__HIDDEN uint64_t fpp__pool_worker_rss_start(fpp__pool *p, uint32_t w, uint64
 FPP__HIDDEN bool fpp__pool_timed_out(const fpp__pool *p, uint32_t w);
 
 /* Takes j: publishes it in a worker's queue. 0 taken, 1 no room now, < 0 an error. j NULL:
- * only sends out again what was taken back from workers. */
+ * only sends out again what was taken back from workers (first, always: so with 1, or an
+ * error, some of those may have been published). The workers are woken by fpp__pool_flush,
+ * which must follow whatever this returned. */
 FPP__HIDDEN int fpp__pool_dispatch(fpp__pool *p, fpp__job *j);
 /* Takes j to be dispatched later (or failed by fpp__pool_fail_waiting). */
 FPP__HIDDEN void fpp__pool_defer(fpp__pool *p, fpp__job *j);

@@ -82,7 +82,11 @@ static bool too_big(fpp_out *o, size_t len)
 
 void *fpp_out_alloc(fpp_out *o, size_t len)
 {
-    if (!o || !o->w || not_me(o->w))
+    if (!o || !o->w) {
+        fpp__log(FPP_LOG_ERROR, "fpp_out_alloc: NULL out");
+        return NULL;
+    }
+    if (not_me(o->w))
         return NULL;
     if (o->toobig || too_big(o, len))
         return NULL;
@@ -100,8 +104,10 @@ void *fpp_out_alloc(fpp_out *o, size_t len)
 
 int fpp_out_set(fpp_out *o, const void *data, size_t len)
 {
-    if (!o || !o->w || (!data && len))
+    if (!o || !o->w || (!data && len)) {
+        fpp__log(FPP_LOG_ERROR, "fpp_out_set: %s", !o || !o->w ? "NULL out" : "NULL data with a length");
         return FPP_EINVAL;
+    }
     if (not_me(o->w))
         return FPP_ESTATE;
     unsigned char *dst = fpp_out_alloc(o, len);
@@ -114,8 +120,10 @@ int fpp_out_set(fpp_out *o, const void *data, size_t len)
 
 int fpp_out_fail(fpp_out *o, const char *fmt, ...)
 {
-    if (!o || !o->w || !fmt)
+    if (!o || !o->w || !fmt) {
+        fpp__log(FPP_LOG_ERROR, "fpp_out_fail: NULL %s", !o || !o->w ? "out" : "format");
         return FPP_EINVAL;
+    }
     if (o->toobig)
         return 0; /* the size error stays the task's error */
     va_list ap;
@@ -238,9 +246,24 @@ static inline void crash_point(int phase)
     if (__builtin_expect(crash_phase == phase, 0) && ++crash_count % crash_every == 0)
         raise(crash_sig);
 }
+/* FPP_TEST_WORKER_SLEEP_MS=N: a worker process's sleep for its next task lasts up to N ms
+ * instead of FPP__WORKER_SLEEP_MAX_NS, so that a lost wake-up shows as a hang, not a 1 s
+ * stall. */
+static int64_t sleep_max_ns = FPP__WORKER_SLEEP_MAX_NS;
+#define SLEEP_MAX_NS sleep_max_ns
+
+static void sleep_max_init(void)
+{
+    const char *s = FPP__TEST_ENV("FPP_TEST_WORKER_SLEEP_MS");
+    long ms = s ? atol(s) : 0;
+    if (ms > 0)
+        sleep_max_ns = (int64_t)ms * 1000000;
+}
 #else
 static inline void crash_point_init(void) {}
 static inline void crash_point(int phase) { FPP__UNUSED(phase); }
+#define SLEEP_MAX_NS FPP__WORKER_SLEEP_MAX_NS
+static inline void sleep_max_init(void) {}
 #endif
 
 /* -------------------------------------------------------------- the loop */
@@ -306,9 +329,9 @@ static bool claim_ready(void *arg, bool armed)
 static int next_task(fpp__wctx *w, fpp__wblock *b, fpp__cell *cells, uint64_t *head, fpp__cell *d,
                      rss_watch *rss, bool *retire, bool yield_first, bool *slept)
 {
-    static const fpp__wait_policy claim = {
-        .spin_ns = FPP__CLAIM_SPIN_NS, .relax = FPP__CLAIM_RELAX, .yield_ns = FPP__WORKER_SLEEP_MAX_NS,
-        .yield_max = FPP__CLAIM_YIELDS, .sleep_ns = FPP__WORKER_SLEEP_MAX_NS,
+    const fpp__wait_policy claim = {
+        .spin_ns = FPP__CLAIM_SPIN_NS, .relax = FPP__CLAIM_RELAX, .yield_ns = SLEEP_MAX_NS,
+        .yield_max = FPP__CLAIM_YIELDS, .sleep_ns = SLEEP_MAX_NS,
     };
     claim_wait c = {.w = w, .b = b, .cells = cells, .head = head, .d = d, .rss = rss, .got = -1};
     fpp__ec *wake = &b->wake;
@@ -351,6 +374,7 @@ static void worker_loop(fpp__wctx *w)
     rss_watch rss = {.fd = -1};
     if (w->process) {
         crash_point_init();
+        sleep_max_init();
         if (w->max_rss_kib) {
             rss.fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
             uint64_t total = 0;

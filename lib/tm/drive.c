@@ -35,7 +35,9 @@ void fpp__tm_feed(fpp_tm *tm)
                                 atomic_load_explicit(&tm->sig.hit, memory_order_relaxed)))
             break;
     }
-    int sent = 0;
+    /* A dispatch that finds no room for its task may still have placed others (tasks taken
+     * back from a worker go out first): after any dispatch, flush. */
+    bool tried = false;
     bool polled = false;
     while (tm->pending.head && !tm->raised) {
         /* Off the list before the executor sees it: dispatch and poll may finish other tasks,
@@ -44,6 +46,7 @@ void fpp__tm_feed(fpp_tm *tm)
         if (tm->jr && !t->jstart)
             t->jstart = fpp__tm_jnow(tm);
         int rc = tm->ex->ops->dispatch(tm->ex, &t->job);
+        tried = true;
         if (rc == 1) {
             fpp__list_push_front(&tm->pending, &t->job.link);
             if (polled)
@@ -51,10 +54,8 @@ void fpp__tm_feed(fpp_tm *tm)
             /* Full: harvest what is ready (no wait) and try once more, so that a caller who
              * submits everything first still keeps the workers busy. */
             polled = true;
-            if (sent) {
-                tm->ex->ops->flush(tm->ex);
-                sent = 0;
-            }
+            tm->ex->ops->flush(tm->ex);
+            tried = false;
             tm->jnow = 0;
             tm->ex->ops->poll(tm->ex, 0);
             continue;
@@ -65,9 +66,8 @@ void fpp__tm_feed(fpp_tm *tm)
             continue;
         }
         t->where = FPP__AT_EXEC;
-        sent++;
     }
-    if (sent)
+    if (tried)
         tm->ex->ops->flush(tm->ex);
 }
 

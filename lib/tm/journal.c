@@ -1738,8 +1738,10 @@ int fpp_journal_open(fpp_journal **out, const char *path)
 
 int fpp_journal_stat(const fpp_journal *j, fpp_journal_info *out)
 {
-    if (!j || !out)
+    if (!j || !out) {
+        fpp__log(FPP_LOG_ERROR, "fpp_journal_stat: NULL %s", j ? "info" : "journal");
         return FPP_EINVAL;
+    }
     memset(out, 0, sizeof *out);
     out->key = j->head.key;
     out->nfn = j->head.nfn;
@@ -1806,8 +1808,10 @@ static int expand_next(fpp_journal *j, int64_t *id)
 
 int fpp_journal_next(fpp_journal *j, fpp_journal_rec *rec)
 {
-    if (!j || !rec)
+    if (!j || !rec) {
+        fpp__log(FPP_LOG_ERROR, "fpp_journal_next: NULL %s", j ? "record" : "journal");
         return FPP_EINVAL;
+    }
     int64_t id;
     for (;;) {
         if (expand_next(j, &id)) {
@@ -1874,8 +1878,11 @@ int fpp_journal_next(fpp_journal *j, fpp_journal_rec *rec)
 
 int fpp_journal_find(fpp_journal *j, int64_t id, fpp_journal_rec *rec)
 {
-    if (!j || id < 0)
+    if (!j || id < 0) {
+        fpp__log(FPP_LOG_ERROR, j ? "fpp_journal_find: negative id %lld" : "fpp_journal_find: NULL journal",
+                 (long long)id);
         return FPP_EINVAL;
+    }
     if (!view_finished(&j->final, id))
         return 0;
     if (!rec)

@@ -231,8 +231,10 @@ void fpp__task_free_all(fpp_tm *tm, bool owner)
 
 fpp_task *fpp_task_keep(fpp_task *t)
 {
-    if (!t)
+    if (!t) {
+        fpp__log(FPP_LOG_ERROR, "fpp_task_keep: NULL task");
         return NULL;
+    }
     if (task_dead(t)) {
         fpp__log(FPP_LOG_ERROR, "fpp_task_keep: this task's life has ended (recycled after the next "
                  "fpp_as_completed, or released)");
