@@ -371,6 +371,8 @@ void fpp__server_main(const fpp__server_args *a)
 int fpp__fs_spawn(fpp__fs *fs, uint32_t slot, uint32_t gen, int memfd)
 {
     fpp__fs_msg m = {.op = FPP__FS_SPAWN, .slot = slot, .gen = gen};
+    if (fs->sock < 0)
+        return FPP_ESYS; /* no server since a replacement failed (logged then): not a sendmsg error */
     if (send_fd(fs->sock, &m, sizeof m, memfd) != 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
             return 1; /* the channel is full (hundreds of requests the server has not read yet) */
