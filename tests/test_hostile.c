@@ -505,7 +505,12 @@ Test(hostile, a_task_ringing_its_bell_in_a_loop_costs_the_parent_little_cpu, .fi
     memcpy(&rounds, fpp_task_result(t, NULL), sizeof rounds);
     cr_log_info("bell rung %ld times: the parent used %.3f s of CPU in %.2f s", rounds, cpu, wall);
     cr_expect_gt(rounds, 1000, "the bell was rung");
+#if defined(__SANITIZE_ADDRESS__)
+    /* Not a figure to bound here: under AddressSanitizer the same run took 0.005 to 0.74 s of
+     * the parent's CPU depending on what ran before it (the plain build's run checks it). */
+#else
     cr_expect_lt(cpu, 0.5, "the parent spun: %.2f s of CPU in %.2f s", cpu, wall);
+#endif
     every_slot_serves(tm, 2);
     fpp_tm_free(tm);
     fpp_executor_free(ex);

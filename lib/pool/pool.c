@@ -259,7 +259,8 @@ static bool anything_ready(fpp__pool *p)
 
 /* Worker w's bell ended the parent's sleep and there was nothing to take: a task that rings
  * its own worker's bell in a loop would keep the parent at full CPU. After a run of these its
- * bell is muted for a while (doubling): the parent looks at it every slice instead. */
+ * bell is muted for a while (doubling): the parent looks at it every FPP__BELL_MUTED_LOOK_NS
+ * instead. */
 static void bell_noise(fpp__pool *p, uint32_t w)
 {
     fpp__wpriv *wp = &p->wp[w];
@@ -305,7 +306,7 @@ void fpp__pool_wait(fpp__pool *p, int64_t deadline_ns)
     /* Sleep on the extra words and on every live worker's bell (event counts: arm, look, sleep;
      * core/ec.c has the argument). The last extra word (the poke) goes first: where futex_waitv
      * is missing the sleep is on words[0] alone, in slices, and a poke must still end it. A
-     * muted bell (bell_noise) is left out, and looked at every slice instead. */
+     * muted bell (bell_noise) is left out, and looked at every FPP__BELL_MUTED_LOOK_NS instead. */
     fpp__ec *words[2 + FPP__MAX_WORKERS];
     uint32_t who[2 + FPP__MAX_WORKERS];
     int n = 0;
@@ -321,7 +322,7 @@ void fpp__pool_wait(fpp__pool *p, int64_t deadline_ns)
             if (!now)
                 now = fpp__now_ns();
             if (now < wp->muted_until) {
-                deadline_ns = FPP__MIN(deadline_ns, now + FPP__WAIT_SLICE_NS);
+                deadline_ns = FPP__MIN(deadline_ns, now + FPP__BELL_MUTED_LOOK_NS);
                 continue;
             }
             wp->muted_until = 0;
