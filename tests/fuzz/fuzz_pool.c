@@ -97,8 +97,21 @@ static bool held_guarded(int i)
     return held_fill[i] && !(w >= 0 && w < W && gen[w] == held_gen[i] && dishonest[w]);
 }
 
+/* A worker that turned dishonest spoils, for good, the results it handed out in place: it may
+ * have written over them before it was replaced, and a new worker in its slot (another gen)
+ * does not make them guarded again (the crash CI's fuzz run found: a held result of a worker
+ * that scribbled its queue, checked once that worker was gone). */
+static void spoil_held(int w)
+{
+    for (int i = 0; i < nheld; i++)
+        if (held_w[i] == w && held_gen[i] == gen[w] && dishonest[w])
+            held_fill[i] = 0;
+}
+
 static void check_held(void)
 {
+    for (int w = 0; w < W; w++)
+        spoil_held(w);
     for (int i = 0; i < nheld; i++) {
         fpp__job *j = held[i];
         if (!j->hold || !held_guarded(i))
@@ -162,6 +175,7 @@ static void fresh_worker(fpp__pool *p, uint32_t w)
     fpp__pool_attach(p, w, m);
     stopped[w] = false;
     claimed_ticket[w] = 0;
+    spoil_held((int)w);
     dishonest[w] = false;
     gen[w]++;
 }
@@ -381,7 +395,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             case 6: atomic_store(&b->apin, v); break;
             case 7: atomic_store(&b->chead, v); break;
             }
-            if (what >= 5)
+            if (what >= 5 || what == 3)
                 dishonest[w] = true; /* the words it writes by are its own to break */
             char msg[FPP__ERR_MAX];
             uint32_t ws = fpp__pool_worker_state(pool, w, msg, sizeof msg);
